@@ -1,0 +1,71 @@
+"""Python API: run or check a `Config` end to end (the wiring of workloads and simulator).
+
+    import simulator
+    cfg = simulator.load_config("configs/tactical.yaml")
+    df = simulator.run(cfg)              # one row per (network, sparsity, layer, pass)
+    print(simulator.summarize(df))
+
+This module, like the CLI, may import `workloads`; the simulator core may not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .check import CheckResult
+from .config import Config, ConfigError
+from .results import COLUMNS
+from .simulate import check_layers, simulate_layers
+from .trace import TraceError, TraceLayer, read_trace
+
+
+def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[TraceLayer]]]:
+    """Yield (network, sparsity, layer count, layers) per workload point of `config`."""
+    wl = config.workload
+    if wl.trace is not None:
+        try:
+            trace = read_trace(wl.trace)
+        except TraceError as e:
+            raise ConfigError(f"{config.source}: workload.trace: {e}") from None
+        yield trace.network, trace.sparsity, len(trace.layers), iter(trace.layers)
+        return
+    from workloads.networks import build_network
+    from workloads.synthetic import synthetic_layers
+
+    try:
+        net = build_network(wl.network, image_size=wl.image_size, num_classes=wl.num_classes)
+    except ValueError as e:
+        raise config.error("workload.network", f"a network the zoo can build ({e})") from None
+    if wl.dense_layers is not None:
+        names = {s.name for s in net.layers}
+        unknown = [n for n in wl.dense_layers if n not in names]
+        if unknown:
+            raise config.error("workload.dense_layers", f"layer names of {net.name} "
+                               f"(e.g. {net.first_conv})", unknown[0])
+    for s in wl.sparsity:
+        yield net.name, s, len(net.layers), synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers)
+
+
+def _progress(layers, total: int, desc: str, quiet: bool):
+    return tqdm(layers, total=total, desc=desc, unit="layer", leave=False,
+                disable=True if quiet else None)
+
+
+def run(config: Config, quiet: bool = True) -> pd.DataFrame:
+    """Simulate every workload point and pass of `config`; returns the result rows."""
+    rows = []
+    for network, sparsity, count, layers in _workloads(config):
+        it = _progress(layers, count, f"{network} {sparsity:.0%}", quiet)
+        rows.extend(simulate_layers(it, config.architecture, config.passes, network, sparsity))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def check(config: Config, quiet: bool = True) -> Iterator[tuple[str, float, CheckResult]]:
+    """Functional check of every layer and pass: yields (network, sparsity, result)."""
+    for network, sparsity, count, layers in _workloads(config):
+        it = _progress(layers, count, f"check {network} {sparsity:.0%}", quiet)
+        for result in check_layers(it, config.architecture, config.passes):
+            yield network, sparsity, result

@@ -1,0 +1,100 @@
+"""Timing of a lowered pass on the PE array (units: cycles, MACs).
+
+Mapping. Filters of one convolution group are dealt to the array's filter lanes in
+*filter groups* of tiles x rows: filter j of a group goes to filter group
+j // (tiles*rows), tile (j // rows) % tiles, row j % rows. Different convolution
+groups read different broadcast values, so they never share a filter group (a
+depthwise layer uses one filter lane of the array: honest, and slow). Each filter
+group processes the output positions in *window groups* of `columns` windows.
+
+Tiles share the broadcast operand, so they run in lockstep: a (filter group, window
+group) costs the maximum over its tiles of the tile's scheduled cycles. The weight
+schedule does not depend on the window, so every window group of a filter group
+costs the same.
+
+- dense_cycles = steps per filter group (no skipping) x filter groups x window groups
+- ideal_cycles = max over the group's filter lanes of ceil(nnz / lanes), summed alike
+- cycles       = scheduler's cycles, lockstep max over tiles, summed alike
+so ideal <= cycles <= dense, and dense / cycles <= h + 1 (the window advances at
+most h + 1 steps per cycle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Architecture
+from .frontend import connectivity
+from .lowering import LoweredPass
+from .scheduler import schedule_tiles
+
+
+@dataclass(frozen=True)
+class PassTiming:
+    """Cycle counts of one pass of one layer (cycles at the array clock)."""
+
+    cycles: int
+    dense_cycles: int
+    ideal_cycles: int
+    filter_groups: int
+    window_groups: int
+
+
+@dataclass
+class TileSchedule:
+    """The recorded schedule of a pass, for the functional check: per convolution
+    group, `sources` int64 [units, rows, S, L] and `bases` [units, S] (see scheduler),
+    `cycles` [units], with unit = (filter group, tile) and filter f in unit f // rows."""
+
+    sources: list[np.ndarray]
+    bases: list[np.ndarray]
+    cycles: list[np.ndarray]
+
+
+def _units(nonzero: np.ndarray, rows: int) -> np.ndarray:
+    """[F, S, L] -> [ceil(F/rows), rows, S, L], zero filters padding the last tile."""
+    f, s, l = nonzero.shape
+    units = -(-f // rows)
+    out = np.zeros((units * rows, s, l), dtype=np.uint8)
+    out[:f] = nonzero
+    return out.reshape(units, rows, s, l)
+
+
+def _lockstep(per_unit: np.ndarray, tiles: int, filter_groups: int, idle: int) -> int:
+    """Sum over filter groups of the max over their tiles; missing tiles cost `idle`."""
+    padded = np.full(filter_groups * tiles, idle, dtype=np.int64)
+    padded[:per_unit.size] = per_unit
+    return int(padded.reshape(filter_groups, tiles).max(axis=1).sum())
+
+
+def time_pass(lowered: LoweredPass, arch: Architecture, keep_schedule: bool = False):
+    """Cycle counts of `lowered` on `arch`; with `keep_schedule` also its `TileSchedule`."""
+    offsets = connectivity(arch.frontend, arch.lanes)
+    h = arch.frontend.lookahead
+    groups, filters, steps, lanes = lowered.scheduled.shape
+    per_array = arch.tiles * arch.rows
+    filter_groups = -(-filters // per_array)
+    window_groups = -(-lowered.n_windows // arch.columns)
+    cycles = ideal = 0
+    record = TileSchedule([], [], [])
+    for g in range(groups):
+        nonzero = lowered.scheduled[g] != 0
+        out = schedule_tiles(_units(nonzero, arch.rows), offsets, h, keep_schedule)
+        if keep_schedule:
+            out, sources, bases = out
+            record.sources.append(sources)
+            record.bases.append(bases)
+            record.cycles.append(out)
+        # a tile with no filters still streams the window through: ceil(S / (h+1)) cycles
+        cycles += _lockstep(out, arch.tiles, filter_groups, -(-steps // (h + 1)))
+        nnz = nonzero.sum(axis=(1, 2))
+        lane_ideal = np.zeros(filter_groups * per_array, dtype=np.int64)
+        lane_ideal[:filters] = -(-nnz // lanes)
+        ideal += int(lane_ideal.reshape(filter_groups, per_array).max(axis=1).sum())
+    dense = groups * filter_groups * steps
+    timing = PassTiming(cycles=cycles * window_groups, dense_cycles=dense * window_groups,
+                        ideal_cycles=ideal * window_groups, filter_groups=groups * filter_groups,
+                        window_groups=window_groups)
+    return (timing, record) if keep_schedule else timing

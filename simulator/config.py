@@ -1,0 +1,267 @@
+"""Run configuration: YAML (``yaml.safe_load``) into validated, frozen dataclasses.
+
+Every problem is reported as one `ConfigError` line naming the file, the key path and
+what was expected, e.g. ``configs/x.yaml: architecture.tiles: expected an integer >= 1,
+got -3``. Units: `frequency_mhz` in MHz; array sizes in multipliers; `image_size` in
+pixels; `sparsity` as a fraction of zeros in [0, 1).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .frontend import Frontend, FrontendError, connectivity
+
+PASSES = ("forward",)
+BACKENDS = ("bit-parallel",)
+PLANNED_BACKENDS = ("tclp", "tcle")
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file; `str()` is the one-line message to print."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The PE array: `tiles` x `rows` filter lanes x `lanes` weight lanes x `columns` windows.
+
+    Peak MACs per cycle = tiles * rows * lanes * columns. Defaults: the 16-tile
+    DaDianNao-style array Bit-Tactical builds on (16 filters x 16 weights per tile,
+    one window per cycle in bit-parallel mode: 4096 MACs/cycle), T<2,5>, 1 GHz.
+    """
+
+    tiles: int = 16
+    rows: int = 16
+    lanes: int = 16
+    columns: int = 1
+    frequency_mhz: float = 1000.0
+    frontend: Frontend = field(default_factory=Frontend)
+    backend: str = "bit-parallel"
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.tiles * self.rows * self.lanes * self.columns
+
+    @property
+    def filter_lanes(self) -> int:
+        """Filter lanes across the array: output channels computed at once."""
+        return self.tiles * self.rows
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Either a synthetic workload (`network` set) or a trace directory (`trace` set).
+
+    `dense_layers`: layer names left dense by the sparsifier; None means the first
+    conv (as SWAT-U does). `num_classes`/`image_size` None mean the network's default.
+    """
+
+    network: str | None = None
+    trace: str | None = None
+    image_size: int | None = None
+    batch: int = 1
+    sparsity: tuple[float, ...] = (0.0,)
+    seed: int = 0
+    dense_layers: tuple[str, ...] | None = None
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    dir: str | None = None  # None: reports/<config name>
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    architecture: Architecture
+    workload: Workload
+    passes: tuple[str, ...]
+    output: Output
+    source: str = "<config>"  # the file it came from, for error messages
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.dir) if self.output.dir else Path("reports") / self.name
+
+    def error(self, key: str, expected: str, got: Any = None) -> ConfigError:
+        """A ConfigError about `key` of this config (for checks that need a workload)."""
+        return _error(self.source, key, expected, got)
+
+
+def _error(source: str, key: str, expected: str, got: Any = None) -> ConfigError:
+    tail = "" if got is None else f", got {got!r}"
+    return ConfigError(f"{source}: {key}: expected {expected}{tail}")
+
+
+class _Section:
+    """Reads one mapping of the YAML, remembering which keys were used."""
+
+    def __init__(self, source: str, path: str, data: Any, allowed: tuple[str, ...]):
+        self.source, self.path = source, path
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise _error(source, path or "(top level)", "a mapping", data)
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise _error(source, self.key(str(unknown[0])), f"one of the known keys "
+                         f"({', '.join(allowed)}); unknown key")
+        self.data = data
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, expected: str, got: Any = None) -> ConfigError:
+        return _error(self.source, self.key(name), expected, got)
+
+    def int(self, name: str, default: int | None, minimum: int | None = None) -> int | None:
+        v = self.data.get(name, default)
+        if v is None and default is None:
+            return None
+        want = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        if isinstance(v, bool) or not isinstance(v, int) or (minimum is not None and v < minimum):
+            raise self.fail(name, want, v)
+        return v
+
+    def number(self, name: str, default: float, lo: float, hi: float | None = None,
+               hi_open: bool = False) -> float:
+        v = self.data.get(name, default)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if ok:
+            ok = v >= lo and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok:
+            rng = f"in [{lo}, {hi}{')' if hi_open else ']'}" if hi is not None else f">= {lo}"
+            raise self.fail(name, f"a number {rng}", v)
+        return float(v)
+
+    def choice(self, name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
+        v = self.data.get(name, default)
+        if v is None and default is None:
+            return None
+        if not isinstance(v, str) or v not in choices:
+            raise self.fail(name, f"one of {', '.join(choices)}", v)
+        return v
+
+    def string(self, name: str, default: str | None) -> str | None:
+        v = self.data.get(name, default)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise self.fail(name, "a non-empty string", v)
+        return v
+
+
+def _architecture(source: str, data: Any) -> Architecture:
+    names = tuple(f.name for f in fields(Architecture))
+    sec = _Section(source, "architecture", data, names)
+    d = Architecture()
+    backend = sec.data.get("backend", d.backend)
+    if backend in PLANNED_BACKENDS:
+        raise sec.fail("backend", f"bit-parallel ({backend} needs fixed-point values and is not "
+                       "implemented yet)", backend)
+    fe_sec = _Section(source, "architecture.frontend", sec.data.get("frontend"),
+                      ("shape", "lookahead", "lookaside"))
+    shape = fe_sec.choice("shape", d.frontend.shape, ("T", "L", "none"))
+    default_h = 0 if shape == "none" else d.frontend.lookahead
+    default_d = 0 if shape == "none" else d.frontend.lookaside
+    frontend = Frontend(shape, fe_sec.int("lookahead", default_h, 0), fe_sec.int("lookaside", default_d, 0))
+    arch = Architecture(
+        tiles=sec.int("tiles", d.tiles, 1), rows=sec.int("rows", d.rows, 1),
+        lanes=sec.int("lanes", d.lanes, 1), columns=sec.int("columns", d.columns, 1),
+        frequency_mhz=sec.number("frequency_mhz", d.frequency_mhz, 1e-3),
+        frontend=frontend, backend=sec.choice("backend", d.backend, BACKENDS))
+    if arch.frequency_mhz <= 0:
+        raise sec.fail("frequency_mhz", "a number > 0", arch.frequency_mhz)
+    try:
+        connectivity(frontend, arch.lanes)
+    except FrontendError as e:
+        raise ConfigError(f"{source}: architecture.frontend.{e}") from None
+    return arch
+
+
+def _workload(source: str, data: Any) -> Workload:
+    names = tuple(f.name for f in fields(Workload))
+    sec = _Section(source, "workload", data, names)
+    network, trace = sec.string("network", None), sec.string("trace", None)
+    if (network is None) == (trace is None):
+        raise _error(source, "workload", "exactly one of 'network' (synthetic workload) or "
+                     "'trace' (a trace directory)")
+    sp = sec.data.get("sparsity", [0.0])
+    if isinstance(sp, (int, float)) and not isinstance(sp, bool):
+        sp = [sp]
+    if not isinstance(sp, list) or not sp:
+        raise sec.fail("sparsity", "a number or a non-empty list of numbers in [0, 1)", sp)
+    values = []
+    for i, v in enumerate(sp):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise sec.fail(f"sparsity[{i}]", "a number in [0, 1)", v)
+        values.append(float(v))
+    if len(set(values)) != len(values):
+        raise sec.fail("sparsity", "distinct values", sp)
+    dense = sec.data.get("dense_layers")
+    if dense is not None:
+        if not isinstance(dense, list) or not all(isinstance(x, str) for x in dense):
+            raise sec.fail("dense_layers", "a list of layer names", dense)
+        dense = tuple(dense)
+    if trace is not None:
+        for k in ("image_size", "num_classes", "dense_layers"):
+            if k in sec.data:
+                raise sec.fail(k, "no value: it applies to synthetic workloads, and the trace "
+                               "fixes the shapes and sparsity")
+    return Workload(network=network, trace=trace, image_size=sec.int("image_size", None, 8),
+                    batch=sec.int("batch", 1, 1), sparsity=tuple(values),
+                    seed=sec.int("seed", 0, 0), dense_layers=dense,
+                    num_classes=sec.int("num_classes", None, 1))
+
+
+def _passes(source: str, data: Any) -> tuple[str, ...]:
+    if data is None:
+        return ("forward",)
+    if not isinstance(data, list) or not data:
+        raise _error(source, "passes", f"a non-empty list drawn from {', '.join(PASSES)}", data)
+    for i, p in enumerate(data):
+        if p not in PASSES:
+            raise _error(source, f"passes[{i}]", f"one of {', '.join(PASSES)}", p)
+    return tuple(dict.fromkeys(data))
+
+
+def parse_config(data: Any, source: str = "<config>", name: str | None = None) -> Config:
+    """Validate an already-parsed YAML mapping into a `Config`."""
+    top = _Section(source, "", data, ("name", "architecture", "workload", "passes", "output"))
+    cfg_name = top.string("name", name or Path(source).stem)
+    out = _Section(source, "output", top.data.get("output"), ("dir",))
+    return Config(name=cfg_name, architecture=_architecture(source, top.data.get("architecture")),
+                  workload=_workload(source, top.data.get("workload")),
+                  passes=_passes(source, top.data.get("passes")),
+                  output=Output(dir=out.string("dir", None)), source=source)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a YAML config. Relative `workload.trace` paths are taken from the
+    current directory if they exist there, else from the config file's directory."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    cfg = parse_config(data, source)
+    trace = cfg.workload.trace
+    if trace and not Path(trace).is_absolute() and not Path(trace).exists():
+        alt = path.parent / trace
+        if alt.exists():
+            from dataclasses import replace
+            cfg = replace(cfg, workload=replace(cfg.workload, trace=str(alt)))
+    return cfg

@@ -1,0 +1,260 @@
+"""The trace: the contract between the trainer (or a synthetic workload) and the simulator.
+
+A trace is what the accelerator sees in one training iteration, layer by layer:
+the layer's shape (`LayerSpec`) and its tensors (`TraceLayer`). On disk it is a
+directory with `manifest.yaml` and one compressed `.npz` per layer, read with
+`allow_pickle=False` only (see `traces/README.md`). Synthetic workloads build the
+same in-memory `Trace` without touching disk, so the simulator cannot tell them apart.
+
+Units: channel counts and spatial sizes are element counts; tensors are float32
+(the manifest's `dtype`) in NCHW / OIHW layout; `macs` are multiply-accumulates.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+FORMAT_VERSION = 1
+TENSORS = ("weight", "input", "input_saved", "grad_output")
+KINDS = ("conv", "fc")
+
+
+class TraceError(ValueError):
+    """A trace on disk is missing, malformed, or of a format this reader does not know."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Shape of one conv or fc layer. fc layers are 1x1 convolutions on a 1x1 input.
+
+    `kernel`, `stride`, `padding`, `dilation` are square (same on both axes);
+    `in_hw` and `out_hw` are (height, width) in elements.
+    """
+
+    name: str
+    kind: str
+    in_channels: int
+    out_channels: int
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    in_hw: tuple[int, int] = (1, 1)
+    out_hw: tuple[int, int] = (1, 1)
+    bias: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"layer {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"layer {self.name}: channels must divide by groups={self.groups}")
+        object.__setattr__(self, "in_hw", tuple(int(v) for v in self.in_hw))
+        object.__setattr__(self, "out_hw", tuple(int(v) for v in self.out_hw))
+        expected = tuple(conv_output_size(i, self.kernel, self.stride, self.padding, self.dilation)
+                         for i in self.in_hw)
+        if self.out_hw != expected:
+            raise ValueError(f"layer {self.name}: out_hw {self.out_hw} does not follow from "
+                             f"in_hw {self.in_hw} and the kernel geometry (expected {expected})")
+
+    @property
+    def channels_per_group(self) -> int:
+        """Input channels each filter reduces over (C_in / groups)."""
+        return self.in_channels // self.groups
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.kind == "fc":
+            return (self.out_channels, self.in_channels)
+        return (self.out_channels, self.channels_per_group, self.kernel, self.kernel)
+
+    @property
+    def weight_count(self) -> int:
+        """Number of weights (elements), bias excluded."""
+        return int(np.prod(self.weight_shape))
+
+    @property
+    def param_count(self) -> int:
+        """Weights plus bias, in elements."""
+        return self.weight_count + (self.out_channels if self.bias else 0)
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        if self.kind == "fc":
+            return (batch, self.in_channels)
+        return (batch, self.in_channels, *self.in_hw)
+
+    def output_shape(self, batch: int) -> tuple[int, ...]:
+        if self.kind == "fc":
+            return (batch, self.out_channels)
+        return (batch, self.out_channels, *self.out_hw)
+
+    def macs(self, batch: int = 1) -> int:
+        """Dense multiply-accumulates of the forward pass for `batch` samples."""
+        return batch * self.out_hw[0] * self.out_hw[1] * self.weight_count
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution along one axis (elements)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@dataclass
+class TraceLayer:
+    """One layer of a trace: its shape and the tensors of one iteration.
+
+    `weight`: the weights the forward pass uses (after Top-K), OIHW or [O, C];
+    `input`: forward-pass input activations, NCHW or [N, C];
+    `input_saved`: activations saved for the backward pass (None if not recorded);
+    `grad_output`: gradient at the layer output (None if not recorded).
+    """
+
+    spec: LayerSpec
+    weight: np.ndarray
+    input: np.ndarray
+    input_saved: np.ndarray | None = None
+    grad_output: np.ndarray | None = None
+
+    def __post_init__(self):
+        s = self.spec
+        if tuple(self.weight.shape) != s.weight_shape:
+            raise TraceError(f"layer {s.name}: weight has shape {self.weight.shape}, "
+                             f"expected {s.weight_shape}")
+        batch = self.input.shape[0] if self.input.ndim else 0
+        for tname, expected in (("input", s.input_shape(batch)), ("input_saved", s.input_shape(batch)),
+                                ("grad_output", s.output_shape(batch))):
+            t = getattr(self, tname)
+            if t is not None and tuple(t.shape) != expected:
+                raise TraceError(f"layer {s.name}: {tname} has shape {t.shape}, expected {expected}")
+
+    @property
+    def batch(self) -> int:
+        return int(self.input.shape[0])
+
+
+@dataclass
+class Trace:
+    """A network's layers for one training iteration plus provenance metadata."""
+
+    network: str
+    layers: list[TraceLayer]
+    method: str = "dense"
+    sparsity: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    def layer(self, name: str) -> TraceLayer:
+        for lay in self.layers:
+            if lay.spec.name == name:
+                return lay
+        raise KeyError(name)
+
+
+def _spec_to_yaml(spec: LayerSpec) -> dict:
+    d = asdict(spec)
+    d["in_hw"] = list(spec.in_hw)
+    d["out_hw"] = list(spec.out_hw)
+    return d
+
+
+def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
+    """Write `trace` to `directory` atomically: built in a temporary sibling, then renamed.
+
+    An existing directory at that path is replaced only after the new one is complete.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        layers = []
+        for i, lay in enumerate(trace.layers):
+            fname = f"{i:03d}_{lay.spec.name.replace('/', '_')}.npz"
+            arrays = {t: getattr(lay, t) for t in TENSORS if getattr(lay, t) is not None}
+            np.savez_compressed(tmp / fname, **arrays)
+            layers.append({"file": fname, **_spec_to_yaml(lay.spec)})
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "network": trace.network,
+            "method": trace.method,
+            "sparsity": float(trace.sparsity),
+            "dtype": str(trace.layers[0].weight.dtype) if trace.layers else "float32",
+            **trace.meta,
+            "layers": layers,
+        }
+        (tmp / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            _rmtree(old)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    return directory
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+_SPEC_FIELDS = ("name", "kind", "in_channels", "out_channels", "kernel", "stride", "padding",
+                "dilation", "groups", "in_hw", "out_hw", "bias")
+
+
+def read_trace(directory: str | os.PathLike) -> Trace:
+    """Read a trace directory. Raises `TraceError` with the file and field on bad input."""
+    directory = Path(directory)
+    mpath = directory / "manifest.yaml"
+    if not mpath.is_file():
+        raise TraceError(f"{mpath}: no such file (a trace is a directory with manifest.yaml)")
+    try:
+        manifest = yaml.safe_load(mpath.read_text())
+    except yaml.YAMLError as e:
+        raise TraceError(f"{mpath}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(manifest, dict):
+        raise TraceError(f"{mpath}: expected a mapping at the top level")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise TraceError(f"{mpath}: format_version: expected {FORMAT_VERSION}, got {version!r} "
+                         "(written by a different accelsim version)")
+    entries = manifest.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise TraceError(f"{mpath}: layers: expected a non-empty list")
+    layers = []
+    for i, entry in enumerate(entries):
+        where = f"{mpath}: layers[{i}]"
+        if not isinstance(entry, dict):
+            raise TraceError(f"{where}: expected a mapping")
+        missing = [k for k in ("file", *_SPEC_FIELDS[:4]) if k not in entry]
+        if missing:
+            raise TraceError(f"{where}: missing field {missing[0]!r}")
+        try:
+            spec = LayerSpec(**{k: entry[k] for k in _SPEC_FIELDS if k in entry})
+        except (TypeError, ValueError) as e:
+            raise TraceError(f"{where}: {e}") from None
+        npz = directory / str(entry["file"])
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                arrays = {t: data[t] for t in TENSORS if t in data.files}
+        except (OSError, ValueError) as e:
+            raise TraceError(f"{npz}: cannot read ({e})") from None
+        for t in ("weight", "input"):
+            if t not in arrays:
+                raise TraceError(f"{npz}: missing array {t!r}")
+        try:
+            layers.append(TraceLayer(spec, **arrays))
+        except TraceError as e:
+            raise TraceError(f"{npz}: {e}") from None
+    meta = {k: v for k, v in manifest.items()
+            if k not in ("format_version", "network", "method", "sparsity", "layers")}
+    return Trace(network=str(manifest.get("network", directory.name)), layers=layers,
+                 method=str(manifest.get("method", "unknown")),
+                 sparsity=float(manifest.get("sparsity", 0.0)), meta=meta)

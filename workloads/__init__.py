@@ -1,0 +1,1 @@
+"""accelsim's workloads: the network zoo, synthetic sparse workloads (and later the SWAT trainer)."""
