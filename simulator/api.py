@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .check import CheckResult
+from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
 from .simulate import check_layers, simulate_layers

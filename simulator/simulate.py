@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .array import time_pass
-from .check import CheckResult, recompute
+from .verify import CheckResult, recompute
 from .config import Architecture
 from .lowering import lower_forward, reference_forward
 from .results import result_row

@@ -1,0 +1,73 @@
+"""Synthetic SWAT-style workloads and the Top-K sparsifier."""
+
+import numpy as np
+import pytest
+
+from workloads.networks import build_network
+from workloads.synthetic import synthetic_layers, synthetic_trace
+from workloads.topk import keep_count, topk_sparsify, topk_threshold
+
+
+def test_topk_keeps_exactly_the_largest_magnitudes():
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    for s in (0.0, 0.5, 0.8, 0.9, 0.999):
+        y = topk_sparsify(x, s)
+        kept = np.flatnonzero(y)
+        assert kept.size == keep_count(x.size, s) == 1000 - round(1000 * s)
+        assert np.all(y[kept] == x[kept])
+        # every kept magnitude is at least every dropped one
+        dropped = np.setdiff1d(np.arange(1000), kept)
+        if dropped.size and kept.size:
+            assert np.abs(x[kept]).min() >= np.abs(x[dropped]).max()
+    assert topk_threshold(x, 1.0) == np.inf and not topk_sparsify(x, 1.0).any()
+    with pytest.raises(ValueError, match="sparsity"):
+        topk_sparsify(x, 1.5)
+
+
+def test_synthetic_trace_sparsity_and_dense_first_conv():
+    net = build_network("resnet18-cifar", image_size=16)
+    trace = synthetic_trace(net, 0.8, batch=2, seed=3)
+    assert [l.spec for l in trace.layers] == list(net.layers)
+    for layer in trace.layers:
+        nz = np.count_nonzero(layer.weight)
+        if layer.spec.name == net.first_conv:
+            assert nz == layer.weight.size  # SWAT-U keeps the first conv dense
+        else:
+            assert nz == keep_count(layer.weight.size, 0.8)
+        assert layer.input.shape == layer.spec.input_shape(2)
+        zeros = 1 - np.count_nonzero(layer.input) / layer.input.size
+        if layer is trace.layers[0]:
+            assert zeros == 0  # the image
+        elif layer.input.size > 2000:
+            assert 0.45 < zeros < 0.55  # ReLU-like
+        assert layer.input_saved is None and layer.grad_output is None
+
+
+def test_he_scale_and_determinism():
+    net = build_network("resnet18-cifar", image_size=8)
+    a = list(synthetic_layers(net, 0.0, seed=1))
+    b = list(synthetic_layers(net, 0.0, seed=1))
+    c = list(synthetic_layers(net, 0.0, seed=2))
+    assert all(np.array_equal(x.weight, y.weight) and np.array_equal(x.input, y.input) for x, y in zip(a, b))
+    assert not np.array_equal(a[3].weight, c[3].weight)
+    w = a[5].weight
+    fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+    assert abs(w.std() - np.sqrt(2 / fan_in)) < 0.05 * np.sqrt(2 / fan_in)
+
+
+def test_sparsities_prune_the_same_dense_weights():
+    # every sparsity of a run sparsifies the same dense tensor: the 90% support is inside
+    # the 80% support, and the kept values are the dense ones
+    net = build_network("resnet18-cifar", image_size=8)
+    dense = list(synthetic_layers(net, 0.0, seed=0, dense_layers=[]))
+    s80 = list(synthetic_layers(net, 0.8, seed=0, dense_layers=[]))
+    s90 = list(synthetic_layers(net, 0.9, seed=0, dense_layers=[]))
+    for d, a, b in zip(dense, s80, s90):
+        assert np.all((b.weight != 0) <= (a.weight != 0))
+        assert np.array_equal(a.weight[a.weight != 0], d.weight[a.weight != 0])
+
+
+def test_unknown_dense_layer_is_an_error():
+    net = build_network("resnet18-cifar", image_size=8)
+    with pytest.raises(ValueError, match="nope"):
+        list(synthetic_layers(net, 0.5, dense_layers=["nope"]))

@@ -1,0 +1,64 @@
+"""The trace format: bit-exact round trip, the reader's errors, simulating a trace on disk."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import simulator
+from simulator.trace import FORMAT_VERSION, LayerSpec, TraceError, TraceLayer, read_trace, write_trace
+from workloads.networks import build_network
+from workloads.synthetic import synthetic_trace
+
+
+@pytest.fixture
+def trace():
+    return synthetic_trace(build_network("resnet18-cifar", image_size=8), 0.8, batch=2, seed=4)
+
+
+def test_round_trip_is_bit_exact(tmp_path, trace):
+    trace.layers[2].grad_output = np.ones(trace.layers[2].spec.output_shape(2), dtype=np.float32)
+    write_trace(trace, tmp_path / "t")
+    back = read_trace(tmp_path / "t")
+    assert back.network == trace.network and back.sparsity == 0.8 and back.method == trace.method
+    for a, b in zip(trace.layers, back.layers):
+        assert a.spec == b.spec
+        assert a.weight.dtype == b.weight.dtype and np.array_equal(a.weight, b.weight)
+        assert np.array_equal(a.input, b.input)
+        assert (a.grad_output is None) == (b.grad_output is None)
+    assert np.array_equal(back.layers[2].grad_output, trace.layers[2].grad_output)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_reader_rejects_other_versions_and_bad_files(tmp_path, trace):
+    d = write_trace(trace, tmp_path / "t")
+    manifest = yaml.safe_load((d / "manifest.yaml").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (d / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(TraceError, match="format_version"):
+        read_trace(d)
+    with pytest.raises(TraceError, match="no such file"):
+        read_trace(tmp_path / "missing")
+    manifest["format_version"] = FORMAT_VERSION
+    manifest["layers"][0]["kernel"] = 5  # shape no longer matches the stored weight
+    (d / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(TraceError, match=r"layers\[0\]|shape"):
+        read_trace(d)
+
+
+def test_layer_tensors_must_match_their_spec():
+    spec = LayerSpec("fc", "fc", 4, 3)
+    with pytest.raises(TraceError, match="weight"):
+        TraceLayer(spec, weight=np.zeros((4, 3), np.float32), input=np.zeros((1, 4), np.float32))
+    with pytest.raises(TraceError, match="grad_output"):
+        TraceLayer(spec, weight=np.zeros((3, 4), np.float32), input=np.zeros((1, 4), np.float32),
+                   grad_output=np.zeros((2, 3), np.float32))
+
+
+def test_simulating_a_trace_on_disk_equals_the_synthetic_run(tmp_path, trace):
+    write_trace(trace, tmp_path / "t")
+    base = {"architecture": {"tiles": 2, "rows": 4, "lanes": 16}, "passes": ["forward"]}
+    synth = simulator.parse_config({**base, "workload": {"network": "resnet18-cifar", "image_size": 8,
+                                                         "batch": 2, "seed": 4, "sparsity": [0.8]}})
+    disk = simulator.parse_config({**base, "workload": {"trace": str(tmp_path / "t")}})
+    pd.testing.assert_frame_equal(simulator.run(synth), simulator.run(disk))
