@@ -38,7 +38,8 @@ def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[Trace
     try:
         net = build_network(wl.network, image_size=wl.image_size, num_classes=wl.num_classes)
     except ValueError as e:
-        raise config.error("workload.network", f"a network the zoo can build ({e})") from None
+        key = "workload.image_size" if "image_size" in str(e) else "workload.network"
+        raise config.error(key, f"a network the zoo can build ({e})") from None
     if wl.dense_layers is not None:
         names = {s.name for s in net.layers}
         unknown = [n for n in wl.dense_layers if n not in names]

@@ -10,6 +10,7 @@ check (one line naming the file, the key and what was expected), 130 interrupted
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def _cmd_run(args) -> int:
 
     config = load_config(args.config)
     out = Path(args.out) if args.out else config.output_dir
+    _ensure_writable_dir(out, "--out" if args.out else f"{config.source}: output.dir")
     results = run(config, quiet=args.quiet)
     path = write_results(results, out / "results.csv")
     arch = config.architecture
@@ -34,6 +36,20 @@ def _cmd_run(args) -> int:
     print(format_summary(summarize(results), title))
     print(f"\nwrote {path} ({len(results)} rows)")
     return EXIT_OK
+
+
+def _ensure_writable_dir(path: Path, what: str) -> None:
+    """Fail before the simulation, not after it, if `path` cannot become a writable
+    directory; nothing is created here (results are written only when complete)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{what}: expected a writable directory, got {str(path)!r} "
+                          f"({str(probe)!r} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: expected a writable directory, got {str(path)!r} "
+                          f"(no write permission in {str(probe)!r})")
 
 
 def _cmd_check(args) -> int:

@@ -346,29 +346,20 @@ def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
 
 
-# --- real bugs (see the reasons) ----------------------------------------------------------------
+# --- regressions: bugs found by these tests and fixed ------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BUG simulator/config.py load_config: path.read_text() raises "
-                   "UnicodeDecodeError (a ValueError, not OSError) for a non-UTF-8 file; it escapes "
-                   "as a traceback instead of a one-line ConfigError")
 def test_non_utf8_file_is_a_config_error(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("name: caf\u00e9\nworkload:\n  network: resnet18-cifar\n".encode("latin-1"))
     assert_one_line_about(error_of(path), path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG simulator/config.py load_config: yaml.reader.ReaderError "
-                   "(e.g. a control character) has no .problem/.problem_mark, so str(e) is used and "
-                   "the message spans two lines ('...\\n  in \"<unicode string>\", position 7')")
 def test_control_character_error_is_one_line(tmp_path):
     path = tmp_path / "ctrl.yaml"
     path.write_bytes(b"name: a\x07b\nworkload:\n  network: resnet18-cifar\n")
     assert_one_line_about(error_of(path), path, "not valid YAML")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG simulator/config.py _Section.__init__: an unknown key is "
-                   "interpolated with str() rather than repr(), so a key containing a newline "
-                   "breaks the one-line message")
 def test_unknown_key_with_newline_is_one_line(tmp_path):
     path = write(tmp_path, '"work\\nload": 1\nworkload:\n  network: resnet18-cifar\n')
     assert_one_line_about(error_of(path), path, "unknown key")
