@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
-from .simulate import check_layers, simulate_layers
+from .simulate import PassPlan, check_layers, simulate_layers
 from .trace import TraceError, TraceLayer, read_trace
 
 
@@ -30,6 +30,12 @@ def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[Trace
             trace = read_trace(wl.trace)
         except TraceError as e:
             raise ConfigError(f"{config.source}: workload.trace: {e}") from None
+        backward = [p for p in config.passes if p != "forward"]
+        missing = [lay.spec.name for lay in trace.layers if lay.grad_output is None]
+        if backward and missing:
+            raise ConfigError(f"{config.source}: passes: the {backward[0]} pass needs grad_output, "
+                              f"which trace {wl.trace} lacks for layer {missing[0]}; expected "
+                              "passes: [forward] for this trace")
         yield trace.network, trace.sparsity, len(trace.layers), iter(trace.layers)
         return
     from workloads.networks import build_network
@@ -50,6 +56,10 @@ def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[Trace
         yield net.name, s, len(net.layers), synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers)
 
 
+def _plan(config: Config) -> PassPlan:
+    return PassPlan(config.passes, config.lowering)
+
+
 def _progress(layers, total: int, desc: str, quiet: bool):
     return tqdm(layers, total=total, desc=desc, unit="layer", leave=False,
                 disable=True if quiet else None)
@@ -60,7 +70,7 @@ def run(config: Config, quiet: bool = True) -> pd.DataFrame:
     rows = []
     for network, sparsity, count, layers in _workloads(config):
         it = _progress(layers, count, f"{network} {sparsity:.0%}", quiet)
-        rows.extend(simulate_layers(it, config.architecture, config.passes, network, sparsity))
+        rows.extend(simulate_layers(it, config.architecture, _plan(config), network, sparsity))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -68,5 +78,5 @@ def check(config: Config, quiet: bool = True) -> Iterator[tuple[str, float, Chec
     """Functional check of every layer and pass: yields (network, sparsity, result)."""
     for network, sparsity, count, layers in _workloads(config):
         it = _progress(layers, count, f"check {network} {sparsity:.0%}", quiet)
-        for result in check_layers(it, config.architecture, config.passes):
+        for result in check_layers(it, config.architecture, _plan(config)):
             yield network, sparsity, result

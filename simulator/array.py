@@ -1,5 +1,9 @@
 """Timing of a lowered pass on the PE array (units: cycles, MACs).
 
+A pass may have several parts (input-gradient phases); each is timed as below and
+the parts add up. The scheduled operand's rows are the "filters", the broadcast
+operand's rows the "windows" (see lowering.py).
+
 Mapping. Filters of one convolution group are dealt to the array's filter lanes in
 *filter groups* of tiles x rows: filter j of a group goes to filter group
 j // (tiles*rows), tile (j // rows) % tiles, row j % rows. Different convolution
@@ -21,19 +25,19 @@ most h + 1 steps per cycle).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
 from .config import Architecture
 from .frontend import connectivity
-from .lowering import LoweredPass
 from .scheduler import schedule_tiles
 
 
 @dataclass(frozen=True)
 class PassTiming:
-    """Cycle counts of one pass of one layer (cycles at the array clock)."""
+    """Cycle counts of (part of) one pass of one layer, at the array clock. Parts of a
+    pass (input-gradient phases) run one after another, so their timings add."""
 
     cycles: int
     dense_cycles: int
@@ -41,10 +45,16 @@ class PassTiming:
     filter_groups: int
     window_groups: int
 
+    def __add__(self, other: "PassTiming") -> "PassTiming":
+        return PassTiming(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+
+ZERO = PassTiming(0, 0, 0, 0, 0)
+
 
 @dataclass
 class TileSchedule:
-    """The recorded schedule of a pass, for the functional check: per convolution
+    """The recorded schedule of a part, for the functional check: per convolution
     group, `sources` int64 [units, rows, S, L] and `bases` [units, S] (see scheduler),
     `cycles` [units], with unit = (filter group, tile) and filter f in unit f // rows."""
 
@@ -69,27 +79,30 @@ def _lockstep(per_unit: np.ndarray, tiles: int, filter_groups: int, idle: int) -
     return int(padded.reshape(filter_groups, tiles).max(axis=1).sum())
 
 
-def time_pass(lowered: LoweredPass, arch: Architecture, keep_schedule: bool = False):
-    """Cycle counts of `lowered` on `arch`; with `keep_schedule` also its `TileSchedule`."""
+def time_streams(nonzero: np.ndarray, n_windows: int, arch: Architecture,
+                 keep_schedule: bool = False, schedule: bool = True):
+    """Cycle counts of scheduled streams `nonzero` (bool [G, F, S, L]) broadcast against
+    `n_windows` windows per group; with `keep_schedule` also the `TileSchedule`.
+    `schedule=False` skips the scheduler (cycles = 0): dense and ideal counts only."""
     offsets = connectivity(arch.frontend, arch.lanes)
     h = arch.frontend.lookahead
-    groups, filters, steps, lanes = lowered.scheduled.shape
+    groups, filters, steps, lanes = nonzero.shape
     per_array = arch.tiles * arch.rows
     filter_groups = -(-filters // per_array)
-    window_groups = -(-lowered.n_windows // arch.columns)
+    window_groups = -(-n_windows // arch.columns)
     cycles = ideal = 0
     record = TileSchedule([], [], [])
     for g in range(groups):
-        nonzero = lowered.scheduled[g] != 0
-        out = schedule_tiles(_units(nonzero, arch.rows), offsets, h, keep_schedule)
-        if keep_schedule:
-            out, sources, bases = out
-            record.sources.append(sources)
-            record.bases.append(bases)
-            record.cycles.append(out)
-        # a tile with no filters still streams the window through: ceil(S / (h+1)) cycles
-        cycles += _lockstep(out, arch.tiles, filter_groups, -(-steps // (h + 1)))
-        nnz = nonzero.sum(axis=(1, 2))
+        if schedule:
+            out = schedule_tiles(_units(nonzero[g], arch.rows), offsets, h, keep_schedule)
+            if keep_schedule:
+                out, sources, bases = out
+                record.sources.append(sources)
+                record.bases.append(bases)
+                record.cycles.append(out)
+            # a tile with no filters still streams the window through: ceil(S / (h+1)) cycles
+            cycles += _lockstep(out, arch.tiles, filter_groups, -(-steps // (h + 1)))
+        nnz = nonzero[g].sum(axis=(1, 2))
         lane_ideal = np.zeros(filter_groups * per_array, dtype=np.int64)
         lane_ideal[:filters] = -(-nnz // lanes)
         ideal += int(lane_ideal.reshape(filter_groups, per_array).max(axis=1).sum())

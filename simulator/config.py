@@ -16,8 +16,7 @@ from typing import Any
 import yaml
 
 from .frontend import Frontend, FrontendError, connectivity
-
-PASSES = ("forward",)
+from .lowering import INPUT_GRAD_LOWERINGS, OPERANDS, PASSES
 BACKENDS = ("bit-parallel",)
 PLANNED_BACKENDS = ("tclp", "tcle")
 
@@ -71,6 +70,25 @@ class Workload:
     num_classes: int | None = None
 
 
+DEFAULT_OPERANDS = {"forward": "weights", "input_grad": "weights", "weight_grad": "activations"}
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How the passes are lowered onto the array (see lowering.py).
+
+    `scheduled_operand[pass]`: weights (the lowered convolution's kernel: W, or dY for
+    the weight gradient), activations (its input: X, dY for the input gradient, the
+    saved X for the weight gradient) or auto (the sparser tensor). Defaults follow SWAT.
+    `input_grad_lowering`: phase (sub-kernel decomposition) or zero-insert.
+    `first_layer_input_grad`: simulate the gradient of the network's input image.
+    """
+
+    scheduled_operand: dict = field(default_factory=lambda: dict(DEFAULT_OPERANDS))
+    input_grad_lowering: str = "phase"
+    first_layer_input_grad: bool = False
+
+
 @dataclass(frozen=True)
 class Output:
     dir: str | None = None  # None: reports/<config name>
@@ -83,6 +101,7 @@ class Config:
     workload: Workload
     passes: tuple[str, ...]
     output: Output
+    lowering: Lowering = field(default_factory=Lowering)
     source: str = "<config>"  # the file it came from, for error messages
 
     @property
@@ -212,9 +231,22 @@ def _workload(source: str, data: Any) -> Workload:
                     num_classes=sec.int("num_classes", None, 1))
 
 
+def _lowering(source: str, data: Any) -> Lowering:
+    sec = _Section(source, "lowering", data, ("scheduled_operand", "input_grad_lowering",
+                                              "first_layer_input_grad"))
+    ops = _Section(source, "lowering.scheduled_operand", sec.data.get("scheduled_operand"), PASSES)
+    first = sec.data.get("first_layer_input_grad", False)
+    if not isinstance(first, bool):
+        raise sec.fail("first_layer_input_grad", "true or false", first)
+    return Lowering(
+        scheduled_operand={p: ops.choice(p, DEFAULT_OPERANDS[p], OPERANDS) for p in PASSES},
+        input_grad_lowering=sec.choice("input_grad_lowering", "phase", INPUT_GRAD_LOWERINGS),
+        first_layer_input_grad=first)
+
+
 def _passes(source: str, data: Any) -> tuple[str, ...]:
     if data is None:
-        return ("forward",)
+        return PASSES
     if not isinstance(data, list) or not data:
         raise _error(source, "passes", f"a non-empty list drawn from {', '.join(PASSES)}", data)
     for i, p in enumerate(data):
@@ -225,13 +257,15 @@ def _passes(source: str, data: Any) -> tuple[str, ...]:
 
 def parse_config(data: Any, source: str = "<config>", name: str | None = None) -> Config:
     """Validate an already-parsed YAML mapping into a `Config`."""
-    top = _Section(source, "", data, ("name", "architecture", "workload", "passes", "output"))
+    top = _Section(source, "", data, ("name", "architecture", "workload", "passes", "lowering",
+                                      "output"))
     cfg_name = top.string("name", name or Path(source).stem)
     out = _Section(source, "output", top.data.get("output"), ("dir",))
     return Config(name=cfg_name, architecture=_architecture(source, top.data.get("architecture")),
                   workload=_workload(source, top.data.get("workload")),
                   passes=_passes(source, top.data.get("passes")),
-                  output=Output(dir=out.string("dir", None)), source=source)
+                  output=Output(dir=out.string("dir", None)),
+                  lowering=_lowering(source, top.data.get("lowering")), source=source)
 
 
 def load_config(path: str | os.PathLike) -> Config:

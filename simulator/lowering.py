@@ -1,84 +1,114 @@
-"""Lowering a layer's training pass onto the array's streams (units: elements, MACs).
+"""Lowering the three training passes of a layer onto the array's streams (units: elements, MACs).
 
-Every pass becomes the same thing: per convolution group g, a set of *filters*
-(outputs computed by one filter lane each) that reduce over a stream of S steps x
-L lanes. The *scheduled operand* gives each filter its stream [S, L] (the values the
-front-end reorders); the *broadcast operand* gives each output position ("window")
-the matching stream [S, L], shared by all filter lanes. A filter's output at a window
-is the dot product of the two streams.
+Every pass becomes one or more *parts*, each a forward convolution in stream form: per
+convolution group g, a *kernel operand* [Fk, S, L] and an *input operand* [Fi, S, L]
+over a common reduction of S steps x L lanes, with output[g, fk, fi] = sum of their
+elementwise products. One operand is *scheduled* (its rows are the filter lanes'
+streams, reordered by the front-end); the other is *broadcast* (its rows are the
+windows). The scheduled operand is a per-pass choice (see `choose_operand`).
 
-Forward convolution layout (DESIGN.md): the reduction over C_in/groups x k x k is
-cut with kernel position (u, v) outer and input-channel blocks of `lanes` inner;
-channels are zero-padded to a multiple of `lanes` at each kernel position, so
-S = k * k * ceil((C_in / groups) / lanes). Step t, lane l names kernel position
-(t // blocks) and channel (t % blocks) * lanes + l. fc layers are 1x1 convolutions
-on a 1x1 input.
+Stream layout: taps (kernel positions) outer, reduction channels in blocks of `lanes`
+inner, zero-padded to a multiple of `lanes` at each tap (DESIGN.md).
+
+- forward, Y = conv(X, W): kernel W [C_out/g rows], input im2col(X) [N*Ho*Wo rows];
+  reduction over taps (u, v) x C_in/g channels.
+- input gradient, dX = conv_transpose(dY, W), run as forward convolutions with the
+  rotated (taps in descending u, v), channel-swapped kernel W'[c, o, u, v]. Default
+  `phase` lowering: the outputs i with (i + p) mod s = phi only meet the taps u with
+  u*d = phi (mod s), reading dY at y = (i + p - u*d) / s; one part per phase pair
+  (phi_h, phi_w), so the s-1 zeros a zero-inserted dY would hold are never streamed.
+  `zero-insert`: one part over all k x k taps and all outputs, streaming the inserted
+  zeros as zeros of the broadcast operand. Kernel rows: C_in/g; input rows: dX positions;
+  reduction over taps x C_out/g channels.
+- weight gradient, dW[o, c, u, v] = sum over n, y, x of dY[n, o, y, x] X[n, c, y*s + u*d - p, ...]:
+  kernel dY^T [C_out/g rows], input the saved activations X^T im2col [C_in/g*k*k rows];
+  one tap, reduction over N*Ho*Wo positions packed into lanes.
+
+fc layers are 1x1 convolutions on a 1x1 input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .trace import LayerSpec, TraceLayer
+from .trace import TraceLayer
+
+PASSES = ("forward", "input_grad", "weight_grad")
+OPERANDS = ("weights", "activations", "auto")
+INPUT_GRAD_LOWERINGS = ("phase", "zero-insert")
+# (kernel-operand tensor, input-operand tensor) of each pass's lowered convolution
+PASS_TENSORS = {"forward": ("weight", "input"), "input_grad": ("weight", "grad_output"),
+                "weight_grad": ("grad_output", "input_saved")}
+
+
+@dataclass
+class LoweredPart:
+    """One forward convolution of a pass. `kernel_op()` / `input_op()` materialise the
+    operands as float32 [G, F, S, L]; `input_ids` [Fi] place the input rows on the
+    pass output's input axis (e.g. which dX positions a phase computes)."""
+
+    kernel_op: Callable[[], np.ndarray]
+    input_op: Callable[[], np.ndarray]
+    kernel_rows: int
+    input_ids: np.ndarray
+    steps: int
 
 
 @dataclass
 class LoweredPass:
-    """One training pass of one layer, lowered to streams.
-
-    `scheduled`: float32 [G, F, S, L], the scheduled operand per group and filter;
-    `n_windows`: output positions per filter (N * Ho * Wo for a forward conv);
-    `macs`: true dense MACs of the pass (padding lanes excluded);
-    `effectual_macs`: MACs with both operands non-zero.
-    `broadcast(g)` materialises group g's broadcast operand [n_windows, S, L]
-    (im2col in stream layout); only the functional check needs it.
-    """
+    """A training pass of one layer as parts. `out_shape` = (G, kernel rows, input rows)
+    of the whole output; `scheduled` is 'kernel' or 'input'; `scheduled_tensor` names the
+    trace tensor it comes from; `macs` are the true dense MACs of the pass."""
 
     layer: str
     pass_name: str
-    scheduled_operand: str
-    scheduled: np.ndarray
-    n_windows: int
+    parts: list[LoweredPart]
+    out_shape: tuple[int, int, int]
+    scheduled: str
+    scheduled_tensor: str
     macs: int
-    effectual_macs: int
-    _broadcast: object = None
 
-    def broadcast(self, group: int) -> np.ndarray:
-        return self._broadcast(group)
+    def operands(self, part: LoweredPart) -> tuple[np.ndarray, np.ndarray]:
+        """(scheduled, broadcast) operands of `part`, float32 [G, F, S, L] each."""
+        k, i = part.kernel_op(), part.input_op()
+        return (k, i) if self.scheduled == "kernel" else (i, k)
 
     @property
-    def groups(self) -> int:
-        return self.scheduled.shape[0]
+    def broadcast_tensor(self) -> str:
+        kt, it = PASS_TENSORS[self.pass_name]
+        return it if self.scheduled == "kernel" else kt
 
 
-def _as_conv(layer: TraceLayer) -> tuple[np.ndarray, np.ndarray]:
-    """Weight as OIHW and input as NCHW (fc: 1x1 kernel on a 1x1 input)."""
-    w, x = layer.weight, layer.input
+def _conv_view(layer: TraceLayer, tensor: str) -> np.ndarray | None:
+    """A trace tensor in conv layout (fc: 1x1 spatial dims added)."""
+    t = getattr(layer, tensor)
+    if tensor == "input_saved" and t is None:
+        t = layer.input  # no separate saved copy: the backward pass reads the input
+    if t is None:
+        return None
     if layer.spec.kind == "fc":
-        return w[:, :, None, None], x[:, :, None, None]
-    return w, x
+        return t[:, :, None, None]
+    return t
 
 
-def stream_layout(spec: LayerSpec, lanes: int) -> tuple[int, int]:
-    """(channel blocks per kernel position, steps S) of the forward stream."""
-    blocks = -(-spec.channels_per_group // lanes)
-    return blocks, spec.kernel * spec.kernel * blocks
+def blocks(channels: int, lanes: int) -> int:
+    return -(-channels // lanes)
 
 
-def weights_to_streams(w: np.ndarray, groups: int, lanes: int) -> np.ndarray:
-    """OIHW weights -> [G, O/G, S, L] streams (kernel position outer, channel blocks inner)."""
-    o, cg, kh, kw = w.shape
-    blocks = -(-cg // lanes)
-    s = w.reshape(groups, o // groups, cg, kh * kw).transpose(0, 1, 3, 2)  # G, F, kk, Cg
-    padded = np.zeros((groups, o // groups, kh * kw, blocks * lanes), dtype=np.float32)
-    padded[..., :cg] = s
-    return padded.reshape(groups, o // groups, kh * kw * blocks, lanes)
+def to_streams(x: np.ndarray, lanes: int) -> np.ndarray:
+    """[..., taps, channels] -> [..., taps * blocks, lanes], channels zero-padded per tap."""
+    *lead, taps, ch = x.shape
+    nb = blocks(ch, lanes)
+    out = np.zeros((*lead, taps, nb * lanes), dtype=np.float32)
+    out[..., :ch] = x
+    return out.reshape(*lead, taps * nb, lanes)
 
 
-def _windows(x: np.ndarray, spec: LayerSpec) -> np.ndarray:
-    """Padded input's receptive fields: [N, C, Ho, Wo, k, k] view (no copy)."""
+def receptive_fields(x: np.ndarray, spec) -> np.ndarray:
+    """Padded input's receptive fields [N, C, Ho, Wo, k, k] (a strided view)."""
     p, s, d, k = spec.padding, spec.stride, spec.dilation, spec.kernel
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     ho, wo = spec.out_hw
@@ -89,61 +119,182 @@ def _windows(x: np.ndarray, spec: LayerSpec) -> np.ndarray:
         strides=(st[0], st[1], st[2] * s, st[3] * s, st[2] * d, st[3] * d), writeable=False)
 
 
-def forward_effectual_macs(layer: TraceLayer) -> int:
-    """MACs of the forward pass whose weight and input are both non-zero."""
+def _forward_parts(layer: TraceLayer, lanes: int) -> list[LoweredPart]:
     spec = layer.spec
-    w, x = _as_conv(layer)
-    g, cg = spec.groups, spec.channels_per_group
-    wins = _windows((x != 0).astype(np.float32), spec)
-    # per (input channel, kernel position): output positions that read a non-zero input
-    reads = wins.sum(axis=(0, 2, 3), dtype=np.float64)  # [C, k, k]
-    nz_w = (w != 0).reshape(g, -1, cg, spec.kernel, spec.kernel).astype(np.float64)
-    per_group = reads.reshape(g, cg, spec.kernel, spec.kernel)
-    return int(round(float(np.einsum("gfcuv,gcuv->", nz_w, per_group))))
-
-
-def lower_forward(layer: TraceLayer, lanes: int) -> LoweredPass:
-    """Forward pass Y = conv(X, W): scheduled operand W, broadcast operand X."""
-    spec = layer.spec
-    w, x = _as_conv(layer)
-    g, cg = spec.groups, spec.channels_per_group
-    scheduled = weights_to_streams(w, g, lanes)
+    g, k = spec.groups, spec.kernel
+    w, x = _conv_view(layer, "weight"), _conv_view(layer, "input")
     n = x.shape[0]
     n_windows = n * spec.out_hw[0] * spec.out_hw[1]
 
-    def broadcast(group: int) -> np.ndarray:
-        xg = x[:, group * cg:(group + 1) * cg]
-        wins = _windows(xg, spec)  # N, Cg, Ho, Wo, k, k
-        cols = wins.transpose(0, 2, 3, 4, 5, 1).reshape(n_windows, spec.kernel ** 2, cg)
-        blocks = scheduled.shape[2] // (spec.kernel ** 2)
-        out = np.zeros((n_windows, spec.kernel ** 2, blocks * lanes), dtype=np.float32)
-        out[..., :cg] = cols
-        return out.reshape(n_windows, -1, lanes)
+    def kernel_op():  # [G, O/g, k*k*blocks, L]: W[o, c, u, v] at tap (u, v), channel c
+        wg = w.reshape(g, -1, spec.channels_per_group, k * k).transpose(0, 1, 3, 2)
+        return to_streams(wg, lanes)
 
-    return LoweredPass(layer=spec.name, pass_name="forward", scheduled_operand="weights",
-                       scheduled=scheduled, n_windows=n_windows, macs=spec.macs(n),
-                       effectual_macs=forward_effectual_macs(layer), _broadcast=broadcast)
+    def input_op():  # [G, N*Ho*Wo, k*k*blocks, L]
+        f = receptive_fields(x, spec)  # N, C, Ho, Wo, k, k
+        f = f.reshape(n, g, -1, *spec.out_hw, k, k).transpose(1, 0, 3, 4, 5, 6, 2)
+        return to_streams(f.reshape(g, n_windows, k * k, -1), lanes)
+
+    steps = k * k * blocks(spec.channels_per_group, lanes)
+    return [LoweredPart(kernel_op, input_op, spec.out_channels // g, np.arange(n_windows), steps)]
 
 
-def reference_forward(layer: TraceLayer) -> np.ndarray:
-    """Y = conv(X, W) straight from the definition, float64, [N, O, Ho, Wo].
+def _grad_positions(taps: list[int], outs: np.ndarray, p: int, s: int, d: int, size: int) -> np.ndarray:
+    """dY index read by output i through tap u: (i + p - u*d) / s, or `size` (a zero
+    slot) where that is not an integer in [0, size)."""
+    num = outs[:, None] + p - np.asarray(taps, dtype=np.int64)[None, :] * d
+    y = np.floor_divide(num, s)
+    ok = (num % s == 0) & (y >= 0) & (y < size)
+    return np.where(ok, y, size)
 
-    Independent of the lowering: one strided slice of the padded input per kernel
-    position, contracted with that kernel position's weights, group by group.
-    """
+
+def _input_grad_part(layer: TraceLayer, lanes: int, taps_h: list[int], taps_w: list[int],
+                     rows: np.ndarray, cols: np.ndarray) -> LoweredPart:
     spec = layer.spec
-    w, x = _as_conv(layer)
-    g, cg, k = spec.groups, spec.channels_per_group, spec.kernel
-    p, s, d = spec.padding, spec.stride, spec.dilation
+    g, k, p, s, d = spec.groups, spec.kernel, spec.padding, spec.stride, spec.dilation
+    w, dy = _conv_view(layer, "weight"), _conv_view(layer, "grad_output")
+    n, (h, wd), (ho, wo) = dy.shape[0], spec.in_hw, spec.out_hw
+    fo, fc = spec.out_channels // g, spec.channels_per_group
+
+    def kernel_op():  # [G, C_in/g, taps*blocks, L]: W'[c, o, u, v] = W[o, c, u, v]
+        wg = w.reshape(g, fo, fc, k, k)[:, :, :, taps_h][:, :, :, :, taps_w]
+        wg = wg.transpose(0, 2, 3, 4, 1).reshape(g, fc, len(taps_h) * len(taps_w), fo)
+        return to_streams(wg, lanes)
+
+    def input_op():  # [G, windows, taps*blocks, L]: dY at the positions the taps read
+        yi = _grad_positions(taps_h, rows, p, s, d, ho)  # [rows, Th]
+        xj = _grad_positions(taps_w, cols, p, s, d, wo)  # [cols, Tw]
+        dyz = np.zeros((n, spec.out_channels, ho + 1, wo + 1), dtype=np.float32)
+        dyz[:, :, :ho, :wo] = dy
+        gathered = dyz[:, :, yi][..., xj]  # N, O, rows, Th, cols, Tw
+        gathered = gathered.reshape(n, g, fo, len(rows), len(taps_h), len(cols), len(taps_w))
+        gathered = gathered.transpose(1, 0, 3, 5, 4, 6, 2)  # G, N, rows, cols, Th, Tw, O/g
+        return to_streams(gathered.reshape(g, -1, len(taps_h) * len(taps_w), fo), lanes)
+
+    ids = (np.arange(n)[:, None, None] * (h * wd) + rows[None, :, None] * wd
+           + cols[None, None, :]).ravel()
+    steps = len(taps_h) * len(taps_w) * blocks(fo, lanes)
+    return LoweredPart(kernel_op, input_op, fc, ids, steps)
+
+
+def _input_grad_parts(layer: TraceLayer, lanes: int, lowering: str) -> list[LoweredPart]:
+    spec = layer.spec
+    k, p, s, d = spec.kernel, spec.padding, spec.stride, spec.dilation
+    h, w = spec.in_hw
+    rotated = list(range(k - 1, -1, -1))
+    if lowering == "zero-insert":
+        return [_input_grad_part(layer, lanes, rotated, rotated, np.arange(h), np.arange(w))]
+    parts = []
+    for phi_h in range(s):
+        rows = np.array([i for i in range(h) if (i + p) % s == phi_h], dtype=np.int64)
+        taps_h = [u for u in rotated if (u * d) % s == phi_h]
+        for phi_w in range(s):
+            cols = np.array([j for j in range(w) if (j + p) % s == phi_w], dtype=np.int64)
+            taps_w = [v for v in rotated if (v * d) % s == phi_w]
+            if len(rows) and len(cols) and taps_h and taps_w:
+                parts.append(_input_grad_part(layer, lanes, taps_h, taps_w, rows, cols))
+    return parts  # outputs of phases with no taps receive no gradient: they stay 0
+
+
+def _weight_grad_parts(layer: TraceLayer, lanes: int) -> list[LoweredPart]:
+    spec = layer.spec
+    g, k = spec.groups, spec.kernel
+    dy, x = _conv_view(layer, "grad_output"), _conv_view(layer, "input_saved")
+    n, (ho, wo) = dy.shape[0], spec.out_hw
+    reduction = n * ho * wo
+
+    def kernel_op():  # [G, O/g, blocks, L]: dY^T, one tap over N*Ho*Wo positions
+        t = dy.reshape(n, g, -1, ho * wo).transpose(1, 2, 0, 3)
+        return to_streams(t.reshape(g, -1, 1, reduction), lanes)
+
+    def input_op():  # [G, C/g*k*k, blocks, L]: X^T im2col, row (c, u, v)
+        f = receptive_fields(x, spec).transpose(1, 4, 5, 0, 2, 3)  # C, k, k, N, Ho, Wo
+        return to_streams(f.reshape(g, -1, 1, reduction), lanes)
+
+    rows = spec.channels_per_group * k * k
+    return [LoweredPart(kernel_op, input_op, spec.out_channels // g, np.arange(rows),
+                        blocks(reduction, lanes))]
+
+
+def tensor_sparsity(layer: TraceLayer, tensor: str) -> float:
+    t = _conv_view(layer, tensor)
+    return float(1.0 - np.count_nonzero(t) / t.size) if t is not None and t.size else 0.0
+
+
+def choose_operand(layer: TraceLayer, pass_name: str, choice: str) -> str:
+    """'kernel' or 'input': which operand of the lowered convolution is scheduled.
+    `weights` = the kernel operand (W; for the weight gradient, dY), `activations` = the
+    input operand (X; dY; the saved X), `auto` = the sparser of the two tensors (ties:
+    the kernel operand)."""
+    if choice == "weights":
+        return "kernel"
+    if choice == "activations":
+        return "input"
+    kt, it = PASS_TENSORS[pass_name]
+    return "input" if tensor_sparsity(layer, it) > tensor_sparsity(layer, kt) else "kernel"
+
+
+def lower(layer: TraceLayer, pass_name: str, lanes: int, operand: str = "weights",
+          input_grad_lowering: str = "phase") -> LoweredPass:
+    """Lower `pass_name` of `layer` for an array with `lanes` weight lanes."""
+    spec = layer.spec
+    if pass_name != "forward" and layer.grad_output is None:
+        raise ValueError(f"layer {spec.name}: the {pass_name} pass needs grad_output, "
+                         "which this trace does not hold")
+    g = spec.groups
+    n = layer.batch
+    if pass_name == "forward":
+        parts = _forward_parts(layer, lanes)
+        out_shape = (g, spec.out_channels // g, n * spec.out_hw[0] * spec.out_hw[1])
+    elif pass_name == "input_grad":
+        parts = _input_grad_parts(layer, lanes, input_grad_lowering)
+        out_shape = (g, spec.channels_per_group, n * spec.in_hw[0] * spec.in_hw[1])
+    elif pass_name == "weight_grad":
+        parts = _weight_grad_parts(layer, lanes)
+        out_shape = (g, spec.out_channels // g, spec.channels_per_group * spec.kernel ** 2)
+    else:
+        raise ValueError(f"unknown pass {pass_name!r}; expected one of {', '.join(PASSES)}")
+    side = choose_operand(layer, pass_name, operand)
+    tensor = PASS_TENSORS[pass_name][0 if side == "kernel" else 1]
+    return LoweredPass(spec.name, pass_name, parts, out_shape, side, tensor, spec.macs(n))
+
+
+def reference(layer: TraceLayer, pass_name: str) -> np.ndarray:
+    """The pass's output straight from the definition of the convolution and its
+    gradients (float64, not through the lowering), arranged as `out_shape`."""
+    spec = layer.spec
+    g, k, p, s, d = spec.groups, spec.kernel, spec.padding, spec.stride, spec.dilation
+    w = _conv_view(layer, "weight").astype(np.float64)
     ho, wo = spec.out_hw
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
-    w = w.astype(np.float64)
-    fg = spec.out_channels // g
-    y = np.zeros((x.shape[0], spec.out_channels, ho, wo))
-    for gi in range(g):
-        ci, fi = slice(gi * cg, (gi + 1) * cg), slice(gi * fg, (gi + 1) * fg)
-        for u in range(k):
-            for v in range(k):
-                patch = xp[:, ci, u * d: u * d + s * (ho - 1) + 1: s, v * d: v * d + s * (wo - 1) + 1: s]
-                y[:, fi] += np.einsum("ncyx,fc->nfyx", patch, w[fi, :, u, v])
-    return y
+    fo, fc = spec.out_channels // g, spec.channels_per_group
+
+    def taps():
+        for gi in range(g):
+            for u in range(k):
+                for v in range(k):
+                    yield (gi, u, v, slice(gi * fc, (gi + 1) * fc), slice(gi * fo, (gi + 1) * fo),
+                           (slice(None), slice(None), slice(u * d, u * d + s * (ho - 1) + 1, s),
+                            slice(v * d, v * d + s * (wo - 1) + 1, s)))
+
+    if pass_name == "forward":
+        xp = np.pad(_conv_view(layer, "input").astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
+        y = np.zeros((xp.shape[0], spec.out_channels, ho, wo))
+        for gi, u, v, ci, fi, win in taps():
+            y[:, fi] += np.einsum("ncyx,fc->nfyx", xp[win][:, ci], w[fi, :, u, v])
+        return y.transpose(1, 0, 2, 3).reshape(g, fo, -1)
+    dy = _conv_view(layer, "grad_output").astype(np.float64)
+    if pass_name == "input_grad":  # adjoint of the forward: scatter dY through each tap
+        h, wd = spec.in_hw
+        dxp = np.zeros((dy.shape[0], spec.in_channels, h + 2 * p, wd + 2 * p))
+        for gi, u, v, ci, fi, win in taps():
+            view = dxp[win]
+            view[:, ci] += np.einsum("noyx,oc->ncyx", dy[:, fi], w[fi, :, u, v])
+        dx = dxp[:, :, p:p + h, p:p + wd]
+        return dx.transpose(1, 0, 2, 3).reshape(g, fc, -1)
+    if pass_name == "weight_grad":
+        xp = np.pad(_conv_view(layer, "input_saved").astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
+        dw = np.zeros((spec.out_channels, fc, k, k))
+        for gi, u, v, ci, fi, win in taps():
+            dw[fi, :, u, v] = np.einsum("noyx,ncyx->oc", dy[:, fi], xp[win][:, ci])
+        return dw.reshape(g, fo, -1)
+    raise ValueError(f"unknown pass {pass_name!r}")

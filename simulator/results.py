@@ -21,55 +21,85 @@ from .lowering import LoweredPass
 COLUMNS = ["network", "sparsity", "layer", "kind", "pass", "scheduled_operand", "frontend",
            "cycles", "compute_cycles", "stall_cycles", "dense_cycles", "ideal_cycles",
            "speedup", "ideal_speedup", "macs", "effectual_macs", "utilization",
-           "weight_sparsity", "input_sparsity", "dram_read_bytes", "dram_write_bytes", "time_us"]
+           "weight_sparsity", "scheduled_sparsity", "broadcast_sparsity", "dram_read_bytes",
+           "dram_write_bytes", "time_us"]
 
 
 def result_row(network: str, sparsity: float, kind: str, lowered: LoweredPass, timing: PassTiming,
-               arch: Architecture, weight_sparsity: float, input_sparsity: float) -> dict:
-    """One result row (DRAM traffic and stalls are 0 until the memory model exists)."""
+               effectual_macs: int, arch: Architecture, sparsities: dict) -> dict:
+    """One result row (DRAM traffic and stalls are 0 until the memory model exists).
+    `sparsities`: weight_sparsity, scheduled_sparsity, broadcast_sparsity (fractions)."""
     c = timing.cycles
     return {
         "network": network, "sparsity": sparsity, "layer": lowered.layer, "kind": kind,
-        "pass": lowered.pass_name, "scheduled_operand": lowered.scheduled_operand,
+        "pass": lowered.pass_name, "scheduled_operand": lowered.scheduled_tensor,
         "frontend": str(arch.frontend), "cycles": c, "compute_cycles": c, "stall_cycles": 0,
         "dense_cycles": timing.dense_cycles, "ideal_cycles": timing.ideal_cycles,
         "speedup": timing.dense_cycles / c if c else np.nan,
         "ideal_speedup": timing.dense_cycles / timing.ideal_cycles if timing.ideal_cycles else np.nan,
-        "macs": lowered.macs, "effectual_macs": lowered.effectual_macs,
-        "utilization": lowered.effectual_macs / (c * arch.peak_macs_per_cycle) if c else 0.0,
-        "weight_sparsity": weight_sparsity, "input_sparsity": input_sparsity,
+        "macs": lowered.macs, "effectual_macs": effectual_macs,
+        "utilization": effectual_macs / (c * arch.peak_macs_per_cycle) if c else 0.0,
+        **sparsities,
         "dram_read_bytes": 0, "dram_write_bytes": 0,
         "time_us": c / arch.frequency_mhz,
     }
 
 
+PHASES = {"forward": ("forward",), "input_grad": ("input_grad",), "weight_grad": ("weight_grad",),
+          "backward": ("input_grad", "weight_grad"),
+          "iteration": ("forward", "input_grad", "weight_grad")}
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (network, pass, sparsity): summed cycles, speedup over the dense array, over the
-    0% run of the same array (NaN if there is none), and the ideal speedup."""
-    keys = ["network", "pass", "sparsity"]
-    sums = results.groupby(keys, sort=False)[["cycles", "dense_cycles", "ideal_cycles"]].sum()
-    out = sums.reset_index()
+    """Per (network, sparsity, phase): summed cycles, speedup over the dense array
+    (dense_cycles / cycles), over the 0% run on the same array (NaN without one) and the
+    ideal speedup (dense / ideal cycles). Phases: each simulated pass, `backward` (input +
+    weight gradient) and `iteration` (all passes), where the passes they need were run."""
+    present = set(results["pass"])
+    rows = []
+    for phase, passes in PHASES.items():
+        if not set(passes) & present or (len(passes) > 1 and len(set(passes) & present) < 2):
+            continue
+        part = results[results["pass"].isin(passes)]
+        sums = part.groupby(["network", "sparsity"], sort=False)[
+            ["cycles", "dense_cycles", "ideal_cycles"]].sum().reset_index()
+        sums.insert(2, "phase", phase)
+        rows.append(sums)
+    out = pd.concat(rows, ignore_index=True)
     out["speedup"] = out["dense_cycles"] / out["cycles"]
-    base = out[out["sparsity"] == 0.0].set_index(["network", "pass"])["cycles"]
-    zero = [base.get((n, p), np.nan) for n, p in zip(out["network"], out["pass"])]
+    base = out[out["sparsity"] == 0.0].set_index(["network", "phase"])["cycles"]
+    zero = [base.get((n, p), np.nan) for n, p in zip(out["network"], out["phase"])]
     out["speedup_vs_0"] = np.array(zero, dtype=float) / out["cycles"]
     out["ideal_speedup"] = out["dense_cycles"] / out["ideal_cycles"]
     return out
 
 
 def format_summary(summary: pd.DataFrame, title: str) -> str:
-    """The summary as a plain-text table, one block per (network, pass)."""
+    """SWAT Table-11 style text: per network, cycles per phase, then speedups over the
+    dense array, over the 0% run, and ideal, for forward / backward / iteration."""
     lines = [title]
-    for (net, pas), block in summary.groupby(["network", "pass"], sort=False):
-        lines.append(f"\n{net}, {pas} pass")
-        header = (f"{'sparsity':>9} {'cycles':>15} {'speedup':>8} {'vs 0%':>7} {'ideal':>7}")
-        lines += [header, "-" * len(header)]
-        for r in block.itertuples(index=False):
-            vs0 = "-" if np.isnan(r.speedup_vs_0) else f"{r.speedup_vs_0:.2f}x"
-            lines.append(f"{r.sparsity:>8.0%} {r.cycles:>15,d} {r.speedup:>7.2f}x {vs0:>7} "
-                         f"{r.ideal_speedup:>6.2f}x")
-    lines.append("\nspeedup: dense array cycles / cycles; vs 0%: cycles of the 0% run on the same "
-                 "array / cycles; ideal: dense / ceil(non-zeros / lanes) per filter lane.")
+    wide = ["forward", "backward", "iteration"]
+    for net, block in summary.groupby("network", sort=False):
+        phases = list(dict.fromkeys(block["phase"]))
+        table = block.pivot(index="sparsity", columns="phase")
+        lines.append(f"\n{net}: cycles")
+        lines.append(f"{'sparsity':>9}" + "".join(f"{p:>15}" for p in phases))
+        for s in table.index:
+            lines.append(f"{s:>8.0%} " + "".join(f"{int(table.loc[s, ('cycles', p)]):>15,d}" for p in phases))
+        shown = [p for p in wide if p in phases] or phases
+        lines.append(f"\n{net}: speedup over the dense array / over the 0% run / ideal")
+        lines.append(f"{'sparsity':>9}" + "".join(f"{p:>24}" for p in shown))
+        for s in table.index:
+            cells = []
+            for p in shown:
+                vs0 = table.loc[s, ("speedup_vs_0", p)]
+                vs0 = "-" if np.isnan(vs0) else f"{vs0:.2f}x"
+                cells.append(f"{table.loc[s, ('speedup', p)]:.2f}x / {vs0} / "
+                             f"{table.loc[s, ('ideal_speedup', p)]:.2f}x")
+            lines.append(f"{s:>8.0%} " + "".join(f"{c:>24}" for c in cells))
+    lines.append("\nbackward = input_grad + weight_grad; iteration = all passes (summed cycles). "
+                 "dense array: same array and lowering without skipping; ideal: "
+                 "ceil(non-zeros / lanes) per filter lane.")
     return "\n".join(lines)
 
 

@@ -2,14 +2,15 @@
 
 For every cycle of every tile, each multiplier holds a value moved (or not) by the
 front-end; it multiplies the broadcast value named by the value's *original* slot.
-We check, per layer and pass:
+We check, per layer and pass (and each part of it):
 
 1. legality: every value is taken from the window (0 <= dt <= h) through a
    connection the front-end has ((0, 0) or an offset of the connectivity set), and
    the window starts at step 0 and advances 1..h+1 steps per cycle past the last step;
 2. conservation: every non-zero of the scheduled operand is multiplied exactly once;
-3. output: sum over cycles and multipliers of value x broadcast[original slot]
-   equals an independent NumPy reference of the pass (float64, relative 1e-9).
+3. output: sum over cycles and multipliers of value x broadcast[original slot],
+   placed where the part's outputs go, equals an independent NumPy reference of the
+   pass (float64, to 1e-9 of the output's scale).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .array import time_pass
+from .array import time_streams
 from .config import Architecture
 from .frontend import connectivity
 from .lowering import LoweredPass
@@ -38,51 +39,58 @@ def _legal_connections(arch: Architecture) -> set[tuple[int, int]]:
     return {(0, 0)} | {(int(dt), int(dl) % arch.lanes) for dt, dl in offs}
 
 
-def recompute(lowered: LoweredPass, arch: Architecture, reference: np.ndarray) -> CheckResult:
-    """Check `lowered` scheduled on `arch` against `reference` ([G*F, n_windows] output,
-    filters in group order, windows in the lowering's order)."""
-    name, pas = lowered.layer, lowered.pass_name
-    timing, record = time_pass(lowered, arch, keep_schedule=True)
+def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[np.ndarray, str]:
+    """Output [G, F, W] (float64) of one part computed from its recorded schedule, or an
+    error message."""
     lanes, rows, h = arch.lanes, arch.rows, arch.frontend.lookahead
     legal = _legal_connections(arch)
-    groups, filters, steps, _ = lowered.scheduled.shape
-    out = np.zeros((groups, filters, lowered.n_windows))
+    groups, filters, steps, _ = sched.shape
+    _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
+    out = np.zeros((groups, filters, bcast.shape[1]))
     for g in range(groups):
         sources, bases, cycles = record.sources[g], record.bases[g], record.cycles[g]
         values = np.zeros((sources.shape[0] * rows, steps * lanes), dtype=np.float64)
-        values[:filters] = lowered.scheduled[g].reshape(filters, -1)
+        values[:filters] = sched[g].reshape(filters, -1)
         used = np.zeros_like(values)
         for u in range(sources.shape[0]):
             c = int(cycles[u])
             base = bases[u, :c]
-            steps_moved = np.diff(np.append(base, max(steps, base[-1] + 1)))
-            if base[0] != 0 or steps_moved.min() < 1 or steps_moved.max() > h + 1:
-                return CheckResult(name, pas, False, np.inf,
-                                   f"window of tile unit {u} moves outside 1..{h + 1} steps per cycle")
+            moved = np.diff(np.append(base, max(steps, base[-1] + 1)))
+            if base[0] != 0 or moved.min() < 1 or moved.max() > h + 1:
+                return out, f"window of tile unit {u} moves outside 1..{h + 1} steps per cycle"
             src = sources[u, :, :c, :]                      # rows, cycles, lanes
             live = src >= 0
-            dt = src // lanes - bases[u, :c][None, :, None]
+            dt = src // lanes - base[None, :, None]
             dl = (src % lanes - np.arange(lanes)[None, None, :]) % lanes
             pairs = set(zip(dt[live].tolist(), dl[live].tolist()))
             if not pairs <= legal:
-                bad = sorted(pairs - legal)[0]
-                return CheckResult(name, pas, False, np.inf,
-                                   f"illegal connection (dt, dl)={bad} in tile unit {u}")
+                return out, f"illegal connection (dt, dl)={sorted(pairs - legal)[0]} in tile unit {u}"
             r_idx = np.broadcast_to(np.arange(rows)[:, None, None] + u * rows, src.shape)[live]
             np.add.at(used, (r_idx, src[live]), 1.0)
-        expected_use = (values != 0).astype(np.float64)
-        if not np.array_equal(used, expected_use):
-            f, slot = np.argwhere(used != expected_use)[0]
-            return CheckResult(name, pas, False, np.inf,
-                               f"group {g} filter {f} slot {slot} multiplied {int(used[f, slot])} "
-                               f"times, expected {int(expected_use[f, slot])}")
+        expected = (values != 0).astype(np.float64)
+        if not np.array_equal(used, expected):
+            f, slot = np.argwhere(used != expected)[0]
+            return out, (f"group {g} filter {f} slot {slot} multiplied {int(used[f, slot])} times, "
+                         f"expected {int(expected[f, slot])}")
         # value x broadcast of its original slot, accumulated per original slot first
-        effective = (values * used)[:filters]
-        bcast = lowered.broadcast(g).reshape(lowered.n_windows, -1).astype(np.float64)
-        out[g] = effective @ bcast.T
-    out = out.reshape(groups * filters, lowered.n_windows)
+        out[g] = (values * used)[:filters] @ bcast[g].reshape(bcast.shape[1], -1).astype(np.float64).T
+    return out, ""
+
+
+def recompute(lowered: LoweredPass, arch: Architecture, reference: np.ndarray) -> CheckResult:
+    """Check `lowered` scheduled on `arch` against `reference` (shape `lowered.out_shape`)."""
+    name, pas = lowered.layer, lowered.pass_name
+    out = np.zeros(lowered.out_shape)
+    for part in lowered.parts:
+        sched, bcast = lowered.operands(part)
+        got, problem = _replay(sched, bcast, arch)
+        if problem:
+            return CheckResult(name, pas, False, np.inf, problem)
+        if lowered.scheduled == "input":
+            got = got.transpose(0, 2, 1)
+        out[:, :, part.input_ids] += got
     err = float(np.max(np.abs(out - reference))) if out.size else 0.0
     scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    ok = err <= 1e-9 * max(scale, 1e-30) + 1e-30
+    ok = err <= 1e-9 * scale + 1e-30
     msg = "" if ok else f"output differs from the NumPy reference by up to {err:.3g} (scale {scale:.3g})"
     return CheckResult(name, pas, ok, err, msg)

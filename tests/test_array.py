@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
-from simulator.array import time_pass
 from simulator.config import Architecture
 from simulator.frontend import Frontend
-from simulator.lowering import lower_forward, weights_to_streams
+from simulator.lowering import lower
+from simulator.simulate import evaluate
 from simulator.trace import LayerSpec, TraceLayer, conv_output_size
+
+
+def time_forward(layer, arch):
+    return evaluate(lower(layer, "forward", arch.lanes), arch)[0]
 
 
 def conv_layer(cin, cout, k=1, stride=1, padding=0, dilation=1, groups=1, hw=4, batch=1,
@@ -31,7 +35,8 @@ def arch(tiles=1, rows=2, lanes=4, columns=1, frontend=("L", 1, 1)):
 
 def test_stream_layout_kernel_position_outer_channel_blocks_inner():
     w = np.arange(2 * 6 * 2 * 2, dtype=np.float32).reshape(2, 6, 2, 2) + 1
-    s = weights_to_streams(w, groups=1, lanes=4)  # 6 channels -> 2 blocks of 4 per position
+    layer = conv_layer(6, 2, k=2, hw=3, weight=w)
+    s = lower(layer, "forward", 4).parts[0].kernel_op()  # 6 channels -> 2 blocks of 4 per tap
     assert s.shape == (1, 2, 2 * 2 * 2, 4)
     # step 0: kernel position (0,0), channels 0-3; step 1: (0,0), channels 4-5 + 2 pad
     assert s[0, 1, 0].tolist() == w[1, 0:4, 0, 0].tolist()
@@ -49,17 +54,17 @@ def test_exact_cycles_of_a_small_conv_layer():
         streams[f, t, l] = 1.0 + f + t + l
     w = streams.reshape(2, 2, 2, 4).transpose(0, 3, 1, 2)  # O, C, u, v
     layer = conv_layer(4, 2, k=2, hw=3, weight=w)
-    timing = time_pass(lower_forward(layer, 4), arch())
+    timing = time_forward(layer, arch())
     assert (timing.cycles, timing.dense_cycles, timing.ideal_cycles) == (8, 16, 8)
     # 3 windows per cycle: 4 windows in 2 window groups
-    timing = time_pass(lower_forward(layer, 4), arch(columns=3))
+    timing = time_forward(layer, arch(columns=3))
     assert (timing.cycles, timing.dense_cycles, timing.window_groups) == (4, 8, 2)
 
 
 def test_dense_layer_with_aligned_channels_has_speedup_exactly_one():
     layer = conv_layer(32, 40, k=3, padding=1, hw=5)
     for fe in [("T", 2, 5), ("L", 4, 3), ("none", 0, 0)]:
-        t = time_pass(lower_forward(layer, 16), arch(tiles=4, rows=4, lanes=16, frontend=fe))
+        t = time_forward(layer, arch(tiles=4, rows=4, lanes=16, frontend=fe))
         assert t.cycles == t.dense_cycles == t.ideal_cycles
 
 
@@ -69,16 +74,16 @@ def test_tiles_run_in_lockstep_so_the_slowest_tile_sets_the_pace():
     w = np.zeros((2, 4, 2, 2), dtype=np.float32)
     w[0] = 1.0
     layer = conv_layer(4, 2, k=2, hw=2, weight=w)
-    t = time_pass(lower_forward(layer, 4), arch(tiles=2, rows=1))
+    t = time_forward(layer, arch(tiles=2, rows=1))
     assert (t.cycles, t.dense_cycles, t.filter_groups) == (4, 4, 1)
     # on separate filter groups (1 tile) they are summed instead: 4 + 2
-    t = time_pass(lower_forward(layer, 4), arch(tiles=1, rows=1))
+    t = time_forward(layer, arch(tiles=1, rows=1))
     assert (t.cycles, t.dense_cycles, t.filter_groups) == (6, 8, 2)
 
 
 def test_depthwise_layers_use_one_filter_lane_per_group():
     layer = conv_layer(8, 8, k=3, padding=1, groups=8, hw=4)
-    t = time_pass(lower_forward(layer, 4), arch(tiles=2, rows=2, frontend=("none", 0, 0)))
+    t = time_forward(layer, arch(tiles=2, rows=2, frontend=("none", 0, 0)))
     # 8 groups x 1 filter group x 9 steps (1 channel padded to 4 lanes) x 16 windows
     assert t.dense_cycles == 8 * 9 * 16
     assert t.filter_groups == 8
@@ -86,17 +91,18 @@ def test_depthwise_layers_use_one_filter_lane_per_group():
 
 def test_fc_is_a_one_by_one_convolution():
     layer = conv_layer(40, 6, kind="fc", batch=3)
-    lowered = lower_forward(layer, 16)
-    assert lowered.scheduled.shape == (1, 6, 3, 16)
-    assert lowered.n_windows == 3 and lowered.macs == 3 * 40 * 6
-    t = time_pass(lowered, arch(tiles=1, rows=8, lanes=16, frontend=("none", 0, 0)))
+    lowered = lower(layer, "forward", 16)
+    part = lowered.parts[0]
+    assert part.kernel_op().shape == (1, 6, 3, 16) and part.input_op().shape == (1, 3, 3, 16)
+    assert lowered.macs == 3 * 40 * 6
+    t = evaluate(lowered, arch(tiles=1, rows=8, lanes=16, frontend=("none", 0, 0)))[0]
     assert t.dense_cycles == 3 * 3
 
 
 def test_padded_channels_are_skippable_at_zero_sparsity():
     # 3 input channels on 16 lanes, 7x7 kernel: 49 steps of which 13/16 lanes are padding.
     layer = conv_layer(3, 4, k=7, stride=2, padding=3, hw=8)
-    t = time_pass(lower_forward(layer, 16), arch(rows=4, lanes=16, frontend=("T", 2, 5)))
+    t = time_forward(layer, arch(rows=4, lanes=16, frontend=("T", 2, 5)))
     assert t.ideal_cycles == 10 * 16  # ceil(147 / 16) per window, 4x4 windows
     assert t.ideal_cycles <= t.cycles < t.dense_cycles == 49 * 16
 
@@ -110,8 +116,8 @@ def test_invariants_on_random_sparse_layers(fe):
         layer = conv_layer(cin, cout, k=k, padding=k // 2, hw=4, seed=trial)
         keep = rng.random(layer.weight.shape) < rng.choice([0.05, 0.2, 0.5, 1.0])
         layer.weight[...] = np.where(keep, layer.weight, 0)
-        t = time_pass(lower_forward(layer, 16),
-                      arch(tiles=int(rng.integers(1, 4)), rows=int(rng.integers(1, 5)), lanes=16, frontend=fe))
+        t = time_forward(layer,
+                         arch(tiles=int(rng.integers(1, 4)), rows=int(rng.integers(1, 5)), lanes=16, frontend=fe))
         assert t.ideal_cycles <= t.cycles <= t.dense_cycles
         assert t.dense_cycles <= (h + 1) * t.cycles
         if fe[0] == "none":
@@ -122,7 +128,8 @@ def test_effectual_macs_count_nonzero_pairs():
     layer = conv_layer(3, 2, k=3, stride=2, padding=1, hw=5, seed=4)
     layer.weight[0, 1] = 0
     layer.input[0, 0, :2] = 0
-    lowered = lower_forward(layer, 4)
+    lowered = lower(layer, "forward", 4)
+    effectual = evaluate(lowered, arch(lanes=4))[1]
     # brute force: for every output, count non-zero weight x non-zero input pairs
     xp = np.pad(layer.input, ((0, 0), (0, 0), (1, 1), (1, 1)))
     count = 0
@@ -133,5 +140,5 @@ def test_effectual_macs_count_nonzero_pairs():
                     for u in range(3):
                         for v in range(3):
                             count += bool(layer.weight[o, c, u, v]) and bool(xp[0, c, 2 * y + u, 2 * x + v])
-    assert lowered.effectual_macs == count
+    assert effectual == count
     assert lowered.macs == 2 * 3 * 9 * 9

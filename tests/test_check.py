@@ -1,38 +1,100 @@
-"""Functional correctness: outputs recomputed from the scheduled buffers equal NumPy's."""
+"""Functional correctness: every pass's output recomputed from the scheduled buffers equals
+an independent NumPy reference (forward, dX and dW from the definition)."""
 
 import numpy as np
 import pytest
 
-import simulator.verify as check_mod
-from simulator.verify import recompute
+import simulator.verify as verify_mod
 from simulator.config import Architecture
 from simulator.frontend import Frontend
-from simulator.lowering import lower_forward, reference_forward
-from simulator.simulate import _reference
-from tests.test_array import conv_layer
+from simulator.lowering import lower, reference
+from simulator.trace import LayerSpec, TraceLayer, conv_output_size
+from simulator.verify import recompute
 
 GEOMETRIES = [  # cin, cout, k, stride, padding, dilation, groups, hw
     (5, 7, 3, 1, 1, 1, 1, 6),
-    (6, 4, 3, 2, 0, 1, 1, 8),     # (8 + 0 - 2 - 1) mod 2 = 1: a ragged edge
-    (4, 6, 3, 3, 2, 1, 1, 9),     # stride 3, (9 + 4 - 2 - 1) mod 3 = 1
-    (3, 8, 7, 2, 3, 1, 1, 11),    # the ImageNet stem shape
+    (6, 4, 3, 2, 0, 1, 1, 8),     # (i + 2p - d(k-1) - 1) mod s = (8 - 2 - 1) mod 2 = 1
+    (4, 6, 3, 3, 2, 1, 1, 9),     # stride 3: (9 + 4 - 2 - 1) mod 3 = 1
+    (3, 5, 2, 3, 0, 1, 1, 10),    # stride 3, kernel < stride: phases without taps
+    (4, 4, 5, 2, 3, 1, 1, 7),     # padding 3, (7 + 6 - 4 - 1) mod 2 = 0
+    (3, 8, 7, 2, 3, 1, 1, 11),    # the ImageNet stem: 7x7/2, padding 3
     (8, 8, 1, 2, 0, 1, 1, 7),     # 1x1 stride-2 downsampling
     (4, 5, 3, 1, 2, 2, 1, 7),     # dilation 2
+    (4, 3, 3, 2, 1, 2, 1, 9),     # dilation 2 with stride 2: odd phases get no taps
     (8, 12, 3, 1, 1, 1, 4, 5),    # grouped
     (6, 6, 3, 2, 1, 1, 6, 7),     # depthwise, stride 2
     (20, 3, 2, 1, 0, 1, 1, 4),    # channels span two lane blocks
 ]
-FRONTENDS = [("T", 2, 5), ("L", 1, 1), ("L", 3, 2), ("none", 0, 0)]
+PASSES = ["forward", "input_grad", "weight_grad"]
 
 
-def sparsify(layer, rng, density):
-    layer.weight[...] = np.where(rng.random(layer.weight.shape) < density, layer.weight, 0)
-    layer.input[...] = np.maximum(layer.input, 0)
-    return layer
+def random_layer(cin, cout, k, s, p, d, g, hw, batch=2, seed=0, density=0.5, kind="conv"):
+    rng = np.random.default_rng(seed)
+    if kind == "fc":
+        spec = LayerSpec("fc", "fc", cin, cout)
+    else:
+        o = conv_output_size(hw, k, s, p, d)
+        spec = LayerSpec("c", "conv", cin, cout, k, s, p, d, g, (hw, hw), (o, o))
+
+    def t(shape, keep):
+        x = rng.standard_normal(shape).astype(np.float32)
+        return np.where(rng.random(shape) < keep, x, 0).astype(np.float32)
+
+    return TraceLayer(spec, weight=t(spec.weight_shape, density),
+                      input=np.maximum(t(spec.input_shape(batch), 1.0), 0),
+                      input_saved=t(spec.input_shape(batch), density),
+                      grad_output=t(spec.output_shape(batch), 1.0))
 
 
-def test_reference_convolution_matches_a_naive_loop():
-    layer = conv_layer(4, 6, k=3, stride=2, padding=1, dilation=2, groups=2, hw=7, batch=2, seed=9)
+ARCHS = {
+    "T<2,5>/16": Architecture(tiles=2, rows=3, lanes=16, columns=2, frontend=Frontend("T", 2, 5)),
+    "L<1,1>/4": Architecture(tiles=2, rows=2, lanes=4, columns=1, frontend=Frontend("L", 1, 1)),
+    "L<3,2>/4": Architecture(tiles=1, rows=4, lanes=4, columns=3, frontend=Frontend("L", 3, 2)),
+    "none/4": Architecture(tiles=3, rows=2, lanes=4, columns=1, frontend=Frontend("none", 0, 0)),
+}
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("pass_name", PASSES)
+def test_scheduled_pass_equals_reference(geometry, pass_name):
+    for i, (arch_name, arch) in enumerate(ARCHS.items()):
+        for density in (0.15, 1.0):
+            layer = random_layer(*geometry, seed=i, density=density)
+            operand = ("weights", "activations", "auto")[i % 3]
+            lowerings = ("phase", "zero-insert") if pass_name == "input_grad" else ("phase",)
+            for how in lowerings:
+                lowered = lower(layer, pass_name, arch.lanes, operand, how)
+                r = recompute(lowered, arch, reference(layer, pass_name))
+                assert r.ok, f"{arch_name} {operand} {how} density {density}: {r.message}"
+
+
+@pytest.mark.parametrize("pass_name", PASSES)
+def test_fc_layers(pass_name):
+    layer = random_layer(37, 9, 1, 1, 0, 1, 1, 1, batch=4, kind="fc", seed=2, density=0.3)
+    for arch in ARCHS.values():
+        for operand in ("weights", "activations"):
+            r = recompute(lower(layer, pass_name, arch.lanes, operand), arch, reference(layer, pass_name))
+            assert r.ok, r.message
+
+
+def test_references_are_adjoint():
+    # <dY, conv(X, W)> = <dX(dY, W), X> = <dW(dY, X), W>: the three references agree
+    # with each other, so none of them can be wrong alone in a way this misses.
+    layer = random_layer(4, 6, 3, 2, 1, 2, 2, 9, seed=5)
+    layer.input_saved = layer.input
+    spec = layer.spec
+    y = reference(layer, "forward")          # G, O/g, N*Ho*Wo
+    dy = layer.grad_output.transpose(1, 0, 2, 3).reshape(y.shape)
+    dx = reference(layer, "input_grad")      # G, C/g, N*H*W
+    x = layer.input.transpose(1, 0, 2, 3).reshape(dx.shape)
+    dw = reference(layer, "weight_grad").reshape(spec.weight_shape)
+    lhs = float((dy * y).sum())
+    assert lhs == pytest.approx(float((dx * x).sum()), rel=1e-10)
+    assert lhs == pytest.approx(float((dw * layer.weight).sum()), rel=1e-10)
+
+
+def test_reference_forward_matches_a_naive_loop():
+    layer = random_layer(4, 6, 3, 2, 1, 2, 2, 7, seed=9)
     s = layer.spec
     xp = np.pad(layer.input.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
     want = np.zeros((2, 6, *s.out_hw))
@@ -46,43 +108,41 @@ def test_reference_convolution_matches_a_naive_loop():
                             for v in range(3):
                                 want[n, o, y, x] += (layer.weight[o, c, u, v]
                                                      * xp[n, g * 2 + c, 2 * y + 2 * u, 2 * x + 2 * v])
-    np.testing.assert_allclose(reference_forward(layer), want, rtol=1e-12, atol=1e-12)
+    got = reference(layer, "forward").reshape(2, 3, 2, -1).transpose(2, 0, 1, 3).reshape(want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES)
-@pytest.mark.parametrize("fe", FRONTENDS)
-def test_scheduled_forward_equals_reference(geometry, fe):
-    cin, cout, k, s, p, d, g, hw = geometry
-    rng = np.random.default_rng(abs(hash(geometry)) % 2**32)
-    for density in (0.1, 0.5, 1.0):
-        layer = sparsify(conv_layer(cin, cout, k, s, p, d, g, hw, batch=2, seed=1), rng, density)
-        arch = Architecture(tiles=2, rows=3, lanes=4 if fe[0] != "T" else 16, columns=2,
-                            frontend=Frontend(*fe))
-        r = recompute(lower_forward(layer, arch.lanes), arch, _reference("forward", layer))
-        assert r.ok, r.message
-        assert r.max_abs_error < 1e-9
+def test_reference_weight_grad_matches_finite_differences():
+    layer = random_layer(3, 2, 3, 2, 1, 1, 1, 5, seed=3, density=1.0)
+    layer.input_saved = layer.input
+    dw = reference(layer, "weight_grad").reshape(layer.spec.weight_shape)
+    dy = layer.grad_output.astype(np.float64)
 
+    def loss(w):
+        probe = TraceLayer(layer.spec, weight=w, input=layer.input)
+        y = reference(probe, "forward").reshape(1, 2, 2, 9).transpose(2, 0, 1, 3)  # G,O,N,HW -> N,G,O,HW
+        return float((y.reshape(dy.shape) * dy).sum())
 
-def test_fc_layer_scheduled_equals_reference():
-    layer = sparsify(conv_layer(37, 9, kind="fc", batch=4), np.random.default_rng(2), 0.3)
-    arch = Architecture(tiles=2, rows=2, lanes=8, frontend=Frontend("T", 2, 3))
-    r = recompute(lower_forward(layer, 8), arch, _reference("forward", layer))
-    assert r.ok, r.message
+    eps, w0 = 1e-3, layer.weight.astype(np.float64)
+    for idx in [(0, 0, 0, 0), (1, 2, 1, 2), (0, 1, 2, 1)]:
+        wp, wm = w0.copy(), w0.copy()
+        wp[idx] += eps
+        wm[idx] -= eps
+        assert (loss(wp) - loss(wm)) / (2 * eps) == pytest.approx(dw[idx], rel=1e-6, abs=1e-9)
 
 
 def _tampered(mutate):
-    """time_pass whose recorded schedule is altered by `mutate(record)`."""
-    real = check_mod.time_pass
+    real = verify_mod.time_streams
 
-    def fake(lowered, arch, keep_schedule=False):
-        timing, record = real(lowered, arch, keep_schedule=True)
+    def fake(*args, **kwargs):
+        timing, record = real(*args, **kwargs)
         mutate(record)
         return timing, record
     return fake
 
 
-def _layer_and_arch():
-    layer = sparsify(conv_layer(8, 4, 3, 1, 1, 1, 1, 5, seed=3), np.random.default_rng(5), 0.4)
+def _small():
+    layer = random_layer(8, 4, 3, 1, 1, 1, 1, 5, seed=3, density=0.4)
     return layer, Architecture(tiles=1, rows=4, lanes=4, frontend=Frontend("L", 2, 1))
 
 
@@ -91,24 +151,24 @@ def test_check_catches_a_dropped_value(monkeypatch):
         src = record.sources[0]
         u, r, c, l = np.argwhere(src[:, :, :1, :] >= 0)[0]
         src[u, r, c, l] = -1
-    monkeypatch.setattr(check_mod, "time_pass", _tampered(drop))
-    layer, arch = _layer_and_arch()
-    r = recompute(lower_forward(layer, 4), arch, _reference("forward", layer))
+    monkeypatch.setattr(verify_mod, "time_streams", _tampered(drop))
+    layer, arch = _small()
+    r = recompute(lower(layer, "forward", 4), arch, reference(layer, "forward"))
     assert not r.ok and "multiplied 0 times" in r.message
 
 
 def test_check_catches_an_illegal_connection(monkeypatch):
     def teleport(record):
         record.sources[0][0, 0, 0, 0] = 3 * 4 + 2  # step 3, lane 2: beyond the window
-    monkeypatch.setattr(check_mod, "time_pass", _tampered(teleport))
-    layer, arch = _layer_and_arch()
-    r = recompute(lower_forward(layer, 4), arch, _reference("forward", layer))
+    monkeypatch.setattr(verify_mod, "time_streams", _tampered(teleport))
+    layer, arch = _small()
+    r = recompute(lower(layer, "weight_grad", 4, "activations"), arch, reference(layer, "weight_grad"))
     assert not r.ok and "illegal connection" in r.message
 
 
 def test_check_catches_a_wrong_reference():
-    layer, arch = _layer_and_arch()
-    ref = _reference("forward", layer)
-    ref[1, 2] += 1e-3 * np.abs(ref).max()
-    r = recompute(lower_forward(layer, 4), arch, ref)
+    layer, arch = _small()
+    ref = reference(layer, "input_grad")
+    ref[0, 1, 2] += 1e-3 * np.abs(ref).max()
+    r = recompute(lower(layer, "input_grad", 4), arch, ref)
     assert not r.ok and "differs" in r.message

@@ -59,7 +59,11 @@ def test_tactical_yaml():
     assert wl.image_size == 224 and wl.batch == 1
     assert wl.sparsity == (0.0, 0.8, 0.9)
     assert wl.dense_layers is None  # the default: first conv dense
-    assert cfg.passes == ("forward",)
+    assert cfg.passes == ("forward", "input_grad", "weight_grad")
+    assert cfg.lowering.scheduled_operand == {"forward": "weights", "input_grad": "weights",
+                                              "weight_grad": "activations"}
+    assert cfg.lowering.input_grad_lowering == "phase"
+    assert cfg.lowering.first_layer_input_grad is False
     assert cfg.output.dir is None
     assert cfg.output_dir == Path("reports") / "tactical"
 
@@ -102,7 +106,8 @@ def test_base_config_is_valid_and_defaults(tmp_path):
     # sections left out take their defaults
     minimal = load_config(write(tmp_path, {"workload": {"network": "resnet18-cifar"}}, "m.yaml"))
     assert minimal.architecture.tiles == 16 and str(minimal.architecture.frontend) == "T<2,5>"
-    assert minimal.passes == ("forward",) and minimal.workload.sparsity == (0.0,)
+    assert minimal.passes == ("forward", "input_grad", "weight_grad")
+    assert minimal.workload.sparsity == (0.0,)
     assert minimal.workload.batch == 1
 
 
@@ -228,6 +233,16 @@ ERRORS = [
      ["passes", "list", "'forward'"]),
     ("passes-empty", _set("passes", []),
      ["passes", "non-empty list"]),
+    ("lowering-unknown-key", _set("lowering", {"input_grad_lowerin": "phase"}),
+     ["lowering.input_grad_lowerin", "unknown key"]),
+    ("lowering-bad-input-grad", _set("lowering", {"input_grad_lowering": "im2col"}),
+     ["lowering.input_grad_lowering", "phase, zero-insert", "'im2col'"]),
+    ("lowering-bad-operand", _set("lowering", {"scheduled_operand": {"weight_grad": "gradients"}}),
+     ["lowering.scheduled_operand.weight_grad", "weights, activations, auto", "'gradients'"]),
+    ("lowering-unknown-pass", _set("lowering", {"scheduled_operand": {"backward": "auto"}}),
+     ["lowering.scheduled_operand.backward", "unknown key"]),
+    ("lowering-first-layer-not-bool", _set("lowering", {"first_layer_input_grad": "yes"}),
+     ["lowering.first_layer_input_grad", "true or false", "'yes'"]),
     ("dense_layers-not-a-list", _set("workload", "dense_layers", "conv1"),
      ["workload.dense_layers", "list of layer names", "'conv1'"]),
     ("dense_layers-not-strings", _set("workload", "dense_layers", ["conv1", 3]),

@@ -40,7 +40,15 @@ def test_synthetic_trace_sparsity_and_dense_first_conv():
             assert zeros == 0  # the image
         elif layer.input.size > 2000:
             assert 0.45 < zeros < 0.55  # ReLU-like
-        assert layer.input_saved is None and layer.grad_output is None
+        # saved activations: Top-K to the layer's sparsity (dense layers: the input itself)
+        if layer.spec.name == net.first_conv:
+            assert np.array_equal(layer.input_saved, layer.input)
+        else:
+            kept = np.flatnonzero(layer.input_saved)
+            assert kept.size == min(keep_count(layer.input.size, 0.8), np.count_nonzero(layer.input))
+            assert np.array_equal(layer.input_saved.ravel()[kept], layer.input.ravel()[kept])
+        assert layer.grad_output.shape == layer.spec.output_shape(2)
+        assert np.count_nonzero(layer.grad_output) == layer.grad_output.size
 
 
 def test_he_scale_and_determinism():

@@ -8,7 +8,10 @@ sparsifies the same dense tensors):
   (default: the first conv, as SWAT-U keeps it dense);
 - input: ReLU-like, max(0, N(0, 1)) (about half zeros), dense in the forward pass as in
   SWAT; the network's first layer reads the image, which has no zeros, so its input is
-  plain N(0, 1).
+  plain N(0, 1);
+- input_saved: the input, Top-K sparsified like SWAT to the layer's weight sparsity (the
+  activations kept for the backward pass); the dense layers keep it dense;
+- grad_output: dense N(0, 1), the gradient arriving from the layer above.
 
 The result is the in-memory `Trace` of the trace contract: the simulator cannot tell
 it from a trace exported by training.
@@ -40,12 +43,15 @@ def synthetic_layers(network: Network, sparsity: float, batch: int = 1, seed: in
         fan_in = spec.channels_per_group * spec.kernel * spec.kernel
         weight = rng.standard_normal(spec.weight_shape, dtype=np.float32)
         weight *= np.float32(np.sqrt(2.0 / fan_in))
-        if spec.name not in dense:
-            weight = topk_sparsify(weight, sparsity)
         x = rng.standard_normal(spec.input_shape(batch), dtype=np.float32)
         if index > 0:
             np.maximum(x, 0, out=x)
-        yield TraceLayer(spec, weight=weight, input=x)
+        grad_output = rng.standard_normal(spec.output_shape(batch), dtype=np.float32)
+        saved = x
+        if spec.name not in dense:
+            weight = topk_sparsify(weight, sparsity)
+            saved = topk_sparsify(x, sparsity)
+        yield TraceLayer(spec, weight=weight, input=x, input_saved=saved, grad_output=grad_output)
 
 
 def synthetic_trace(network: Network, sparsity: float, batch: int = 1, seed: int = 0,
