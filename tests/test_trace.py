@@ -57,8 +57,19 @@ def test_layer_tensors_must_match_their_spec():
 
 def test_simulating_a_trace_on_disk_equals_the_synthetic_run(tmp_path, trace):
     write_trace(trace, tmp_path / "t")
-    base = {"architecture": {"tiles": 2, "rows": 4, "lanes": 16}, "passes": ["forward"]}
+    base = {"architecture": {"tiles": 2, "rows": 4, "lanes": 16}}
     synth = simulator.parse_config({**base, "workload": {"network": "resnet18-cifar", "image_size": 8,
                                                          "batch": 2, "seed": 4, "sparsity": [0.8]}})
     disk = simulator.parse_config({**base, "workload": {"trace": str(tmp_path / "t")}})
     pd.testing.assert_frame_equal(simulator.run(synth), simulator.run(disk))
+
+
+def test_backward_passes_need_grad_output_in_the_trace(tmp_path, trace):
+    for layer in trace.layers:
+        layer.grad_output = None
+    write_trace(trace, tmp_path / "t")
+    cfg = simulator.parse_config({"workload": {"trace": str(tmp_path / "t")}}, source="c.yaml")
+    with pytest.raises(simulator.ConfigError, match=r"^c\.yaml: passes: the input_grad pass needs grad_output"):
+        simulator.run(cfg)
+    fwd = simulator.parse_config({"workload": {"trace": str(tmp_path / "t")}, "passes": ["forward"]})
+    assert set(simulator.run(fwd)["pass"]) == {"forward"}
