@@ -8,7 +8,6 @@ ratios of summed cycles, never averages of per-layer speedups.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 from .array import PassTiming
 from .config import Architecture
 from .lowering import LoweredPass
+from .trace import write_atomic
 
 COLUMNS = ["network", "sparsity", "layer", "kind", "pass", "scheduled_operand", "frontend",
            "cycles", "compute_cycles", "stall_cycles", "dense_cycles", "ideal_cycles",
@@ -101,28 +101,6 @@ def format_summary(summary: pd.DataFrame, title: str) -> str:
                  "dense array: same array and lowering without skipping; ideal: "
                  "ceil(non-zeros / lanes) per filter lane.")
     return "\n".join(lines)
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a plain file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_results(results: pd.DataFrame, path: str | os.PathLike) -> Path:

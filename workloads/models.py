@@ -1,0 +1,50 @@
+"""Trainable NumPy models built from the network zoo's graphs (one source of truth).
+
+`build_model(network)` maps every node of `network.graph` (workloads.networks) 1:1 to a
+module of `workloads.layers`, so the trainer's conv/fc layers are exactly the zoo's
+`LayerSpec`s, in the same order, with the same names: a trace exported from training
+has the shapes the simulator expects by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import layers as L
+from . import networks as N
+
+
+def _build(node, rng: np.random.Generator) -> L.Module:
+    if isinstance(node, N.Conv):
+        return (L.Conv2d if node.spec.kind == "conv" else L.Linear)(node.spec, rng)
+    if isinstance(node, N.BatchNorm):
+        return (L.BatchNorm1d if node.flat else L.BatchNorm2d)(node.spec.channels)
+    if isinstance(node, N.ReLU):
+        return L.ReLU(node.cap)
+    if isinstance(node, N.Pool):
+        cls = L.MaxPool2d if node.kind == "max" else L.AvgPool2d
+        return cls(node.kernel, node.stride, node.padding)
+    if isinstance(node, N.AdaptivePool):
+        return L.AdaptiveAvgPool2d(tuple(node.out_hw))
+    if isinstance(node, N.Flatten):
+        return L.Flatten()
+    if isinstance(node, N.Dropout):
+        return L.Dropout(node.p, rng)
+    if isinstance(node, N.Seq):
+        return L.Sequential(*(_build(n, rng) for n in node.nodes))
+    if isinstance(node, N.Residual):
+        return L.Residual(_build(node.main, rng),
+                          None if node.shortcut is None else _build(node.shortcut, rng))
+    if isinstance(node, N.DenseConcat):
+        return L.DenseConcat(_build(node.branch, rng))
+    raise TypeError(f"no module for graph node {type(node).__name__}")
+
+
+def build_model(network: N.Network, seed: int = 0) -> L.Module:
+    """The trainable model of `network` (He-initialised from `seed`)."""
+    return _build(network.graph, np.random.default_rng(seed))
+
+
+def weight_layers(model: L.Module) -> list:
+    """The model's conv and fc modules in network (execution) order."""
+    return [m for m in model.modules() if isinstance(m, (L.Conv2d, L.Linear))]
