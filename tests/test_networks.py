@@ -1,9 +1,13 @@
-"""The network zoo against published parameter and MAC counts, and its shape bookkeeping."""
+"""The network zoo: published parameter and MAC counts, shape bookkeeping, and the graphs."""
+
+import dataclasses
 
 import pytest
 
 from simulator.trace import conv_output_size
 from workloads.networks import NETWORKS, BatchNormSpec, Network, build_network
+from workloads.networks import (AdaptivePool, BatchNorm, Conv, DenseConcat, Dropout, Flatten,
+                               Node, Pool, ReLU, Residual, Seq, walk)
 
 # Pooling geometries (kernel, stride, padding) the zoo uses between layers.
 POOLS = ((3, 2, 1), (2, 2, 0))
@@ -249,3 +253,279 @@ def test_bad_image_size_or_classes(bad):
         build_network("resnet18", bad)
     with pytest.raises(ValueError, match="num_classes"):
         build_network("resnet18", 224, bad)
+
+
+# --- graphs: the one source of truth for layers, batch norms and the trainer's model ---------
+
+def _all_nodes(node):
+    """Every node of the tree, containers included (pre-order)."""
+    yield node
+    children = {Seq: lambda n: n.nodes, Residual: lambda n: (n.main, n.shortcut),
+                DenseConcat: lambda n: (n.branch,)}.get(type(node), lambda n: ())(node)
+    for child in children:
+        if child is not None:
+            yield from _all_nodes(child)
+
+
+def _propagate(node, shape, checked):
+    """Shape of `node`'s output for an input of `shape` ((C, H, W) or (F,)), as torch computes it.
+
+    Checks every Conv / BatchNorm against the tensor it actually reads (names go to `checked`).
+    """
+    if isinstance(node, Seq):
+        for child in node.nodes:
+            shape = _propagate(child, shape, checked)
+        return shape
+    if isinstance(node, Residual):
+        main = _propagate(node.main, shape, checked)
+        short = shape if node.shortcut is None else _propagate(node.shortcut, shape, checked)
+        assert main == short, f"residual branches disagree: {main} vs {short}"
+        return main
+    if isinstance(node, DenseConcat):
+        branch = _propagate(node.branch, shape, checked)
+        assert len(shape) == len(branch) == 3 and branch[1:] == shape[1:]
+        return (shape[0] + branch[0], *shape[1:])
+    if isinstance(node, Conv):
+        s = node.spec
+        checked.append(s.name)
+        if s.kind == "fc":
+            assert shape == (s.in_channels,), f"{s.name} reads {shape}"
+            return (s.out_channels,)
+        assert shape == (s.in_channels, *s.in_hw), f"{s.name} reads {shape}"
+        return (s.out_channels, *s.out_hw)
+    if isinstance(node, BatchNorm):
+        s = node.spec
+        checked.append(s.name)
+        expected = (s.channels,) if node.flat else (s.channels, *s.hw)
+        assert shape == expected, f"{s.name} reads {shape}, spec says {expected}"
+        if node.flat:
+            assert s.hw == (1, 1)
+        return shape
+    if isinstance(node, (ReLU, Dropout)):
+        return shape
+    if isinstance(node, Pool):
+        assert len(shape) == 3 and node.kind in ("max", "avg")
+        c, *hw = shape
+        out = tuple((v + 2 * node.padding - node.kernel) // node.stride + 1 for v in hw)
+        assert min(out) >= 1, f"pool {node} on {shape}"
+        return (c, *out)
+    if isinstance(node, AdaptivePool):
+        assert len(shape) == 3
+        return (shape[0], *node.out_hw)
+    if isinstance(node, Flatten):
+        assert len(shape) == 3
+        return (shape[0] * shape[1] * shape[2],)
+    raise AssertionError(f"unknown node {node!r}")
+
+
+def _top(net):
+    """Type names of the graph's top-level nodes."""
+    return [type(n).__name__ for n in net.graph.nodes]
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_tables_are_derived_from_the_graph(nets, name):
+    net = nets[name]
+    assert isinstance(net.graph, Seq)
+    leaves = list(walk(net.graph))
+    assert not any(isinstance(n, (Seq, Residual, DenseConcat)) for n in leaves)
+    assert net.layers == tuple(n.spec for n in leaves if isinstance(n, Conv))
+    assert net.batchnorms == tuple(n.spec for n in leaves if isinstance(n, BatchNorm))
+    # every node of the tree is reached by walk, containers aside
+    assert len(leaves) == sum(1 for n in _all_nodes(net.graph)
+                              if not isinstance(n, (Seq, Residual, DenseConcat)))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("size", [None, 32, 61, 97])
+def test_shapes_propagate_through_the_graph(name, size):
+    if size == 32 and name == "densenet121":
+        size = 29  # its minimum
+    net = build_network(name, size)
+    checked = []
+    out = _propagate(net.graph, (3, net.image_size, net.image_size), checked)
+    assert out == (net.num_classes,)
+    assert sorted(checked) == sorted([lay.name for lay in net.layers]
+                                     + [bn.name for bn in net.batchnorms])
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_nodes_are_frozen_and_hashable(nets, name):
+    graph = nets[name].graph
+    nodes = list(_all_nodes(graph))
+    for node in nodes:
+        assert isinstance(node, Node)
+        assert dataclasses.is_dataclass(node) and type(node).__dataclass_params__.frozen
+        hash(node)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        graph.nodes = ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        next(n for n in nodes if isinstance(n, Conv)).spec = None
+    again = build_network(name).graph
+    assert again == graph and hash(again) == hash(graph) and again is not graph
+    assert build_network(name).graph != build_network(name, num_classes=3).graph
+
+
+def test_walk_order_and_containers():
+    a, b, c, d = (ReLU(float(i + 1)) for i in range(4))
+    g = Seq((a, Residual(Seq((b,)), Seq((c,))), DenseConcat(Seq((d,))), Flatten()))
+    assert list(walk(g)) == [a, b, c, d, Flatten()]
+    assert list(walk(Residual(Seq((b, c))))) == [b, c]
+    assert list(walk(Flatten())) == [Flatten()]
+    assert Seq([a, b]).nodes == (a, b)  # lists are frozen into tuples
+    with pytest.raises(TypeError):
+        Seq(("not a node",))
+    with pytest.raises(TypeError):
+        Residual((a,))
+
+
+def test_node_validation():
+    with pytest.raises(ValueError):
+        Pool("min", 2, 2)
+    with pytest.raises(ValueError):
+        Pool("max", 3, 2, 2)  # padding over half the kernel: torch refuses
+    with pytest.raises(ValueError):
+        Dropout(1.0)
+    with pytest.raises(ValueError):
+        ReLU(0.0)
+    with pytest.raises(ValueError):
+        AdaptivePool((0, 1))
+    with pytest.raises(ValueError):
+        BatchNorm(BatchNormSpec("bn", 8, (2, 2), "fc"), flat=True)
+    assert AdaptivePool([7, 7]).out_hw == (7, 7)
+    assert Pool("avg", 2, 2).output_hw((7, 8)) == (3, 4)
+
+
+def test_network_from_a_hand_made_graph_with_flat_batchnorm():
+    from simulator.trace import LayerSpec
+    graph = Seq((
+        Conv(LayerSpec("c", "conv", 3, 8, 3, 2, 1, in_hw=(9, 9), out_hw=(5, 5))),
+        BatchNorm(BatchNormSpec("bn2d", 8, (5, 5), "c")), ReLU(),
+        AdaptivePool((2, 2)), Flatten(),
+        Conv(LayerSpec("fc1", "fc", 32, 16, bias=True)),
+        BatchNorm(BatchNormSpec("bn1d", 16, (1, 1), "fc1"), flat=True), ReLU(), Dropout(0.1),
+        Conv(LayerSpec("fc2", "fc", 16, 4, bias=True)),
+    ))
+    net = Network("tiny", 9, 4, graph)
+    assert [lay.name for lay in net.layers] == ["c", "fc1", "fc2"]
+    assert [bn.name for bn in net.batchnorms] == ["bn2d", "bn1d"]
+    assert net.param_count == 3 * 8 * 9 + 32 * 16 + 16 + 16 * 4 + 4 + 2 * (8 + 16)
+    assert _propagate(graph, (3, 9, 9), []) == (4,)
+    with pytest.raises(ValueError, match="duplicate"):
+        Network("dup", 9, 4, Seq(graph.nodes + (BatchNorm(BatchNormSpec("c", 4, (1, 1), "fc2"),
+                                                           flat=True),)))
+    with pytest.raises(TypeError):
+        Network("bare", 9, 4, graph.nodes)
+
+
+# --- graphs: family details (what a model built node-for-node must reproduce) ------------------
+
+@pytest.mark.parametrize("name, residuals, shortcuts", [
+    ("resnet18", 8, 3), ("resnet50", 16, 4), ("resnet18-cifar", 8, 3), ("resnet50-cifar", 16, 4)])
+def test_resnet_graph(nets, name, residuals, shortcuts):
+    net = nets[name]
+    top = net.graph.nodes
+    if name.endswith("-cifar"):
+        assert _top(net)[:4] == ["Conv", "BatchNorm", "ReLU", "Residual"]
+        assert not any(isinstance(n, Pool) for n in walk(net.graph))
+    else:
+        assert _top(net)[:4] == ["Conv", "BatchNorm", "ReLU", "Pool"]
+        assert top[3] == Pool("max", 3, 2, 1)
+    blocks = [n for n in top if isinstance(n, Residual)]
+    assert len(blocks) == residuals
+    assert sum(b.shortcut is not None for b in blocks) == shortcuts
+    for i, node in enumerate(top):
+        if isinstance(node, Residual):
+            assert top[i + 1] == ReLU()  # relu(main(x) + shortcut(x))
+            assert isinstance(node.main.nodes[-1], BatchNorm)  # no ReLU before the sum
+            if node.shortcut is not None:
+                assert [type(n) for n in node.shortcut.nodes] == [Conv, BatchNorm]
+    assert top[-3:-1] == (AdaptivePool((1, 1)), Flatten())
+    assert top[-1].spec.name == "fc"
+    assert all(r == ReLU() for r in walk(net.graph) if isinstance(r, ReLU))
+
+
+@pytest.mark.parametrize("name", ["vgg16", "vgg16-bn"])
+def test_vgg_graph(nets, name):
+    net = nets[name]
+    top = net.graph.nodes
+    pools = [n for n in top if isinstance(n, Pool)]
+    assert pools == [Pool("max", 2, 2)] * 5
+    assert sum(isinstance(n, ReLU) for n in top) == 13 + 2
+    assert not any(isinstance(n, (Residual, DenseConcat, Dropout)) for n in top[:-9])
+    tail = top[-9:]
+    assert tail[:2] == (AdaptivePool((7, 7)), Flatten())
+    assert [type(n) for n in tail[2:]] == [Conv, ReLU, Dropout, Conv, ReLU, Dropout, Conv]
+    assert tail[4] == tail[7] == Dropout(0.5)
+    # conv [bn] relu, as torchvision's `features`
+    for i, node in enumerate(top):
+        if isinstance(node, Conv) and node.spec.kind == "conv":
+            nxt = top[i + 1:i + 3] if name == "vgg16-bn" else top[i + 1:i + 2]
+            assert [type(n) for n in nxt] == ([BatchNorm, ReLU] if name == "vgg16-bn" else [ReLU])
+
+
+def test_mobilenet_v2_graph(nets):
+    net = nets["mobilenet-v2"]
+    relus = [n for n in walk(net.graph) if isinstance(n, ReLU)]
+    assert relus and all(r == ReLU(6.0) for r in relus)
+    assert len(relus) == 1 + 2 * 16 + 1 + 1  # stem, 2 per expanding block, 1 in block 1, last conv
+    top = net.graph.nodes
+    blocks = [n for n in top if isinstance(n, Residual)]
+    assert len(blocks) == 10  # stride 1 and channels kept
+    assert all(b.shortcut is None for b in blocks)
+    for i, node in enumerate(top):
+        if isinstance(node, Residual):
+            assert isinstance(node.main.nodes[-1], BatchNorm)  # linear bottleneck
+            assert not isinstance(top[i + 1], ReLU)  # nothing on the sum
+    # projection conv + BN is never followed by an activation
+    projections = {lay.name for lay in net.layers
+                   if lay.kind == "conv" and lay.kernel == 1 and lay.name.count(".") == 3}
+    assert len(projections) == 17
+    leaves = list(walk(net.graph))
+    for i, node in enumerate(leaves):
+        if isinstance(node, Conv) and node.spec.name in projections:
+            assert isinstance(leaves[i + 1], BatchNorm) and not isinstance(leaves[i + 2], ReLU)
+    assert top[-4:-1] == (AdaptivePool((1, 1)), Flatten(), Dropout(0.2))
+    assert top[-1].spec.name == "classifier.1"
+
+
+def test_densenet121_graph(nets):
+    net = nets["densenet121"]
+    top = net.graph.nodes
+    assert _top(net)[:4] == ["Conv", "BatchNorm", "ReLU", "Pool"] and top[3] == Pool("max", 3, 2, 1)
+    layers = [n for n in top if isinstance(n, DenseConcat)]
+    assert len(layers) == 6 + 12 + 24 + 16
+    for layer in layers:
+        assert [type(n) for n in layer.branch.nodes] == [BatchNorm, ReLU, Conv] * 2
+    pools = [n for n in top if isinstance(n, Pool)]
+    assert pools == [Pool("max", 3, 2, 1)] + [Pool("avg", 2, 2)] * 3  # transitions: avg pool
+    for i, node in enumerate(top):
+        if isinstance(node, Conv) and node.spec.name.endswith(".conv"):  # transition
+            assert [type(n) for n in top[i - 2:i]] == [BatchNorm, ReLU]
+            assert top[i + 1] == Pool("avg", 2, 2)
+    assert [type(n) for n in top[-5:]] == [BatchNorm, ReLU, AdaptivePool, Flatten, Conv]
+    assert top[-5].spec.name == "features.norm5" and top[-3] == AdaptivePool((1, 1))
+
+
+def test_wrn_16_8_graph():
+    net = build_network("wrn-16-8")
+    top = net.graph.nodes
+    assert _top(net)[0] == "Conv" and _top(net)[1] == "BatchNorm"  # no BN/ReLU on the stem
+    changing = [i for i, n in enumerate(top) if isinstance(n, Residual) and n.shortcut is not None]
+    assert len(changing) == 3
+    for i in changing:  # shortcut conv reads relu(bn1(x)), computed once before the fork
+        res = top[i]
+        assert [type(n) for n in top[i - 2:i]] == [BatchNorm, ReLU]
+        assert top[i - 2].spec.name.endswith(".layer.0.bn1")
+        assert [type(n) for n in res.main.nodes] == [Conv, BatchNorm, ReLU, Conv]
+        assert [type(n) for n in res.shortcut.nodes] == [Conv]
+        assert res.shortcut.nodes[0].spec.name.endswith("convShortcut")
+    identity = [n for n in top if isinstance(n, Residual) and n.shortcut is None]
+    assert len(identity) == 3
+    for res in identity:  # pre-activation inside the branch; the shortcut is x itself
+        assert [type(n) for n in res.main.nodes] == [BatchNorm, ReLU, Conv, BatchNorm, ReLU, Conv]
+    for i, node in enumerate(top):
+        if isinstance(node, Residual):
+            assert not isinstance(top[i + 1], ReLU)  # nothing on the sum
+    assert [type(n) for n in top[-5:]] == [BatchNorm, ReLU, AdaptivePool, Flatten, Conv]
+    assert top[-5].spec.name == "bn1" and top[-3] == AdaptivePool((1, 1))

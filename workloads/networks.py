@@ -1,40 +1,66 @@
-"""The network zoo: layer shapes of the standard networks the accelerator is evaluated on.
+"""The network zoo: the standard networks the accelerator is evaluated on, described once as graphs.
 
-A `Network` is the sequence of conv and fc layers (`simulator.trace.LayerSpec`) of one
-network in execution order, plus its batch-norm layers (`BatchNormSpec`), for one input
-image size. Nothing here holds weights or activations; it is geometry only, and the
-synthetic workloads and the trainer fill the tensors in.
+Each network is a tree of small frozen node dataclasses, `Network.graph` (a `Seq` from the
+input image to the logits). The nodes map 1:1 onto torch modules, so a model built by
+replacing every node with its module, in order, is exactly the reference network:
+
+==============  =================================================================================
+node            torch equivalent
+==============  =================================================================================
+`Conv`          ``nn.Conv2d`` (``spec.kind == "conv"``) or ``nn.Linear`` (``"fc"``), shaped by
+                its `LayerSpec` (kernel, stride, padding, groups, bias)
+`BatchNorm`     ``nn.BatchNorm2d`` over NCHW, or ``nn.BatchNorm1d`` over [N, C] when ``flat``
+                (then ``spec.hw == (1, 1)``)
+`ReLU`          ``nn.ReLU``; ``nn.ReLU6`` when ``cap == 6.0`` (in general ``min(max(x, 0), cap)``)
+`Pool`          ``nn.MaxPool2d`` / ``nn.AvgPool2d`` (floor rounding; avg counts the padding)
+`AdaptivePool`  ``nn.AdaptiveAvgPool2d(out_hw)``; ``(1, 1)`` is global average pooling
+`Flatten`       ``torch.flatten(x, 1)``: [N, C, H, W] -> [N, C*H*W]
+`Dropout`       ``nn.Dropout(p)``
+`Seq`           its nodes one after the other
+`Residual`      ``main(x) + (shortcut(x) if shortcut else x)``; nothing is applied to the sum
+                (a ReLU after it is a separate node)
+`DenseConcat`   ``torch.cat([x, branch(x)], dim=1)`` (a DenseNet layer)
+==============  =================================================================================
+
+`walk` yields the leaf nodes (everything but `Seq`, `Residual`, `DenseConcat`) in execution
+order, a residual's main branch before its shortcut. The layer tables the simulator uses are
+derived from it and nothing else: `Network.layers` is the `LayerSpec` of every `Conv` node and
+`Network.batchnorms` the `BatchNormSpec` of every `BatchNorm` node, in `walk` order. So the
+trainer (which builds its model from the graph) and the simulator (which reads the tables)
+cannot disagree about a shape. Nothing here holds weights or activations; it is geometry only.
 
 The ImageNet networks follow torchvision exactly (same layers, channel counts, strides,
-padding and biases), and layers are named like torchvision's ``state_dict`` module names
-("conv1", "layer1.0.downsample.0", "features.0.0", "classifier.1", ...), so parameter
-counts match torchvision's published numbers. The CIFAR networks use a 3x3/1 stem with no
-max-pool (ResNets) or the Wide ResNet of Zagoruyko & Komodakis (wrn-16-8).
+padding, biases, activations, pooling and dropout), and layers are named like torchvision's
+``state_dict`` module names ("conv1", "layer1.0.downsample.0", "features.0.0",
+"classifier.1", ...), so parameter counts match torchvision's published numbers. The CIFAR
+networks use a 3x3/1 stem with no max-pool (ResNets) or are the Wide ResNet of Zagoruyko &
+Komodakis (wrn-16-8, after the reference implementation; its final 8x8 average pool is a
+global average pool here, which is the same at 32x32 and keeps the fc size fixed elsewhere).
 
-Spatial sizes are propagated from the input image through every convolution and pooling
-layer (with torchvision's floor rounding), so each layer's ``in_hw`` / ``out_hw`` is right at
-any image size; an image too small for the network (some spatial size would reach 0) is a
-`ValueError` that names the minimum size. Pooling, ReLU, dropout, residual additions and
-concatenations have no parameters and are not listed as layers; they only shape the
-tensors between layers.
+Spatial sizes are propagated from the input image through every node while the graph is
+built (with torch's floor rounding), so each layer's ``in_hw`` / ``out_hw`` is right at any
+image size; an image too small for the network (some spatial size would reach 0) is a
+`ValueError` that names the minimum size.
 
 Units: channel counts, spatial sizes, parameter counts (`param_count`) and tensor sizes
 (`BatchNormSpec.elements`) are element counts; `macs` are dense multiply-accumulates of the
 forward pass of the conv and fc layers (batch norm, pooling and additions are not counted).
 
 Batch-norm convention (`BatchNormSpec.after`): the name of the conv/fc layer whose output
-the BN normalises. In post-activation networks (ResNet, VGG-BN, MobileNetV2) that is simply
-the conv right before it. Where a BN reads a tensor that is not a single conv's output:
+the BN normalises, i.e. the conv/fc that most recently produced (part of) the tensor the BN
+reads, where after a `Residual` that is the last conv of its *main* branch and after a
+`DenseConcat` the last conv of its branch. In post-activation networks (ResNet, VGG-BN,
+MobileNetV2) that is simply the conv right before the BN. Elsewhere:
 
 * DenseNet (BN-ReLU-conv): a dense layer's ``norm1`` reads the concatenation of the block
   input and all earlier dense layers' outputs; ``after`` is the conv whose output joined
-  that concatenation last, i.e. the most recently executed conv (the previous dense layer's
-  ``conv2``, or for a block's first dense layer the preceding transition ``conv`` / the stem
-  ``conv0``, whose output is then pooled). ``transition*.norm`` and ``norm5`` likewise point
-  at the last dense layer's ``conv2``.
+  that concatenation last (the previous dense layer's ``conv2``, or for a block's first
+  dense layer the preceding transition ``conv`` / the stem ``conv0``, whose output is then
+  pooled). ``transition*.norm`` and ``norm5`` likewise point at the last dense layer's ``conv2``.
 * Wide ResNet (pre-activation): a block's ``bn1`` reads the previous block's output
   (residual sum); ``after`` is the previous block's residual-branch ``conv2`` (the stem
-  ``conv1`` for the very first block). The final ``bn1`` points at the last block's ``conv2``.
+  ``conv1`` for the very first block), not its ``convShortcut``. The final ``bn1`` points at
+  the last block's ``conv2``.
 
 In every case ``hw`` and ``channels`` describe the tensor actually normalised, which may
 differ from the ``after`` layer's output (concatenated channels, pooling in between).
@@ -42,12 +68,18 @@ differ from the ``after`` layer's output (concatenated channels, pooling in betw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from simulator.trace import LayerSpec, conv_output_size
 
-__all__ = ["BatchNormSpec", "Network", "NETWORKS", "build_network"]
+__all__ = [
+    "BatchNormSpec", "Network", "NETWORKS", "build_network",
+    "Node", "Conv", "BatchNorm", "ReLU", "Pool", "AdaptivePool", "Flatten", "Dropout",
+    "Seq", "Residual", "DenseConcat", "walk", "POOL_KINDS",
+]
+
+POOL_KINDS = ("max", "avg")
 
 
 @dataclass(frozen=True)
@@ -55,7 +87,7 @@ class BatchNormSpec:
     """One batch-norm layer: `channels` features over a `hw` (height, width) map, in elements.
 
     `after` names the conv/fc layer whose output it normalises (see the module docstring for
-    pre-activation networks).
+    pre-activation networks). A BN over a flat [N, C] tensor has ``hw == (1, 1)``.
     """
 
     name: str
@@ -73,19 +105,181 @@ class BatchNormSpec:
         return batch * self.channels * self.hw[0] * self.hw[1]
 
 
+# --- graph nodes -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Conv:
+    """A conv (``spec.kind == "conv"``, NCHW in and out) or fc (``"fc"``, [N, C]) layer."""
+
+    spec: LayerSpec
+
+    def __post_init__(self):
+        if not isinstance(self.spec, LayerSpec):
+            raise TypeError(f"Conv needs a LayerSpec, got {type(self.spec).__name__}")
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch norm over NCHW (2d), or over a flat [N, C] tensor when `flat` (1d; then
+    ``spec.hw == (1, 1)``)."""
+
+    spec: BatchNormSpec
+    flat: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.spec, BatchNormSpec):
+            raise TypeError(f"BatchNorm needs a BatchNormSpec, got {type(self.spec).__name__}")
+        if self.flat and tuple(self.spec.hw) != (1, 1):
+            raise ValueError(f"{self.spec.name}: a flat (1d) batch norm has hw (1, 1), "
+                             f"got {self.spec.hw}")
+
+
+@dataclass(frozen=True)
+class ReLU:
+    """max(x, 0), clipped at `cap` if given (``cap == 6.0`` is ReLU6)."""
+
+    cap: float | None = None
+
+    def __post_init__(self):
+        if self.cap is not None and not self.cap > 0:
+            raise ValueError(f"ReLU cap must be positive, got {self.cap!r}")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Max or average pooling over NCHW with torch semantics: floor rounding, and average
+    pooling counts padded zeros (``count_include_pad=True``)."""
+
+    kind: str
+    kernel: int
+    stride: int
+    padding: int = 0
+
+    def __post_init__(self):
+        if self.kind not in POOL_KINDS:
+            raise ValueError(f"pool kind must be one of {POOL_KINDS}, got {self.kind!r}")
+        if self.kernel < 1 or self.stride < 1 or not 0 <= self.padding <= self.kernel // 2:
+            raise ValueError(f"bad pool geometry kernel={self.kernel} stride={self.stride} "
+                             f"padding={self.padding}")
+
+    def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """Output (height, width) for an input of `hw` (may be < 1 when the input is too small)."""
+        return tuple(conv_output_size(v, self.kernel, self.stride, self.padding, 1) for v in hw)
+
+
+@dataclass(frozen=True)
+class AdaptivePool:
+    """Adaptive average pooling to `out_hw` whatever the input size; (1, 1) is global pooling."""
+
+    out_hw: tuple[int, int]
+
+    def __post_init__(self):
+        object.__setattr__(self, "out_hw", tuple(self.out_hw))
+        if len(self.out_hw) != 2 or min(self.out_hw) < 1:
+            raise ValueError(f"AdaptivePool out_hw must be two positive sizes, got {self.out_hw}")
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """[N, C, H, W] -> [N, C*H*W] (channel-major, as ``torch.flatten(x, 1)``)."""
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Dropout with drop probability `p` (identity at inference)."""
+
+    p: float
+
+    def __post_init__(self):
+        if not 0 <= self.p < 1:
+            raise ValueError(f"dropout p must be in [0, 1), got {self.p!r}")
+
+
+@dataclass(frozen=True)
+class Seq:
+    """Nodes applied one after the other."""
+
+    nodes: tuple[Node, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        for node in self.nodes:
+            if not isinstance(node, Node):
+                raise TypeError(f"Seq holds graph nodes, got {type(node).__name__}")
+
+
+@dataclass(frozen=True)
+class Residual:
+    """``main(x) + (shortcut(x) if shortcut is not None else x)``; main runs first."""
+
+    main: Seq
+    shortcut: Seq | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.main, Seq) or not isinstance(self.shortcut, (Seq, type(None))):
+            raise TypeError("Residual branches must be Seq (shortcut: Seq or None)")
+
+
+@dataclass(frozen=True)
+class DenseConcat:
+    """``concat([x, branch(x)])`` along the channel axis (a DenseNet dense layer)."""
+
+    branch: Seq
+
+    def __post_init__(self):
+        if not isinstance(self.branch, Seq):
+            raise TypeError("DenseConcat branch must be a Seq")
+
+
+# Any graph node (usable with isinstance).
+Node = (Conv | BatchNorm | ReLU | Pool | AdaptivePool | Flatten | Dropout
+        | Seq | Residual | DenseConcat)
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """The leaf nodes of `node` in execution order.
+
+    Containers (`Seq`, `Residual`, `DenseConcat`) are not yielded, only what they hold: a
+    `Residual`'s main branch, then its shortcut; a `DenseConcat`'s branch.
+    """
+    if isinstance(node, Seq):
+        for child in node.nodes:
+            yield from walk(child)
+    elif isinstance(node, Residual):
+        yield from walk(node.main)
+        if node.shortcut is not None:
+            yield from walk(node.shortcut)
+    elif isinstance(node, DenseConcat):
+        yield from walk(node.branch)
+    else:
+        yield node
+
+
+# --- the network -------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Network:
-    """A network's conv/fc layers in execution order and its batch-norm layers."""
+    """A network's graph, and the conv/fc and batch-norm layer tables derived from it.
+
+    `layers` (conv/fc `LayerSpec`s) and `batchnorms` (`BatchNormSpec`s) are in execution
+    order (`walk` order) and are computed from `graph`; they are not constructor arguments.
+    """
 
     name: str
     image_size: int
     num_classes: int
-    layers: tuple[LayerSpec, ...]
-    batchnorms: tuple[BatchNormSpec, ...]
+    graph: Seq = field(repr=False)
+    layers: tuple[LayerSpec, ...] = field(init=False, compare=False)
+    batchnorms: tuple[BatchNormSpec, ...] = field(init=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers))
-        object.__setattr__(self, "batchnorms", tuple(self.batchnorms))
+        if not isinstance(self.graph, Seq):
+            raise TypeError(f"network {self.name}: graph must be a Seq, "
+                            f"got {type(self.graph).__name__}")
+        nodes = list(walk(self.graph))
+        object.__setattr__(self, "layers", tuple(n.spec for n in nodes if isinstance(n, Conv)))
+        object.__setattr__(self, "batchnorms",
+                           tuple(n.spec for n in nodes if isinstance(n, BatchNorm)))
         names = [lay.name for lay in self.layers] + [bn.name for bn in self.batchnorms]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -117,103 +311,156 @@ class Network:
         raise ValueError(f"network {self.name} has no conv layer")
 
 
+# --- graph builder -----------------------------------------------------------------------------
+
 class _TooSmall(ValueError):
     """Internal: a spatial size reached 0 while building."""
 
 
 class _Builder:
-    """Tracks the current tensor (channels, spatial size) while layers are appended."""
+    """Appends nodes to a sequence while tracking the tensor they produce.
 
-    def __init__(self, image_size: int, channels: int = 3):
-        self.layers: list[LayerSpec] = []
-        self.batchnorms: list[BatchNormSpec] = []
-        self.channels = channels
-        self.hw = (image_size, image_size)
-        self.last = ""  # most recently appended conv/fc layer
+    The tensor is `channels` x `hw` (NCHW), or `channels` flat features after `flatten`.
+    `last` is the most recent conv/fc (the default `BatchNormSpec.after`). Every method
+    returns the builder, so a conv-BN-ReLU reads ``b.conv(...).bn(...).relu()``. Branches
+    (`Residual`, `DenseConcat`) are built on `fork()`s and joined with `residual` / `concat`.
+    """
+
+    def __init__(self, channels: int, hw: tuple[int, int], flat: bool = False, last: str = ""):
+        self.nodes: list[Node] = []
+        self.channels, self.hw, self.flat, self.last = channels, hw, flat, last
+
+    @property
+    def shape(self) -> tuple:
+        return (self.channels,) if self.flat else (self.channels, *self.hw)
+
+    def fork(self) -> _Builder:
+        """An empty builder for a branch reading the current tensor."""
+        return _Builder(self.channels, self.hw, self.flat, self.last)
+
+    def seq(self) -> Seq:
+        return Seq(tuple(self.nodes))
+
+    def _add(self, node: Node) -> _Builder:
+        self.nodes.append(node)
+        return self
+
+    def _need_spatial(self, what: str) -> None:
+        if self.flat:
+            raise ValueError(f"{what} needs an NCHW tensor, but the tensor is flat here")
 
     @staticmethod
-    def _shrink(hw, kernel, stride, padding, where):
+    def _shrink(hw, kernel, stride, padding, where) -> tuple[int, int]:
         out = tuple(conv_output_size(v, kernel, stride, padding, 1) for v in hw)
         if min(out) < 1:
             raise _TooSmall(f"{where}: spatial size {hw} -> {out}")
         return out
 
-    def conv(self, name, out_channels, kernel, stride=1, padding=0, groups=1, bias=False,
-             in_channels=None, in_hw=None) -> LayerSpec:
-        """Append a conv reading the current tensor (or `in_channels` x `in_hw` if given)."""
-        in_channels = self.channels if in_channels is None else in_channels
-        in_hw = self.hw if in_hw is None else in_hw
-        out_hw = self._shrink(in_hw, kernel, stride, padding, name)
-        spec = LayerSpec(name, "conv", in_channels, out_channels, kernel, stride, padding,
-                         groups=groups, in_hw=in_hw, out_hw=out_hw, bias=bias)
-        self.layers.append(spec)
+    def conv(self, name, out_channels, kernel, stride=1, padding=0, groups=1, bias=False):
+        self._need_spatial(name)
+        out_hw = self._shrink(self.hw, kernel, stride, padding, name)
+        spec = LayerSpec(name, "conv", self.channels, out_channels, kernel, stride, padding,
+                         groups=groups, in_hw=self.hw, out_hw=out_hw, bias=bias)
         self.channels, self.hw, self.last = out_channels, out_hw, name
-        return spec
+        return self._add(Conv(spec))
 
-    def fc(self, name, out_features, in_features=None) -> LayerSpec:
-        """Append a fully connected layer (with bias) reading the flattened current tensor."""
-        if in_features is None:
-            in_features = self.channels * self.hw[0] * self.hw[1]
-        spec = LayerSpec(name, "fc", in_features, out_features, bias=True)
-        self.layers.append(spec)
-        self.channels, self.hw, self.last = out_features, (1, 1), name
-        return spec
+    def fc(self, name, out_features):
+        """A fully connected layer (with bias) reading the flat tensor."""
+        if not self.flat:
+            raise ValueError(f"{name}: an fc layer reads a flat tensor; flatten first")
+        spec = LayerSpec(name, "fc", self.channels, out_features, bias=True)
+        self.channels, self.last = out_features, name
+        return self._add(Conv(spec))
 
-    def bn(self, name, after=None) -> None:
-        """Append a BN over the current tensor; `after` defaults to the last conv/fc layer."""
-        self.batchnorms.append(BatchNormSpec(name, self.channels, self.hw,
-                                             self.last if after is None else after))
+    def bn(self, name):
+        """Batch norm over the current tensor, after the most recent conv/fc."""
+        return self._add(BatchNorm(BatchNormSpec(name, self.channels, self.hw, self.last),
+                                   flat=self.flat))
 
-    def pool(self, kernel, stride, padding=0, where="pool") -> None:
-        """Max or average pooling (same geometry), floor rounding as torch's default."""
+    def relu(self, cap=None):
+        return self._add(ReLU(cap))
+
+    def dropout(self, p):
+        return self._add(Dropout(p))
+
+    def pool(self, kind, kernel, stride, padding=0, where="pool"):
+        """Max or average pooling; `where` only names the place in a too-small error."""
+        self._need_spatial(where)
+        node = Pool(kind, kernel, stride, padding)
         self.hw = self._shrink(self.hw, kernel, stride, padding, where)
+        return self._add(node)
 
-    def global_pool(self) -> None:
-        self.hw = (1, 1)
+    def adaptive_pool(self, out_hw):
+        self._need_spatial("adaptive pool")
+        self.hw = tuple(out_hw)
+        return self._add(AdaptivePool(out_hw))
 
-    def network(self, name, image_size, num_classes) -> Network:
-        return Network(name, image_size, num_classes, tuple(self.layers), tuple(self.batchnorms))
+    def flatten(self):
+        self._need_spatial("flatten")
+        self.channels, self.hw, self.flat = self.channels * self.hw[0] * self.hw[1], (1, 1), True
+        return self._add(Flatten())
+
+    def residual(self, main: _Builder, shortcut: _Builder | None = None):
+        """Join `main(x) + shortcut(x)` (identity if None); both are forks of this builder."""
+        other = self.shape if shortcut is None else shortcut.shape
+        if main.shape != other:
+            raise ValueError(f"residual branches disagree: {main.shape} vs {other} (after "
+                             f"{main.last})")
+        self.channels, self.hw, self.flat, self.last = main.channels, main.hw, main.flat, main.last
+        return self._add(Residual(main.seq(), None if shortcut is None else shortcut.seq()))
+
+    def concat(self, branch: _Builder):
+        """Join `concat([x, branch(x)])` along channels; `branch` is a fork of this builder."""
+        if self.flat or branch.flat or branch.hw != self.hw:
+            raise ValueError(f"cannot concatenate {self.shape} and {branch.shape} along channels "
+                             f"(after {branch.last})")
+        self.channels, self.last = self.channels + branch.channels, branch.last
+        return self._add(DenseConcat(branch.seq()))
+
+
+def _classifier(b: _Builder, name: str, num_classes: int, dropout: float | None = None) -> None:
+    """Global average pool, flatten, [dropout,] fc (ResNet, WRN, DenseNet, MobileNetV2)."""
+    b.adaptive_pool((1, 1)).flatten()
+    if dropout is not None:
+        b.dropout(dropout)
+    b.fc(name, num_classes)
 
 
 # --- ResNet (torchvision; v1.5 bottleneck with the stride on the 3x3 conv) -----------------
 
-def _resnet(b: _Builder, block: str, counts: tuple[int, ...], num_classes: int,
-            cifar: bool) -> None:
-    if cifar:
-        b.conv("conv1", 64, 3, 1, 1)
-        b.bn("bn1")
+def _resnet_block(b: _Builder, p: str, bottleneck: bool, planes: int, stride: int) -> None:
+    """relu(main(x) + shortcut(x)); the shortcut is a 1x1 conv + BN where the shape changes."""
+    out_channels = planes * (4 if bottleneck else 1)
+    main = b.fork()
+    if bottleneck:
+        main.conv(f"{p}.conv1", planes, 1).bn(f"{p}.bn1").relu()
+        main.conv(f"{p}.conv2", planes, 3, stride, 1).bn(f"{p}.bn2").relu()
+        main.conv(f"{p}.conv3", out_channels, 1).bn(f"{p}.bn3")
     else:
-        b.conv("conv1", 64, 7, 2, 3)
-        b.bn("bn1")
-        b.pool(3, 2, 1, "maxpool")
-    expansion = 1 if block == "basic" else 4
+        main.conv(f"{p}.conv1", planes, 3, stride, 1).bn(f"{p}.bn1").relu()
+        main.conv(f"{p}.conv2", planes, 3, 1, 1).bn(f"{p}.bn2")
+    shortcut = None
+    if stride != 1 or b.channels != out_channels:
+        shortcut = b.fork().conv(f"{p}.downsample.0", out_channels, 1, stride) \
+                           .bn(f"{p}.downsample.1")
+    b.residual(main, shortcut).relu()
+
+
+def _resnet(b: _Builder, num_classes: int, bottleneck: bool, counts: tuple[int, ...],
+            cifar: bool) -> None:
+    if cifar:  # 3x3/1 stem, no max-pool
+        b.conv("conv1", 64, 3, 1, 1).bn("bn1").relu()
+    else:
+        b.conv("conv1", 64, 7, 2, 3).bn("bn1").relu().pool("max", 3, 2, 1, "maxpool")
     for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), counts), start=1):
         for i in range(count):
-            p = f"layer{stage}.{i}"
-            stride = 2 if stage > 1 and i == 0 else 1
-            in_channels, in_hw = b.channels, b.hw
-            if block == "basic":
-                b.conv(f"{p}.conv1", planes, 3, stride, 1)
-                b.bn(f"{p}.bn1")
-                b.conv(f"{p}.conv2", planes, 3, 1, 1)
-                b.bn(f"{p}.bn2")
-            else:
-                b.conv(f"{p}.conv1", planes, 1)
-                b.bn(f"{p}.bn1")
-                b.conv(f"{p}.conv2", planes, 3, stride, 1)
-                b.bn(f"{p}.bn2")
-                b.conv(f"{p}.conv3", planes * expansion, 1)
-                b.bn(f"{p}.bn3")
-            if stride != 1 or in_channels != planes * expansion:
-                b.conv(f"{p}.downsample.0", planes * expansion, 1, stride,
-                       in_channels=in_channels, in_hw=in_hw)
-                b.bn(f"{p}.downsample.1")
-    b.global_pool()
-    b.fc("fc", num_classes)
+            _resnet_block(b, f"layer{stage}.{i}", bottleneck, planes,
+                          2 if stage > 1 and i == 0 else 1)
+    _classifier(b, "fc", num_classes)
 
 
 def _resnet_builder(block: str, counts: tuple[int, ...], cifar: bool) -> Callable:
-    return lambda b, num_classes: _resnet(b, block, counts, num_classes, cifar)
+    return lambda b, k: _resnet(b, k, block == "bottleneck", counts, cifar)
 
 
 # --- VGG-16 (torchvision vgg16 / vgg16_bn, configuration "D") --------------------------------
@@ -226,7 +473,7 @@ def _vgg16(b: _Builder, num_classes: int, batch_norm: bool) -> None:
     idx = 0  # index into torchvision's `features` Sequential (conv, [bn], relu, ..., maxpool)
     for v in _VGG16_CFG:
         if v == "M":
-            b.pool(2, 2, 0, f"features.{idx}")
+            b.pool("max", 2, 2, 0, f"features.{idx}")
             idx += 1
             continue
         b.conv(f"features.{idx}", v, 3, 1, 1, bias=True)
@@ -234,61 +481,67 @@ def _vgg16(b: _Builder, num_classes: int, batch_norm: bool) -> None:
         if batch_norm:
             b.bn(f"features.{idx}")
             idx += 1
-        idx += 1  # ReLU
+        b.relu()
+        idx += 1
     # AdaptiveAvgPool2d((7, 7)): the classifier always sees 512 x 7 x 7, whatever the image size.
-    b.fc("classifier.0", 4096, in_features=b.channels * 7 * 7)
-    b.fc("classifier.3", 4096)  # classifier.1/.2/.4/.5 are ReLU and Dropout
+    b.adaptive_pool((7, 7)).flatten()
+    b.fc("classifier.0", 4096).relu().dropout(0.5)  # classifier.1 / .2
+    b.fc("classifier.3", 4096).relu().dropout(0.5)  # classifier.4 / .5
     b.fc("classifier.6", num_classes)
 
 
 # --- Wide ResNet 16-8 (Zagoruyko & Komodakis, pre-activation, CIFAR) ------------------------
 
+def _wrn_block(b: _Builder, p: str, channels: int, stride: int) -> None:
+    """Pre-activation block: x + conv2(relu(bn2(conv1(relu(bn1(x)))))).
+
+    Where the channel count changes, relu(bn1(x)) is computed once, before the fork, and
+    feeds both the branch and the 1x1 ``convShortcut`` (as the reference implementation);
+    otherwise the shortcut is the identity on x and bn1/relu sit inside the branch.
+    """
+    shared_preact = b.channels != channels
+    if shared_preact:
+        b.bn(f"{p}.bn1").relu()
+    main = b.fork()
+    if not shared_preact:
+        main.bn(f"{p}.bn1").relu()
+    main.conv(f"{p}.conv1", channels, 3, stride, 1).bn(f"{p}.bn2").relu()
+    main.conv(f"{p}.conv2", channels, 3, 1, 1)
+    shortcut = b.fork().conv(f"{p}.convShortcut", channels, 1, stride) if shared_preact else None
+    b.residual(main, shortcut)  # no activation on the sum
+
+
 def _wide_resnet(b: _Builder, num_classes: int, depth: int = 16, width: int = 8) -> None:
     blocks_per_group = (depth - 4) // 6
-    b.conv("conv1", 16, 3, 1, 1)
-    residual_out = "conv1"  # conv whose output (plus shortcut) the next block's bn1 reads
+    b.conv("conv1", 16, 3, 1, 1)  # no BN/ReLU on the stem: the first block's bn1 does that
     for group, (channels, stride) in enumerate(zip((16 * width, 32 * width, 64 * width), (1, 2, 2)),
                                                start=1):
         for i in range(blocks_per_group):
-            p = f"block{group}.layer.{i}"
-            s = stride if i == 0 else 1
-            in_channels, in_hw = b.channels, b.hw
-            b.bn(f"{p}.bn1", after=residual_out)
-            b.conv(f"{p}.conv1", channels, 3, s, 1)
-            b.bn(f"{p}.bn2")
-            b.conv(f"{p}.conv2", channels, 3, 1, 1)
-            residual_out = f"{p}.conv2"
-            if in_channels != channels:  # shortcut reads relu(bn1(x)), after the residual branch
-                b.conv(f"{p}.convShortcut", channels, 1, s, in_channels=in_channels, in_hw=in_hw)
-    b.bn("bn1", after=residual_out)
-    b.global_pool()
-    b.fc("fc", num_classes)
+            _wrn_block(b, f"block{group}.layer.{i}", channels, stride if i == 0 else 1)
+    b.bn("bn1").relu()
+    _classifier(b, "fc", num_classes)
 
 
 # --- DenseNet-121 (torchvision) --------------------------------------------------------------
 
 def _densenet(b: _Builder, num_classes: int, growth: int = 32, blocks=(6, 12, 24, 16),
               init_features: int = 64, bn_size: int = 4) -> None:
-    b.conv("features.conv0", init_features, 7, 2, 3)
-    b.bn("features.norm0")
-    b.pool(3, 2, 1, "features.pool0")
+    b.conv("features.conv0", init_features, 7, 2, 3).bn("features.norm0").relu()
+    b.pool("max", 3, 2, 1, "features.pool0")
     for bi, n in enumerate(blocks, start=1):
-        for li in range(1, n + 1):
+        for li in range(1, n + 1):  # x -> concat([x, conv2(relu(norm2(conv1(relu(norm1(x))))))])
             p = f"features.denseblock{bi}.denselayer{li}"
-            concat = b.channels  # block input plus all earlier dense layers' outputs
-            b.bn(f"{p}.norm1")
-            b.conv(f"{p}.conv1", bn_size * growth, 1)
-            b.bn(f"{p}.norm2")
-            b.conv(f"{p}.conv2", growth, 3, 1, 1)
-            b.channels = concat + growth
+            layer = b.fork()
+            layer.bn(f"{p}.norm1").relu().conv(f"{p}.conv1", bn_size * growth, 1)
+            layer.bn(f"{p}.norm2").relu().conv(f"{p}.conv2", growth, 3, 1, 1)
+            b.concat(layer)
         if bi < len(blocks):
             p = f"features.transition{bi}"
-            b.bn(f"{p}.norm")
-            b.conv(f"{p}.conv", b.channels // 2, 1)
-            b.pool(2, 2, 0, f"{p}.pool")
-    b.bn("features.norm5")
-    b.global_pool()
-    b.fc("classifier", num_classes)
+            out_channels = b.channels // 2
+            b.bn(f"{p}.norm").relu().conv(f"{p}.conv", out_channels, 1)
+            b.pool("avg", 2, 2, 0, f"{p}.pool")
+    b.bn("features.norm5").relu()
+    _classifier(b, "classifier", num_classes)
 
 
 # --- MobileNetV2 (torchvision, width 1.0) ----------------------------------------------------
@@ -297,28 +550,31 @@ _MOBILENET_V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4
                           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # t, c, n, s
 
 
+def _inverted_residual(b: _Builder, p: str, t: int, out_channels: int, stride: int) -> None:
+    """[1x1 expand-BN-ReLU6,] 3x3 depthwise-BN-ReLU6, 1x1 linear projection-BN (no activation);
+    a Residual (identity shortcut) when stride 1 and the channel count is kept."""
+    hidden = b.channels * t
+    use_residual = stride == 1 and b.channels == out_channels
+    blk = b.fork() if use_residual else b
+    j = 0
+    if t != 1:  # pointwise expansion
+        blk.conv(f"{p}.0.0", hidden, 1).bn(f"{p}.0.1").relu(6.0)
+        j = 1
+    blk.conv(f"{p}.{j}.0", hidden, 3, stride, 1, groups=hidden).bn(f"{p}.{j}.1").relu(6.0)
+    blk.conv(f"{p}.{j + 1}", out_channels, 1).bn(f"{p}.{j + 2}")
+    if use_residual:
+        b.residual(blk)
+
+
 def _mobilenet_v2(b: _Builder, num_classes: int) -> None:
-    b.conv("features.0.0", 32, 3, 2, 1)
-    b.bn("features.0.1")
+    b.conv("features.0.0", 32, 3, 2, 1).bn("features.0.1").relu(6.0)
     idx = 1
     for t, c, n, s in _MOBILENET_V2_SETTINGS:
         for i in range(n):
-            p = f"features.{idx}.conv"
-            hidden = b.channels * t
-            j = 0
-            if t != 1:  # pointwise expansion
-                b.conv(f"{p}.0.0", hidden, 1)
-                b.bn(f"{p}.0.1")
-                j = 1
-            b.conv(f"{p}.{j}.0", hidden, 3, s if i == 0 else 1, 1, groups=hidden)  # depthwise
-            b.bn(f"{p}.{j}.1")
-            b.conv(f"{p}.{j + 1}", c, 1)  # pointwise linear projection
-            b.bn(f"{p}.{j + 2}")
+            _inverted_residual(b, f"features.{idx}.conv", t, c, s if i == 0 else 1)
             idx += 1
-    b.conv(f"features.{idx}.0", 1280, 1)
-    b.bn(f"features.{idx}.1")
-    b.global_pool()
-    b.fc("classifier.1", num_classes)  # classifier.0 is Dropout
+    b.conv(f"features.{idx}.0", 1280, 1).bn(f"features.{idx}.1").relu(6.0)
+    _classifier(b, "classifier.1", num_classes, dropout=0.2)  # classifier.0 is Dropout(0.2)
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -346,9 +602,9 @@ NETWORKS: tuple[str, ...] = tuple(_REGISTRY)
 
 def _build(name: str, image_size: int, num_classes: int) -> Network:
     builder, _ = _REGISTRY[name]
-    b = _Builder(image_size)
+    b = _Builder(3, (image_size, image_size))
     builder(b, num_classes)
-    return b.network(name, image_size, num_classes)
+    return Network(name, image_size, num_classes, b.seq())
 
 
 def _min_image_size(name: str, start: int) -> int:
@@ -370,7 +626,8 @@ def _check_positive_int(what: str, value) -> int:
 
 def build_network(name: str, image_size: int | None = None,
                   num_classes: int | None = None) -> Network:
-    """Layer shapes of network `name` for square `image_size` inputs and `num_classes` outputs.
+    """Graph and layer shapes of network `name` for square `image_size` inputs and
+    `num_classes` outputs.
 
     Defaults are 224 / 1000 for the ImageNet networks and 32 / 10 for the CIFAR ones
     (``*-cifar``, ``wrn-16-8``). Raises ValueError for an unknown name (listing `NETWORKS`)
