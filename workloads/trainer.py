@@ -173,14 +173,16 @@ class Trainer:
         ckpt, log_path = run_path / "checkpoint.npz", run_path / "log.csv"
         start, rows = 0, []
         if s.resume and ckpt.is_file():
-            start = load_checkpoint(ckpt, self.model, self.optimizer)["iteration"]
+            progress = load_checkpoint(ckpt, self.model, self.optimizer)
+            start = progress["iteration"]
+            self.loader.set_state(progress["loader"])
             if log_path.is_file():
                 rows = pd.read_csv(log_path).query("iteration <= @start").to_dict("records")
         traces = [self.trace_dir(i) for i in self.trace_at if i <= start]
         per_epoch = len(self.loader)
         bar = tqdm(total=self.iterations, initial=start, desc=s.name, unit="it",
                    disable=True if not progress else None)
-        batches = self._batches(start, per_epoch)
+        batches = self._batches()
         for it in range(start + 1, self.iterations + 1):
             x, y = next(batches)
             record = it in self.trace_at
@@ -222,19 +224,13 @@ class Trainer:
         write_atomic(run_path / "summary.yaml", yaml.safe_dump(summary, sort_keys=False).encode())
         return TrainResult(accuracy, pd.DataFrame(rows), traces, self.iterations)
 
-    def _batches(self, start: int, per_epoch: int):
-        epoch, skip = divmod(start, per_epoch)
-        while True:
-            self.loader.set_epoch(epoch)
-            for i, batch in enumerate(self.loader):
-                if skip:
-                    skip -= 1
-                    continue
-                yield batch
-            epoch += 1
+    def _batches(self):
+        while True:  # the training loader keeps its place across epochs (and checkpoints)
+            yield from self.loader
 
     def _checkpoint(self, ckpt: Path, log_path: Path, rows: list, iteration: int) -> None:
-        save_checkpoint(ckpt, self.model, self.optimizer, {"iteration": iteration})
+        save_checkpoint(ckpt, self.model, self.optimizer,
+                        {"iteration": iteration, "loader": self.loader.state()})
         write_atomic(log_path, pd.DataFrame(rows).to_csv(index=False).encode())
 
 

@@ -1,0 +1,652 @@
+"""Image classification data sets and a batch loader for the NumPy CNN trainer.
+
+What this models: the input pipeline of a SWAT-style training run, as torchvision
+would build it, with nothing downloaded at run time.
+
+Data sets (`load_dataset`), each a `Dataset` of uint8 images [N, H, W, C] as stored
+(pixel values 0..255) and int64 labels [N]:
+
+- ``fashion-mnist``: the four IDX files (gzipped or plain), 60,000 train and 10,000
+  test images of 28x28x1, 10 classes. Default directory
+  ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
+- ``cifar10``: the "python version" directory ``cifar-10-batches-py`` (data_batch_1..5
+  for train, test_batch for test), 32x32x3, 10 classes. Those files are pickles: they
+  are read with a restricted unpickler that builds only numpy arrays, dtypes, dicts,
+  lists, strings and bytes, and refuses every other global (no code can run). There is
+  no default directory: ``data_dir`` must be given (the directory itself or its parent).
+- ``synthetic``: deterministic 32x32x3 images with a learnable class structure (see
+  `synthetic_dataset`), ``synthetic_size`` train images and a quarter as many test
+  images.
+
+Loader (`Loader`): one epoch of batches per iteration, each ``(x, y)`` with x float32
+[B, channels, S, S] (NCHW) and y int64 [B]. Per batch, in this order:
+
+1. resize to S = ``image_size``: bilinear with half-pixel centres and edge clamping,
+   the formula of torch's ``interpolate(mode="bilinear", align_corners=False)`` without
+   antialiasing, then rounded to uint8. When the resized data set fits in
+   ``cache_bytes`` (default 512 MiB, e.g. all of Fashion-MNIST or CIFAR-10 at 32) it is
+   resized once at construction and kept as uint8; otherwise (e.g. 224x224) each batch
+   is resized when drawn, which bounds memory to a batch. Both give identical pixels.
+2. training augmentation (default on for train loaders): random crop of S x S from the
+   image zero-padded by ``pad = image_size // 8`` on each side (pixel value 0, black,
+   as torchvision's ``RandomCrop(S, padding=pad)``), then horizontal flip with
+   probability 1/2; vectorised over the batch as one gather.
+3. channels: a 1-channel data set is replicated to 3 channels when the model wants 3;
+   a 3-channel data set cannot feed a 1-channel model (DataError).
+4. normalisation: x = (pixel / 255 - mean[c]) / std[c], with the per-data-set channel
+   constants of `NORMALIZATION` (pixel mean and std of the train split, in units of
+   the 0..1 pixel scale); a `Dataset` with another name gets its own mean and std,
+   computed from its images.
+
+Determinism and resuming: everything random is derived from (seed, epoch, batch):
+the shuffle of epoch e is ``default_rng([seed, e, 0]).permutation(N)`` and the
+augmentation of batch b of epoch e comes from ``default_rng([seed, e, 1, b])``.
+A train loader keeps its position, the next batch to produce, as (epoch, batch),
+readable and settable with `Loader.state` / `Loader.set_state` (plain ints,
+np.savez-able) or the `Loader.epoch` property. Iterating it yields the remaining
+batches of the current epoch, advancing the position as each batch is produced (an
+iteration abandoned half-way leaves the position there, and the next one goes on from
+it); after the epoch's last batch is produced the position moves to (epoch + 1, 0).
+So a trainer saves ``loader.state()`` with its checkpoint after a step, and after
+``set_state`` on a fresh loader built with the same arguments, iteration goes on with
+exactly the batches (order and augmentation) the original run would have produced.
+A test loader (``train=False``) is stateless: every iteration is the whole split in
+stored order (as epoch `Loader.epoch`, which only matters with ``augment=True``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import pickle
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("fashion-mnist", "cifar10", "synthetic")
+SPLITS = ("train", "test")
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CIFAR10_FILES = {
+    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test": ("test_batch",),
+}
+
+# Per-channel pixel mean and std of each data set's train split, on the 0..1 scale.
+# Fashion-MNIST: measured on the 60,000 training images; CIFAR-10: the pixel-level
+# values over its 50,000 training images; synthetic: measured on synthetic_size=8192
+# (seeds 0..2, averaged over channels: its channel means vary by about 0.01 with the seed).
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fashion-mnist": ((0.2860406,), (0.3530242,)),
+    "cifar10": ((0.4913997, 0.4821584, 0.4465309), (0.2470322, 0.2434851, 0.2615878)),
+    "synthetic": ((0.4980, 0.4980, 0.4980), (0.1927, 0.1927, 0.1927)),
+}
+
+NUM_CLASSES = 10
+DEFAULT_CACHE_BYTES = 512 * 2**20
+
+
+class DataError(ValueError):
+    """Bad or missing data, or bad loader arguments; the message is one user-facing line."""
+
+
+@dataclass
+class Dataset:
+    """One split of an image classification data set, as stored."""
+
+    name: str
+    images: np.ndarray  # uint8 [N, H, W, C], C = 1 or 3, pixel values 0..255
+    labels: np.ndarray  # int64 [N], values 0..num_classes-1
+    num_classes: int
+
+    def __post_init__(self):
+        im, lab = self.images, self.labels
+        if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 4 \
+                or im.shape[3] not in (1, 3):
+            raise DataError(f"{self.name}: images must be uint8 [N, H, W, C] with C = 1 or 3, "
+                            f"got {getattr(im, 'dtype', type(im).__name__)} "
+                            f"{getattr(im, 'shape', '')}")
+        if not isinstance(lab, np.ndarray) or lab.dtype != np.int64 or lab.shape != im.shape[:1]:
+            raise DataError(f"{self.name}: labels must be int64 [{im.shape[0]}], got "
+                            f"{getattr(lab, 'dtype', type(lab).__name__)} {getattr(lab, 'shape', '')}")
+        if self.num_classes < 1:
+            raise DataError(f"{self.name}: num_classes must be at least 1, got {self.num_classes}")
+        if lab.size and (lab.min() < 0 or lab.max() >= self.num_classes):
+            raise DataError(f"{self.name}: labels must be in 0..{self.num_classes - 1}, "
+                            f"found {lab.min()}..{lab.max()}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_dataset(name: str, split: str, data_dir: str | None = None, *,
+                 synthetic_size: int = 1024, seed: int = 0) -> Dataset:
+    """Load one split ("train" or "test") of the data set `name` (one of `DATASETS`).
+
+    `data_dir` overrides the default directory (Fashion-MNIST) or is required (CIFAR-10);
+    the synthetic set ignores it and uses `synthetic_size` and `seed`. Missing or bad
+    data raise `DataError` with one line saying what is wrong and how to get the data.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r} (expected one of: {', '.join(DATASETS)})")
+    if split not in SPLITS:
+        raise DataError(f"{name}: unknown split {split!r} (expected train or test)")
+    if name == "fashion-mnist":
+        return load_fashion_mnist(split, data_dir)
+    if name == "cifar10":
+        return load_cifar10(split, data_dir)
+    return synthetic_dataset(split, synthetic_size, seed)
+
+
+# ---------------------------------------------------------------------------- IDX
+
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}
+_IDX_NAMES = {0x08: "ubyte", 0x09: "byte", 0x0B: "short", 0x0C: "int", 0x0D: "float",
+              0x0E: "double"}
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it is gzip (by its magic, whatever its name)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse an IDX file (gzipped or plain) into an array of its native-endian dtype.
+
+    Header, big-endian: two zero bytes, a dtype code (0x08 ubyte, 0x09 byte,
+    0x0B short, 0x0C int, 0x0D float, 0x0E double), the number of dimensions, then
+    each dimension as a uint32; the data follow, exactly prod(dims) items.
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise DataError(f"{path}: not an IDX file (expected a 4-byte magic number, "
+                        f"file has {len(raw)} bytes)")
+    code, ndim = raw[2], raw[3]
+    if raw[0] != 0 or raw[1] != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number 0x{raw[:4].hex()}; "
+                        f"expected 0x0000TTDD with type TT in 08/09/0b/0c/0d/0e and DD >= 1 "
+                        f"dimensions)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header (expected {ndim} dimensions, "
+                        f"{header} bytes; file has {len(raw)})")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[code]
+    expected = math.prod(dims) * dtype.itemsize
+    found = len(raw) - header
+    if found != expected:
+        what = "truncated" if found < expected else "has trailing bytes"
+        raise DataError(f"{path}: {what}: header says {'x'.join(map(str, dims))} "
+                        f"{_IDX_NAMES[code]} = {expected} bytes of data, found {found}")
+    arr = np.frombuffer(raw, dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write `array` as an IDX file, gzipped if `path` ends in .gz (for tests and tools)."""
+    codes = {np.dtype(v).newbyteorder("=").str: k for k, v in _IDX_DTYPES.items()}
+    array = np.asarray(array)
+    key = array.dtype.newbyteorder("=").str
+    if key not in codes:
+        raise DataError(f"{path}: IDX cannot store dtype {array.dtype}")
+    code = codes[key]
+    data = (bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+            + array.astype(_IDX_DTYPES[code]).tobytes())
+    path = Path(path)
+    path.write_bytes(gzip.compress(data, 6) if path.suffix == ".gz" else data)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_fashion_mnist(split: str, data_dir: str | None = None) -> Dataset:
+    """Fashion-MNIST from its IDX files in `data_dir` (default `FASHION_MNIST_DIR`)."""
+    directory = Path(data_dir if data_dir is not None else FASHION_MNIST_DIR)
+    how = ("install the Debian package: apt-get install dataset-fashion-mnist, "
+           "or pass --data-dir DIR")
+    stems = FASHION_MNIST_FILES[split]
+    found = [_find_idx(directory, s) for s in stems]
+    if not directory.is_dir() or not any(
+            _find_idx(directory, s) for pair in FASHION_MNIST_FILES.values() for s in pair):
+        raise DataError(f"fashion-mnist: no IDX files in {directory} ({how})")
+    for stem, path in zip(stems, found):
+        if path is None:
+            raise DataError(f"fashion-mnist: missing {stem}.gz (or {stem}) in {directory} ({how})")
+    images_path, labels_path = found
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise DataError(f"{images_path}: expected ubyte images [N, rows, cols], "
+                        f"got {images.dtype} {images.shape}")
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise DataError(f"{labels_path}: expected ubyte labels [N], got {labels.dtype} {labels.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(f"{labels_path}: {labels.shape[0]} labels for the {images.shape[0]} "
+                        f"images of {images_path.name}")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise DataError(f"{labels_path}: labels must be 0..{NUM_CLASSES - 1}, found {labels.max()}")
+    return Dataset("fashion-mnist", images[..., None], labels.astype(np.int64), NUM_CLASSES)
+
+
+# ------------------------------------------------------------------------- CIFAR-10
+
+def _numpy_attr(module: str, name: str):
+    """numpy._core.<module>.<name> (numpy 2) or numpy.core.<module>.<name> (numpy 1)."""
+    try:
+        mod = __import__(f"numpy._core.{module}", fromlist=[name])
+        return getattr(mod, name)
+    except (ImportError, AttributeError):
+        mod = __import__(f"numpy.core.{module}", fromlist=[name])
+        return getattr(mod, name)
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """The only use of _codecs.encode that protocol-2 pickles of bytes make."""
+    if encoding not in ("latin1", "latin-1") or errors != "strict" or not isinstance(text, str):
+        raise DataError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    reconstruct = _numpy_attr("multiarray", "_reconstruct")
+    scalar = _numpy_attr("multiarray", "scalar")
+    frombuffer = _numpy_attr("numeric", "_frombuffer")
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+        ("builtins", "bytes"): bytes,
+        ("__builtin__", "bytes"): bytes,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Builds numpy arrays, dtypes, dicts, lists, strings and bytes; nothing else."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="bytes")
+        self._path = path
+        self._allowed = _allowed_globals()
+
+    def find_class(self, module, name):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise DataError(f"{self._path}: refusing to unpickle {module}.{name} (a CIFAR-10 "
+                            f"batch holds only numpy arrays, lists, dicts and bytes)") from None
+
+    def persistent_load(self, pid):
+        raise DataError(f"{self._path}: refusing a pickle with persistent ids")
+
+
+def _key(d: dict, key: str):
+    if key in d:
+        return d[key]
+    return d.get(key.encode())
+
+
+def load_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images uint8 [n, 32, 32, 3] (HWC) and labels int64 [n].
+
+    The file is a pickled dict with ``data``, uint8 [n, 3072], each row the 1024 red,
+    then green, then blue values of a 32x32 image in row-major order, and ``labels``,
+    a list of n ints 0..9; keys may be bytes (Python 2 pickles) or str.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            obj = _RestrictedUnpickler(f, path).load()
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # anything a corrupt pickle can raise
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch (expected a dict, got "
+                        f"{type(obj).__name__})")
+    data, labels = _key(obj, "data"), _key(obj, "labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: expected 'data' as uint8 [n, 3072], got "
+                        f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        labels = None
+    if labels is None or labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: expected 'labels' as a list of {data.shape[0]} ints")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(f"{path}: labels must be 0..{NUM_CLASSES - 1}, found "
+                        f"{labels.min()}..{labels.max()}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW -> HWC
+    return np.ascontiguousarray(images), labels
+
+
+def load_cifar10(split: str, data_dir: str | None) -> Dataset:
+    """CIFAR-10 from `data_dir`: the cifar-10-batches-py directory or its parent."""
+    how = ("get the CIFAR-10 python version, cifar-10-python.tar.gz, unpack it and pass "
+           "--data-dir DIR/cifar-10-batches-py")
+    if data_dir is None:
+        raise DataError(f"cifar10: no data directory given (no default location; {how})")
+    directory = Path(data_dir)
+    if not (directory / "test_batch").exists() and (directory / "cifar-10-batches-py").is_dir():
+        directory = directory / "cifar-10-batches-py"
+    if not directory.is_dir():
+        raise DataError(f"cifar10: no directory {directory} ({how})")
+    parts = []
+    for name in CIFAR10_FILES[split]:
+        path = directory / name
+        if not path.is_file():
+            raise DataError(f"cifar10: missing {name} in {directory} ({how})")
+        parts.append(load_cifar_batch(path))
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return Dataset("cifar10", images, labels, NUM_CLASSES)
+
+
+# ------------------------------------------------------------------------ synthetic
+
+def synthetic_dataset(split: str, size: int = 1024, seed: int = 0) -> Dataset:
+    """Deterministic 32x32x3 images whose class is learnable.
+
+    Each of the 10 classes has a smooth mean pattern (a 4x4x3 Gaussian grid, bilinearly
+    upsampled, made left-right symmetric so horizontal flips keep the class), drawn from
+    ``default_rng([seed, 0])`` and so shared by both splits. An image is
+    ``127.5 + brightness + contrast * 8 * pattern[label] + noise`` (brightness uniform
+    in +-16, contrast uniform in 0.6..1.4, noise N(0, 48) per pixel), clipped to 0..255.
+    Labels are balanced (index mod 10, then shuffled). The train split has `size`
+    images from ``default_rng([seed, 1])``; the test split ``max(1, size // 4)`` images
+    from ``default_rng([seed, 2])``.
+    """
+    if split not in SPLITS:
+        raise DataError(f"synthetic: unknown split {split!r} (expected train or test)")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise DataError(f"synthetic: synthetic_size must be a positive integer, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"synthetic: seed must be a non-negative integer, got {seed!r}")
+    k, s = NUM_CLASSES, 32
+    grid = np.random.default_rng([seed, 0]).standard_normal((k, 4, 4, 3))
+    patterns = _resize_float(grid, s)
+    patterns = (patterns + patterns[:, :, ::-1]) / 2
+    patterns /= patterns.std(axis=(1, 2, 3), keepdims=True)
+    n = int(size) if split == "train" else max(1, int(size) // 4)
+    rng = np.random.default_rng([seed, 1 if split == "train" else 2])
+    labels = rng.permutation(np.arange(n) % k).astype(np.int64)
+    images = np.empty((n, s, s, 3), np.uint8)
+    chunk = 1024
+    for start in range(0, n, chunk):
+        lab = labels[start:start + chunk]
+        m = lab.size
+        bright = rng.uniform(-16, 16, (m, 1, 1, 1))
+        contrast = rng.uniform(0.6, 1.4, (m, 1, 1, 1))
+        noise = rng.standard_normal((m, s, s, 3)) * 48
+        img = 127.5 + bright + contrast * 8 * patterns[lab] + noise
+        images[start:start + m] = np.clip(np.rint(img), 0, 255)
+    return Dataset("synthetic", images, labels, k)
+
+
+# ------------------------------------------------------------------------ resizing
+
+def _axis_weights(in_size: int, out_size: int):
+    """Source indices and weights of bilinear resampling along one axis.
+
+    Half-pixel centres (align_corners=False): source coordinate
+    (i + 0.5) * in / out - 0.5, clamped at 0; neighbours i0 = floor, i1 = min(i0 + 1, in - 1).
+    """
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.intp), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w = src - i0
+    return i0, i1, w
+
+
+def _resize_float(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of [N, H, W, C] to [N, size, size, C] (float64/float32 math)."""
+    n, h, w, c = images.shape
+    y0, y1, wy = _axis_weights(h, size)
+    x0, x1, wx = _axis_weights(w, size)
+    dt = np.float32 if images.dtype == np.uint8 or images.dtype == np.float32 else np.float64
+    wy = wy.astype(dt)[None, :, None, None]
+    wx = wx.astype(dt)[None, None, :, None]
+    a = images[:, y0].astype(dt)
+    rows = a + (images[:, y1].astype(dt) - a) * wy
+    b = rows[:, :, x0]
+    return b + (rows[:, :, x1] - b) * wx
+
+
+def resize_bilinear(images: np.ndarray, size: int, chunk_bytes: int = 64 * 2**20) -> np.ndarray:
+    """Resize uint8 images [N, H, W, C] to uint8 [N, size, size, C], bilinear, rounded.
+
+    Vectorised over the batch, in chunks of about `chunk_bytes` of float32 temporaries.
+    Returns the input itself when it is already size x size.
+    """
+    n, h, w, c = images.shape
+    if h == size and w == size:
+        return images
+    out = np.empty((n, size, size, c), np.uint8)
+    per_image = size * max(w, size) * c * 4 * 3
+    step = max(1, chunk_bytes // per_image)
+    for start in range(0, n, step):
+        res = _resize_float(images[start:start + step], size)
+        np.clip(np.rint(res), 0, 255, out=res)
+        out[start:start + step] = res
+    return out
+
+
+# --------------------------------------------------------------------------- loader
+
+def _dataset_stats(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (0..1 scale) of a data set's images, in chunks."""
+    c = dataset.images.shape[3]
+    total, sq, count = np.zeros(c), np.zeros(c), 0
+    for start in range(0, len(dataset), 4096):
+        part = dataset.images[start:start + 4096].reshape(-1, c).astype(np.float64) / 255.0
+        total += part.sum(0)
+        sq += (part * part).sum(0)
+        count += part.shape[0]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(sq / max(count, 1) - mean * mean, 0.0))
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _int_arg(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class Loader:
+    """Batches of a `Dataset`, preprocessed for a model input (see the module docstring).
+
+    ``Loader(dataset, batch, image_size, channels=3, *, train, seed=0, augment=None,
+    drop_last=None, cache_bytes=512 MiB)``: `augment` and `drop_last` default to
+    `train`; train loaders shuffle every epoch, test loaders keep the stored order.
+    Attributes: ``pad`` (crop padding, image_size // 8), ``mean``/``std`` (float32 per
+    output channel, 0..1 scale), ``cached`` (whether the resized data set is held in
+    memory). A train loader is one stream: do not iterate it from two places at once.
+    """
+
+    def __init__(self, dataset: Dataset, batch: int, image_size: int, channels: int = 3, *,
+                 train: bool, seed: int = 0, augment: bool | None = None,
+                 drop_last: bool | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.dataset = dataset
+        self.batch = _int_arg("batch", batch, 1)
+        self.image_size = _int_arg("image_size", image_size, 1)
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise DataError(f"channels must be 1 or 3, got {channels!r}")
+        stored = dataset.images.shape[3]
+        if stored == 3 and channels == 1:
+            raise DataError(f"{dataset.name}: images have 3 channels, the model wants 1")
+        self.channels = int(channels)
+        self.train = bool(train)
+        self.seed = _int_arg("seed", seed, 0)
+        self.augment = self.train if augment is None else bool(augment)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        self.pad = self.image_size // 8
+        n = len(dataset)
+        if n == 0:
+            raise DataError(f"{dataset.name}: the data set has no images")
+        if self.drop_last and n < self.batch:
+            raise DataError(f"{dataset.name}: batch {self.batch} is larger than its {n} images "
+                            f"(with drop_last there would be no batch)")
+        if dataset.name in NORMALIZATION:
+            mean, std = (np.asarray(v, np.float64) for v in NORMALIZATION[dataset.name])
+            if mean.size != stored:
+                raise DataError(f"{dataset.name}: normalisation constants are for {mean.size} "
+                                f"channels, images have {stored}")
+        else:
+            mean, std = _dataset_stats(dataset)
+        if stored == 1:
+            mean, std = np.repeat(mean, self.channels), np.repeat(std, self.channels)
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        # x = pixel * scale + offset  ==  (pixel / 255 - mean) / std
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._offset = (-mean / std).astype(np.float32)
+        size = self.image_size
+        _, h, w, _ = dataset.images.shape
+        if h == size and w == size:
+            self._images, self.cached = dataset.images, True
+        elif n * size * size * stored <= cache_bytes:
+            self._images, self.cached = resize_bilinear(dataset.images, size), True
+        else:
+            self._images, self.cached = dataset.images, False
+        self._epoch = 0
+        self._batch = 0
+        self._order_epoch: int | None = None
+        self._order: np.ndarray | None = None
+
+    # -- position -------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        n = len(self.dataset)
+        return n // self.batch if self.drop_last else -(-n // self.batch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next batch; setting it starts that epoch at its first batch."""
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch = _int_arg("epoch", value, 0)
+        self._batch = 0
+
+    def state(self) -> dict[str, int]:
+        """The position of the next batch, for a checkpoint: plain ints (np.savez-able).
+
+        Keys: epoch, batch (index within the epoch), and for checking on resume seed,
+        num_batches and num_samples.
+        """
+        return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
+                "num_batches": len(self), "num_samples": len(self.dataset)}
+
+    def set_state(self, state) -> None:
+        """Resume at a position returned by `state` (a dict, or an np.load'ed mapping)."""
+        try:
+            epoch, batch = int(state["epoch"]), int(state["batch"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError("loader state needs integer 'epoch' and 'batch'") from None
+        for key, mine in (("seed", self.seed), ("num_batches", len(self)),
+                          ("num_samples", len(self.dataset))):
+            if key in state and int(state[key]) != mine:
+                raise DataError(f"loader state is for {key} {int(state[key])}, this loader has "
+                                f"{mine} (resume with the same data, batch and seed)")
+        if epoch < 0 or not 0 <= batch < len(self):
+            raise DataError(f"loader state out of range: epoch {epoch}, batch {batch} "
+                            f"(0..{len(self) - 1})")
+        self._epoch, self._batch = epoch, batch
+
+    # -- batches --------------------------------------------------------------------
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample indices of `epoch` in the order batches take them."""
+        if self._order_epoch != epoch:
+            n = len(self.dataset)
+            if self.train:
+                self._order = np.random.default_rng([self.seed, epoch, 0]).permutation(n)
+            else:
+                self._order = np.arange(n)
+            self._order_epoch = epoch
+        return self._order
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Train loaders: the remaining batches of the current epoch, advancing the
+        position as each batch is produced. Test loaders: every batch of epoch
+        `epoch`, from the first, leaving the position alone."""
+        epoch, count = self._epoch, len(self)
+        start = self._batch if self.train else 0
+        order = self.order(epoch)
+        for b in range(start, count):
+            idx = order[b * self.batch:(b + 1) * self.batch]
+            x, y = self.make_batch(idx, epoch, b)
+            if self.train:
+                if b + 1 == count:
+                    self._epoch, self._batch = epoch + 1, 0
+                else:
+                    self._batch = b + 1
+            yield x, y
+
+    def make_batch(self, idx: np.ndarray, epoch: int = 0, batch: int = 0):
+        """The preprocessed batch of samples `idx` (augmented as batch `batch` of `epoch`)."""
+        images = self._images[idx]
+        if not self.cached:
+            images = resize_bilinear(images, self.image_size)
+        if self.augment:
+            images = self._augment(images, np.random.default_rng([self.seed, epoch, 1, batch]))
+        return self._normalise(images), self.dataset.labels[idx].astype(np.int64, copy=True)
+
+    def _augment(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Random crop from the zero-padded image plus random horizontal flip, one gather."""
+        b, s, pad = images.shape[0], self.image_size, self.pad
+        offsets = rng.integers(0, 2 * pad + 1, size=(2, b))
+        flip = rng.random(b) < 0.5
+        ar = np.arange(s)
+        rows = offsets[0][:, None] - pad + ar  # source row of each output row
+        cols = offsets[1][:, None] - pad + ar
+        cols = np.where(flip[:, None], cols[:, ::-1], cols)
+        valid = ((rows >= 0) & (rows < s))[:, :, None] & ((cols >= 0) & (cols < s))[:, None, :]
+        out = images[np.arange(b)[:, None, None], np.clip(rows, 0, s - 1)[:, :, None],
+                     np.clip(cols, 0, s - 1)[:, None, :]]
+        out *= valid[..., None]
+        return out
+
+    def _normalise(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [B, S, S, C_stored] -> float32 [B, channels, S, S], normalised."""
+        b, s = images.shape[0], self.image_size
+        stored = images.shape[3]
+        x = np.empty((b, self.channels, s, s), np.float32)
+        for c in range(self.channels):
+            src = images[..., c if stored == self.channels else 0]
+            np.multiply(src, self._scale[c], out=x[:, c], dtype=np.float32)
+            x[:, c] += self._offset[c]
+        return x
