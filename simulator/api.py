@@ -71,6 +71,10 @@ def run(config: Config, quiet: bool = True) -> pd.DataFrame:
     for network, sparsity, count, layers in _workloads(config):
         it = _progress(layers, count, f"{network} {sparsity:.0%}", quiet)
         rows.extend(simulate_layers(it, config.architecture, _plan(config), network, sparsity))
+    if not rows:
+        raise ConfigError(f"{config.source}: passes: expected at least one layer pass to simulate, "
+                          "but the workload has none (the first layer's input_grad is skipped "
+                          "unless lowering.first_layer_input_grad is true)")
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

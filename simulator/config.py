@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 
-from .frontend import Frontend, FrontendError, connectivity
+from .frontend import SHAPES, Frontend, FrontendError, connectivity
 from .lowering import INPUT_GRAD_LOWERINGS, OPERANDS, PASSES
 BACKENDS = ("bit-parallel",)
+MAX_IMAGE_SIZE = 4096  # pixels; larger inputs would need tens of GB of synthetic activations
 PLANNED_BACKENDS = ("tclp", "tcle")
 
 
@@ -45,11 +46,6 @@ class Architecture:
     @property
     def peak_macs_per_cycle(self) -> int:
         return self.tiles * self.rows * self.lanes * self.columns
-
-    @property
-    def filter_lanes(self) -> int:
-        """Filter lanes across the array: output channels computed at once."""
-        return self.tiles * self.rows
 
 
 @dataclass(frozen=True)
@@ -151,8 +147,8 @@ class _Section:
 
     def positive_number(self, name: str, default: float) -> float:
         v = self.data.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise self.fail(name, "a number > 0", v)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+            raise self.fail(name, "a finite number > 0", v)
         return float(v)
 
     def choice(self, name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
@@ -180,7 +176,7 @@ def _architecture(source: str, data: Any) -> Architecture:
                        "implemented yet)", backend)
     fe_sec = _Section(source, "architecture.frontend", sec.data.get("frontend"),
                       ("shape", "lookahead", "lookaside"))
-    shape = fe_sec.choice("shape", d.frontend.shape, ("T", "L", "none"))
+    shape = fe_sec.choice("shape", d.frontend.shape, SHAPES)
     default_h = 0 if shape == "none" else d.frontend.lookahead
     default_d = 0 if shape == "none" else d.frontend.lookaside
     frontend = Frontend(shape, fe_sec.int("lookahead", default_h, 0), fe_sec.int("lookaside", default_d, 0))
@@ -221,11 +217,14 @@ def _workload(source: str, data: Any) -> Workload:
             raise sec.fail("dense_layers", "a list of layer names", dense)
         dense = tuple(dense)
     if trace is not None:
-        for k in ("image_size", "num_classes", "dense_layers"):
+        for k in ("image_size", "num_classes", "dense_layers", "sparsity", "batch", "seed"):
             if k in sec.data:
                 raise sec.fail(k, "no value: it applies to synthetic workloads, and the trace "
-                               "fixes the shapes and sparsity")
-    return Workload(network=network, trace=trace, image_size=sec.int("image_size", None, 8),
+                               "fixes the shapes, batch and sparsity")
+    image_size = sec.int("image_size", None, 8)
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        raise sec.fail("image_size", f"an integer <= {MAX_IMAGE_SIZE}", image_size)
+    return Workload(network=network, trace=trace, image_size=image_size,
                     batch=sec.int("batch", 1, 1), sparsity=tuple(values),
                     seed=sec.int("seed", 0, 0), dense_layers=dense,
                     num_classes=sec.int("num_classes", None, 1))
@@ -259,7 +258,11 @@ def parse_config(data: Any, source: str = "<config>", name: str | None = None) -
     """Validate an already-parsed YAML mapping into a `Config`."""
     top = _Section(source, "", data, ("name", "architecture", "workload", "passes", "lowering",
                                       "output"))
-    cfg_name = top.string("name", name or Path(source).stem)
+    derived = "".join(c for c in (name or Path(source).stem) if c.isalnum() or c in "-_.")
+    cfg_name = top.string("name", derived.lstrip(".") or "config")
+    if not all(c.isalnum() or c in "-_." for c in cfg_name) or cfg_name.startswith("."):
+        raise top.fail("name", "letters, digits, '-', '_' or '.' (it names the output "
+                       "directory reports/<name>)", cfg_name)
     out = _Section(source, "output", top.data.get("output"), ("dir",))
     return Config(name=cfg_name, architecture=_architecture(source, top.data.get("architecture")),
                   workload=_workload(source, top.data.get("workload")),

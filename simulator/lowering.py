@@ -182,6 +182,9 @@ def _input_grad_parts(layer: TraceLayer, lanes: int, lowering: str) -> list[Lowe
     k, p, s, d = spec.kernel, spec.padding, spec.stride, spec.dilation
     h, w = spec.in_hw
     rotated = list(range(k - 1, -1, -1))
+    if lowering not in INPUT_GRAD_LOWERINGS:
+        raise ValueError(f"input_grad lowering: expected one of {', '.join(INPUT_GRAD_LOWERINGS)}, "
+                         f"got {lowering!r}")
     if lowering == "zero-insert":
         return [_input_grad_part(layer, lanes, rotated, rotated, np.arange(h), np.arange(w))]
     parts = []
@@ -226,6 +229,8 @@ def choose_operand(layer: TraceLayer, pass_name: str, choice: str) -> str:
     `weights` = the kernel operand (W; for the weight gradient, dY), `activations` = the
     input operand (X; dY; the saved X), `auto` = the sparser of the two tensors (ties:
     the kernel operand)."""
+    if choice not in OPERANDS:
+        raise ValueError(f"scheduled operand: expected one of {', '.join(OPERANDS)}, got {choice!r}")
     if choice == "weights":
         return "kernel"
     if choice == "activations":

@@ -101,9 +101,9 @@ def schedule_tiles(nonzero: np.ndarray, offsets: np.ndarray, lookahead: int,
 
 
 def schedule_tile_reference(nonzero, offsets, lookahead):
-    """Plain-Python reference of one tile's schedule: returns (cycles, bases, sources)
-    with bases a list of window bases and sources a list (per cycle) of R x L lists of
-    original flat slots (-1: idle)."""
+    """Plain-Python reference of one tile's schedule: returns (cycles, sources, bases),
+    the order of `schedule_tiles`, with sources a list (per cycle) of R x L lists of
+    original flat slots (-1: idle) and bases the list of window bases."""
     rows, steps, lanes = len(nonzero), len(nonzero[0]), len(nonzero[0][0])
     left = {(r, t, l) for r in range(rows) for t in range(steps) for l in range(lanes)
             if nonzero[r][t][l]}
@@ -130,4 +130,4 @@ def schedule_tile_reference(nonzero, offsets, lookahead):
         while nxt < steps and nxt not in step_busy and nxt - t0 <= lookahead:
             nxt += 1
         t0 = nxt
-    return len(bases), bases, sources
+    return len(bases), sources, bases

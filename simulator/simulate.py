@@ -3,11 +3,11 @@
 The simulator core: it takes `TraceLayer`s (from a trace on disk or a synthetic
 workload: it cannot tell which) and never imports `workloads`.
 
-Per pass: `cycles` come from the scheduler on the configured lowering; `dense_cycles`
-and `ideal_cycles` from the default lowering (for the input gradient: the phase
-decomposition, whose dense count is the true transposed-convolution work, never the
-zero-inserted one), so a `zero-insert` row may show cycles > dense_cycles: the price
-of streaming the inserted zeros.
+Per pass: `cycles` and `ideal_cycles` come from the configured lowering; `dense_cycles`
+from the default one (for the input gradient: the phase decomposition, whose dense
+count is the true transposed-convolution work, never the zero-inserted one). So a
+`zero-insert` row that schedules W may show cycles > dense_cycles, the price of
+streaming the inserted zeros; one that schedules dY can skip them instead.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def simulate_layers(layers: Iterable[TraceLayer], arch: Architecture, plan: Pass
             if pas == "input_grad" and plan.lowering.input_grad_lowering != "phase":
                 base, _ = evaluate(plan.lower(layer, pas, arch.lanes, input_grad_lowering="phase"),
                                    arch, schedule=False)
-                timing = PassTiming(timing.cycles, base.dense_cycles, base.ideal_cycles,
+                timing = PassTiming(timing.cycles, base.dense_cycles, timing.ideal_cycles,
                                     timing.filter_groups, timing.window_groups)
             yield result_row(network, sparsity, layer.spec.kind, lowered, timing, effectual, arch, {
                 "weight_sparsity": tensor_sparsity(layer, "weight"),

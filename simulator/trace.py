@@ -51,17 +51,45 @@ class LayerSpec:
     bias: bool = False
 
     def __post_init__(self):
+        def fail(field: str, expected: str) -> ValueError:
+            return ValueError(f"layer {self.name!r}: {field}: expected {expected}, "
+                              f"got {getattr(self, field)!r}")
+
+        if not isinstance(self.name, str) or not self.name:
+            raise fail("name", "a non-empty string")
         if self.kind not in KINDS:
-            raise ValueError(f"layer {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise fail("kind", f"one of {', '.join(KINDS)}")
+        minimum = {"in_channels": 1, "out_channels": 1, "kernel": 1, "stride": 1, "padding": 0,
+                   "dilation": 1, "groups": 1}
+        for field, low in minimum.items():
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise fail(field, f"an integer >= {low}")
+            object.__setattr__(self, field, int(v))
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise fail("bias", "true or false")
+        def pair(field: str) -> None:
+            v = getattr(self, field)
+            if (not isinstance(v, (tuple, list)) or len(v) != 2
+                    or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 1 for i in v)):
+                raise fail(field, "[height, width], two integers >= 1")
+            object.__setattr__(self, field, tuple(int(i) for i in v))
+
+        pair("in_hw")
         if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"layer {self.name}: channels must divide by groups={self.groups}")
-        object.__setattr__(self, "in_hw", tuple(int(v) for v in self.in_hw))
-        object.__setattr__(self, "out_hw", tuple(int(v) for v in self.out_hw))
+            raise fail("groups", "a divisor of in_channels and out_channels")
+        if self.kind == "fc" and (self.kernel, self.stride, self.padding, self.dilation, self.groups,
+                                  self.in_hw) != (1, 1, 0, 1, 1, (1, 1)):
+            raise fail("kind", "conv for a layer with a kernel, stride, padding, groups or "
+                       "spatial size (fc layers are 1x1 convolutions on a 1x1 input)")
         expected = tuple(conv_output_size(i, self.kernel, self.stride, self.padding, self.dilation)
                          for i in self.in_hw)
+        if min(expected) < 1:
+            raise fail("in_hw", f"an input at least as large as the dilated kernel "
+                       f"({self.dilation * (self.kernel - 1) + 1 - 2 * self.padding})")
+        pair("out_hw")
         if self.out_hw != expected:
-            raise ValueError(f"layer {self.name}: out_hw {self.out_hw} does not follow from "
-                             f"in_hw {self.in_hw} and the kernel geometry (expected {expected})")
+            raise fail("out_hw", f"{list(expected)}, which follows from in_hw and the kernel geometry")
 
     @property
     def channels_per_group(self) -> int:
@@ -239,8 +267,8 @@ def read_trace(directory: str | os.PathLike) -> Trace:
         raise TraceError(f"{mpath}: no such file (a trace is a directory with manifest.yaml)")
     try:
         manifest = yaml.safe_load(mpath.read_text())
-    except yaml.YAMLError as e:
-        raise TraceError(f"{mpath}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise TraceError(f"{mpath}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(manifest, dict):
         raise TraceError(f"{mpath}: expected a mapping at the top level")
     version = manifest.get("format_version")
@@ -250,6 +278,10 @@ def read_trace(directory: str | os.PathLike) -> Trace:
     entries = manifest.get("layers")
     if not isinstance(entries, list) or not entries:
         raise TraceError(f"{mpath}: layers: expected a non-empty list")
+    sparsity = manifest.get("sparsity", 0.0)
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise TraceError(f"{mpath}: sparsity: expected a number in [0, 1), got {sparsity!r}")
+    seen: set[str] = set()
     layers = []
     for i, entry in enumerate(entries):
         where = f"{mpath}: layers[{i}]"
@@ -262,12 +294,19 @@ def read_trace(directory: str | os.PathLike) -> Trace:
             spec = LayerSpec(**{k: entry[k] for k in _SPEC_FIELDS if k in entry})
         except (TypeError, ValueError) as e:
             raise TraceError(f"{where}: {e}") from None
+        if spec.name in seen:
+            raise TraceError(f"{where}: name: expected a unique layer name, got {spec.name!r} twice")
+        seen.add(spec.name)
         npz = directory / str(entry["file"])
         try:
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {t: data[t] for t in TENSORS if t in data.files}
-        except (OSError, ValueError) as e:
-            raise TraceError(f"{npz}: cannot read ({e})") from None
+        except Exception as e:  # zip, zlib, EOF, pickle-refusal, OS errors: all one line
+            raise TraceError(f"{npz}: cannot read as an npz archive ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:160]})") from None
+        for t, a in arrays.items():
+            if a.dtype.kind != "f":
+                raise TraceError(f"{npz}: {t}: expected floating-point values, got dtype {a.dtype}")
         for t in ("weight", "input"):
             if t not in arrays:
                 raise TraceError(f"{npz}: missing array {t!r}")
@@ -279,4 +318,4 @@ def read_trace(directory: str | os.PathLike) -> Trace:
             if k not in ("format_version", "network", "method", "sparsity", "layers")}
     return Trace(network=str(manifest.get("network", directory.name)), layers=layers,
                  method=str(manifest.get("method", "unknown")),
-                 sparsity=float(manifest.get("sparsity", 0.0)), meta=meta)
+                 sparsity=float(sparsity), meta=meta)

@@ -111,7 +111,7 @@ def test_numba_kernel_equals_reference(shape, h, d):
         offsets = connectivity(Frontend(shape, h, d), lanes)
         cycles, sources, bases = schedule_tiles(m, offsets, h, keep_schedule=True)
         for u in range(2):
-            ref_cycles, ref_bases, ref_sources = schedule_tile_reference(m[u].tolist(), offsets, h)
+            ref_cycles, ref_sources, ref_bases = schedule_tile_reference(m[u].tolist(), offsets, h)
             assert cycles[u] == ref_cycles
             assert bases[u, :ref_cycles].tolist() == ref_bases
             got = sources[u, :, :ref_cycles, :].transpose(1, 0, 2).tolist()

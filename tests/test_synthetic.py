@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from workloads.networks import build_network
-from workloads.synthetic import synthetic_layers, synthetic_trace
+from workloads.synthetic import input_kinds, synthetic_layers, synthetic_trace
 from workloads.topk import keep_count, topk_sparsify, topk_threshold
 
 
@@ -27,6 +27,7 @@ def test_topk_keeps_exactly_the_largest_magnitudes():
 def test_synthetic_trace_sparsity_and_dense_first_conv():
     net = build_network("resnet18-cifar", image_size=16)
     trace = synthetic_trace(net, 0.8, batch=2, seed=3)
+    kinds = input_kinds(net)
     assert [l.spec for l in trace.layers] == list(net.layers)
     for layer in trace.layers:
         nz = np.count_nonzero(layer.weight)
@@ -36,10 +37,13 @@ def test_synthetic_trace_sparsity_and_dense_first_conv():
             assert nz == keep_count(layer.weight.size, 0.8)
         assert layer.input.shape == layer.spec.input_shape(2)
         zeros = 1 - np.count_nonzero(layer.input) / layer.input.size
-        if layer is trace.layers[0]:
-            assert zeros == 0  # the image
-        elif layer.input.size > 2000:
+        kind = kinds[layer.spec.name]
+        if kind == "relu" and layer.input.size > 2000:
             assert 0.45 < zeros < 0.55  # ReLU-like
+        elif kind != "relu":
+            assert zeros == 0  # the image, a pooling or a linear op: no zeros
+        if kind == "pooled":
+            assert layer.input.min() >= 0
         # saved activations: Top-K to the layer's sparsity (dense layers: the input itself)
         if layer.spec.name == net.first_conv:
             assert np.array_equal(layer.input_saved, layer.input)
@@ -79,3 +83,16 @@ def test_unknown_dense_layer_is_an_error():
     net = build_network("resnet18-cifar", image_size=8)
     with pytest.raises(ValueError, match="nope"):
         list(synthetic_layers(net, 0.5, dense_layers=["nope"]))
+
+
+def test_input_kinds_follow_the_graph():
+    kinds = input_kinds(build_network("resnet50"))
+    assert kinds["conv1"] == "image"
+    assert kinds["layer1.0.conv1"] == kinds["layer1.0.downsample.0"] == "pooled"  # after the max-pool
+    assert kinds["layer1.0.conv2"] == kinds["layer2.0.downsample.0"] == "relu"
+    assert kinds["fc"] == "pooled"
+    mb = input_kinds(build_network("mobilenet-v2"))
+    # the expansion conv of a block reads the previous block's linear bottleneck
+    assert mb["features.2.conv.0.0"] == "linear" and mb["features.2.conv.1.0"] == "relu"
+    vgg = input_kinds(build_network("vgg16"))
+    assert vgg["classifier.3"] == "relu"  # ReLU then dropout: zeros stay zeros
