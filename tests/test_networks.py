@@ -213,7 +213,8 @@ def test_batchnorms_refer_to_earlier_layers(nets, name):
 def test_every_network_builds_at_default_size(name):
     net = build_network(name)
     cifar = name.endswith("-cifar") or name == "wrn-16-8"
-    assert (net.image_size, net.num_classes) == ((32, 10) if cifar else (224, 1000))
+    expected = (28, 10) if name == "simple-cnn" else (32, 10) if cifar else (224, 1000)
+    assert (net.image_size, net.num_classes) == expected
     assert net.name == name and net.param_count > 0 and net.macs() > 0
 
 
@@ -529,3 +530,11 @@ def test_wrn_16_8_graph():
             assert not isinstance(top[i + 1], ReLU)  # nothing on the sum
     assert [type(n) for n in top[-5:]] == [BatchNorm, ReLU, AdaptivePool, Flatten, Conv]
     assert top[-5].spec.name == "bn1" and top[-3] == AdaptivePool((1, 1))
+
+
+def test_simple_cnn_for_fashion_mnist():
+    net = build_network("simple-cnn")
+    assert [l.name for l in net.layers] == ["conv1", "conv2", "fc1", "fc2"]
+    assert net.layer("fc1").in_channels == 64 * 7 * 7
+    # conv 3*32*9 + 32, conv 32*64*9 + 64, BN 2*(32+64), fc 3136*128+128, fc 128*10+10
+    assert net.param_count == 864 + 18432 + 192 + 401408 + 128 + 1280 + 10

@@ -490,6 +490,15 @@ def _vgg16(b: _Builder, num_classes: int, batch_norm: bool) -> None:
     b.fc("classifier.6", num_classes)
 
 
+# --- A small CNN (the trainer's quick accuracy check on Fashion-MNIST) -----------------------
+
+def _simple_cnn(b: _Builder, num_classes: int) -> None:
+    """conv3x3(32)-BN-ReLU-maxpool, conv3x3(64)-BN-ReLU-maxpool, fc(128)-ReLU, fc."""
+    b.conv("conv1", 32, 3, 1, 1).bn("bn1").relu().pool("max", 2, 2, 0, "pool1")
+    b.conv("conv2", 64, 3, 1, 1).bn("bn2").relu().pool("max", 2, 2, 0, "pool2")
+    b.flatten().fc("fc1", 128).relu().fc("fc2", num_classes)
+
+
 # --- Wide ResNet 16-8 (Zagoruyko & Komodakis, pre-activation, CIFAR) ------------------------
 
 def _wrn_block(b: _Builder, p: str, channels: int, stride: int) -> None:
@@ -593,6 +602,7 @@ _REGISTRY: dict[str, tuple[Callable, tuple[int, int]]] = {
     "vgg16": (lambda b, k: _vgg16(b, k, batch_norm=False), _IMAGENET),
     "vgg16-bn": (lambda b, k: _vgg16(b, k, batch_norm=True), _IMAGENET),
     "wrn-16-8": (_wide_resnet, _CIFAR),
+    "simple-cnn": (_simple_cnn, (28, 10)),
     "densenet121": (_densenet, _IMAGENET),
     "mobilenet-v2": (_mobilenet_v2, _IMAGENET),
 }
