@@ -1,0 +1,1315 @@
+"""Hand-written NumPy neural-network layers with forward and backward passes.
+
+What this models: the modules of a PyTorch CNN (``nn.Conv2d``, ``nn.Linear``,
+``nn.BatchNorm1d/2d``, ``nn.ReLU``/``ReLU6``, ``nn.MaxPool2d``, ``nn.AvgPool2d``,
+``nn.AdaptiveAvgPool2d``, ``nn.Flatten``, ``nn.Dropout``, containers) with the same
+numerical semantics, plus the hooks SWAT-style sparse training needs on the conv and fc
+layers (`WeightLayer`): a sparse weight for the forward pass (`forward_weight`), a sparse
+weight for the input gradient (`backward_weight`), a sparsified copy of the input saved
+for the weight gradient (`save_input`), a hook on the output gradient (`grad_output_hook`,
+meProp) and recording of the four tensors of one iteration (`record` -> `recorded`) for
+trace export (`workloads.export`).
+
+Units and layouts: activations are NCHW ([batch, channels, height, width]) for 2-d
+layers and [batch, features] for fc / BatchNorm1d; conv weights are OIHW
+([out_channels, in_channels / groups, kernel, kernel]), fc weights [out, in]. Spatial
+sizes, kernels, strides, padding and dilation are in elements. Tensors are float32 by
+default; every layer also runs in float64 (``dtype=np.float64``), which the gradient
+checks use.
+
+Conventions:
+
+- `Module.forward` uses ``self.training``; `Module.backward(dy)` returns dx and
+  ACCUMULATES (``+=``) into its parameters' ``grad`` (call `zero_grad` between steps).
+  A backward pass needs the forward pass just before it; the cached tensors are
+  released after backward. No module modifies the gradient it receives.
+- Parameter names: a `Param`'s ``name`` is its dotted path from the root of the module
+  tree it belongs to (``"3.main.0.weight"``), the same key `state_dict` uses, so names
+  are unique in a model; they are kept up to date as modules are attached to parents.
+- Conv2d is im2col + BLAS: per chunk of samples (sized to stay in cache), the inputs are
+  unfolded by a numba kernel into a [C*k*k, n*Ho*Wo] matrix (rows ordered (c, i, j) like
+  the flattened OIHW weight), multiplied by the weight matrix per group, and folded back
+  (col2im, numba) in the backward pass. The unfolded input is recomputed in backward
+  from the saved input rather than kept. 1x1 stride-1 unpadded convs are plain matmuls.
+  For stride-1 convs (unless out_channels > 2 * in_channels) the input gradient is the
+  forward conv of dy with the flipped, transposed weight (unfold dy + matmul) instead of
+  matmul + col2im: the same FLOPs with less memory traffic. Strided convs use col2im.
+- Threads: a large pass splits the batch (BatchNorm: the channels; ReLU: the elements)
+  over one Python thread per core; each runs GIL-free numba kernels and single-threaded
+  BLAS calls (numpy's OpenBLAS is set to one thread for the duration and restored). With
+  a BLAS that cannot be controlled so, everything runs serially with multithreaded BLAS.
+  Results do not depend on thread timing (fixed split, reductions in range order).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import numba
+import numpy as np
+
+from simulator.trace import LayerSpec
+
+__all__ = [
+    "Param", "Module", "WeightLayer", "Conv2d", "Linear", "BatchNorm2d", "BatchNorm1d", "ReLU",
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Sequential",
+    "Residual", "DenseConcat", "softmax_cross_entropy",
+    "im2col", "col2im", "col2im_reference", "maxpool_backward", "maxpool_backward_reference",
+]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in _FLOATS:
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+# ================================================================================================
+# numba kernels (GIL-free, run per thread; see the module docstring) and NumPy references
+# ================================================================================================
+
+# Reductions may be reordered (vectorised); no other fast-math assumptions (NaNs propagate).
+_REASSOC = {"reassoc", "contract"}
+
+
+@numba.njit(cache=True, nogil=True)
+def _pad_kernel(x, p, xp):
+    """xp = x zero-padded by p on both spatial sides (every element of xp is written)."""
+    N, C, H, W = x.shape
+    Wp = W + 2 * p
+    for n in range(N):
+        for c in range(C):
+            dst = xp[n, c]
+            for h in range(p):
+                for w in range(Wp):
+                    dst[h, w] = 0
+                    dst[h + H + p, w] = 0
+            for h in range(H):
+                for w in range(p):
+                    dst[h + p, w] = 0
+                    dst[h + p, w + W + p] = 0
+                for w in range(W):
+                    dst[h + p, w + p] = x[n, c, h, w]
+
+
+@numba.njit(cache=True, nogil=True)
+def _im2col_kernel(x, k, s, p, d, xp, cols):
+    """cols[c, i, j, n, ho, wo] = x[n, c, ho*s + i*d - p, wo*s + j*d - p] (0 in the padding).
+
+    `xp` is scratch of shape [N, C, H + 2p, W + 2p] (ignored when p == 0)."""
+    if p > 0:
+        _pad_kernel(x, p, xp)
+        src4 = xp
+    else:
+        src4 = x
+    nb, C = x.shape[0], x.shape[1]
+    Ho, Wo = cols.shape[4], cols.shape[5]
+    for c in range(C):
+        for i in range(k):
+            for j in range(k):
+                for n in range(nb):
+                    src = src4[n, c]
+                    dst = cols[c, i, j, n]
+                    for ho in range(Ho):
+                        h = ho * s + i * d
+                        if s == 1:
+                            for wo in range(Wo):
+                                dst[ho, wo] = src[h, wo + j * d]
+                        else:
+                            for wo in range(Wo):
+                                dst[ho, wo] = src[h, wo * s + j * d]
+
+
+@numba.njit(cache=True, nogil=True)
+def _col2im_kernel(cols, k, s, p, d, dxp, dx):
+    """dx = 0, then dx[n, c, ho*s + i*d - p, wo*s + j*d - p] += cols[c, i, j, n, ho, wo] in
+    (i, j, ho, wo) order, accumulated in the padded input `dxp` (scratch of shape
+    [N, C, H + 2p, W + 2p]; pass dx itself when p == 0); the padding is then dropped."""
+    nb, C, H, W = dx.shape
+    Ho, Wo = cols.shape[4], cols.shape[5]
+    dxp[...] = 0
+    for c in range(C):
+        for i in range(k):
+            for j in range(k):
+                for n in range(nb):
+                    dst = dxp[n, c]
+                    src = cols[c, i, j, n]
+                    for ho in range(Ho):
+                        h = ho * s + i * d
+                        if s == 1:
+                            for wo in range(Wo):
+                                dst[h, wo + j * d] += src[ho, wo]
+                        else:
+                            for wo in range(Wo):
+                                dst[h, wo * s + j * d] += src[ho, wo]
+    if p > 0:
+        for n in range(nb):
+            for c in range(C):
+                for h in range(H):
+                    for w in range(W):
+                        dx[n, c, h, w] = dxp[n, c, h + p, w + p]
+
+
+@numba.njit(cache=True, nogil=True)
+def _maxpool_backward_kernel(dy, arg, k, s, p, dx):
+    """dx = 0; dx[n, c, ho*s + a//k - p, wo*s + a%k - p] += dy[n, c, ho, wo], a = arg[...]."""
+    N, C, Ho, Wo = dy.shape
+    H, W = dx.shape[2], dx.shape[3]
+    dx[...] = 0
+    for n in range(N):
+        for c in range(C):
+            for ho in range(Ho):
+                for wo in range(Wo):
+                    a = arg[n, c, ho, wo]
+                    h = ho * s + a // k - p
+                    w = wo * s + a % k - p
+                    if h >= 0 and h < H and w >= 0 and w < W:
+                        dx[n, c, h, w] += dy[n, c, ho, wo]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _bn_stats_kernel(x, c0, c1, mean, var):
+    """Mean and biased variance (float64, two passes) of channels c0..c1-1 of x [N, C, L]."""
+    N, C, L = x.shape
+    m = N * L
+    for c in range(c0, c1):
+        acc = 0.0
+        for n in range(N):
+            for i in range(L):
+                acc += x[n, c, i]
+        mu = acc / m
+        acc2 = 0.0
+        for n in range(N):
+            for i in range(L):
+                v = x[n, c, i] - mu
+                acc2 += v * v
+        mean[c] = mu
+        var[c] = acc2 / m
+
+
+@numba.njit(cache=True, nogil=True)
+def _bn_apply_kernel(x, scale, shift, y, c0, c1):
+    """y = x * scale[c] + shift[c] on channels c0..c1-1 of [N, C, L]."""
+    N, C, L = x.shape
+    for n in range(N):
+        for c in range(c0, c1):
+            a = scale[c]
+            b = shift[c]
+            for i in range(L):
+                y[n, c, i] = x[n, c, i] * a + b
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _bn_backward_kernel(dy, x, mean, invstd, gamma, batch_stats, dx, c0, c1, sdy, sdyx):
+    """BatchNorm input gradient of channels c0..c1-1 into dx, and per channel sum(dy) into
+    sdy and sum(dy*xhat) into sdyx (float64).
+
+    With batch statistics: dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat));
+    with fixed (running) statistics: dx = gamma*invstd*dy.
+    """
+    N, C, L = x.shape
+    m = N * L
+    for c in range(c0, c1):
+        mu = mean[c]
+        a = 0.0
+        b = 0.0
+        for n in range(N):
+            for i in range(L):
+                g = dy[n, c, i]
+                a += g
+                b += g * (x[n, c, i] - mu)
+        sdy[c] = a
+        sdyx[c] = b * invstd[c]
+    for c in range(c0, c1):
+        scale = gamma[c] * invstd[c]
+        k1 = x.dtype.type(scale)
+        if batch_stats:
+            k2 = x.dtype.type(scale * sdy[c] / m)
+            k3 = x.dtype.type(scale * invstd[c] * sdyx[c] / m)
+            mu = x.dtype.type(mean[c])
+            for n in range(N):
+                for i in range(L):
+                    dx[n, c, i] = k1 * dy[n, c, i] - k2 - (x[n, c, i] - mu) * k3
+        else:
+            for n in range(N):
+                for i in range(L):
+                    dx[n, c, i] = k1 * dy[n, c, i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _relu_forward_kernel(x, cap, y, lo, hi):
+    """y = max(x, 0), and min(., cap) if cap > 0, on flat elements lo..hi-1 (NaN stays NaN)."""
+    for i in range(lo, hi):
+        v = x[i]
+        if v < 0:
+            v = 0
+        if cap > 0 and v > cap:
+            v = cap
+        y[i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def _relu_backward_kernel(y, dy, cap, dx, lo, hi):
+    """dx = dy where 0 < y < cap (cap <= 0 means no cap), else 0; flat elements lo..hi-1."""
+    if cap > 0:
+        for i in range(lo, hi):
+            v = y[i]
+            dx[i] = dy[i] if (v > 0 and v < cap) else 0
+    else:
+        for i in range(lo, hi):
+            dx[i] = dy[i] if y[i] > 0 else 0
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int = 1, padding: int = 0,
+           dilation: int = 1) -> np.ndarray:
+    """Unfold x [N, C, H, W] into cols [C, k, k, N, Ho, Wo] (zero padding; numba)."""
+    x = np.ascontiguousarray(x)
+    N, C, H, W = x.shape
+    Ho, Wo = (_out_size(v, kernel, stride, padding, dilation) for v in (H, W))
+    cols = np.empty((C, kernel, kernel, N, Ho, Wo), dtype=x.dtype)
+    xp = np.empty((N, C, H + 2 * padding, W + 2 * padding), dtype=x.dtype) if padding else x
+    _im2col_kernel(x, kernel, stride, padding, dilation, xp, cols)
+    return cols
+
+
+def col2im(cols: np.ndarray, x_shape: tuple[int, ...], kernel: int, stride: int = 1,
+           padding: int = 0, dilation: int = 1) -> np.ndarray:
+    """Fold cols [C, k, k, N, Ho, Wo] back into an [N, C, H, W] gradient: scatter-add of every
+    column entry into the (padded) input position it was read from; the padding is dropped
+    (numba kernel; `col2im_reference` is the NumPy equivalent)."""
+    cols = np.ascontiguousarray(cols)
+    N, C, H, W = x_shape
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    dxp = np.empty((N, C, H + 2 * padding, W + 2 * padding), cols.dtype) if padding else dx
+    _col2im_kernel(cols, kernel, stride, padding, dilation, dxp, dx)
+    return dx
+
+
+def col2im_reference(cols: np.ndarray, x_shape: tuple[int, ...], kernel: int, stride: int = 1,
+                     padding: int = 0, dilation: int = 1) -> np.ndarray:
+    """Plain NumPy col2im (np.add.at into the padded input, then cropped), for the tests."""
+    N, C, H, W = x_shape
+    k, s, p, d = kernel, stride, padding, dilation
+    Ho, Wo = cols.shape[4], cols.shape[5]
+    Hp, Wp = H + 2 * p, W + 2 * p
+    hh = (np.arange(k) * d)[:, None, None, None] + (np.arange(Ho) * s)[None, None, :, None]
+    ww = (np.arange(k) * d)[None, :, None, None] + (np.arange(Wo) * s)[None, None, None, :]
+    pos = (hh * Wp + ww).reshape(1, -1)                                  # (1, k*k*Ho*Wo)
+    rows = np.arange(N * C).reshape(-1, 1)                               # (N*C, 1)
+    vals = cols.transpose(3, 0, 1, 2, 4, 5).reshape(N * C, -1)           # (N*C, k*k*Ho*Wo)
+    dxp = np.zeros((N * C, Hp * Wp), dtype=cols.dtype)
+    np.add.at(dxp, (rows, pos), vals)
+    return dxp.reshape(N, C, Hp, Wp)[:, :, p:p + H, p:p + W].copy()
+
+
+def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, ...], kernel: int,
+                     stride: int, padding: int = 0) -> np.ndarray:
+    """Route dy [N, C, Ho, Wo] to the argmax of each window (argmax: i*kernel + j within the
+    window), accumulating where windows overlap (numba kernel)."""
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _maxpool_backward_kernel(np.ascontiguousarray(dy), np.ascontiguousarray(argmax), kernel,
+                             stride, padding, dx)
+    return dx
+
+
+def maxpool_backward_reference(dy: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, ...],
+                               kernel: int, stride: int, padding: int = 0) -> np.ndarray:
+    """Plain NumPy `maxpool_backward` (np.add.at), for the tests."""
+    N, C, Ho, Wo = dy.shape
+    n, c, ho, wo = np.indices((N, C, Ho, Wo))
+    h = ho * stride + argmax // kernel - padding
+    w = wo * stride + argmax % kernel - padding
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    np.add.at(dx, (n, c, h, w), dy)
+    return dx
+
+
+# ================================================================================================
+# Parallel execution: the batch (or the channels) split over Python threads
+# ================================================================================================
+
+class _BlasThreads:
+    """Scoped control of the BLAS library's thread count (numpy's bundled OpenBLAS, found
+    with ctypes). The conv passes split the batch over Python threads, each running its
+    single-threaded BLAS calls and numba kernels (which release the GIL) on its own core;
+    for that BLAS must not start threads of its own meanwhile. Unavailable (`ok` False)
+    with another BLAS, and then the passes run serially."""
+
+    _SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+    def __init__(self):
+        self._set = self._get = None
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = 1
+        try:
+            root = os.path.dirname(np.__file__)
+            libs = sorted(glob.glob(os.path.join(root, "..", "numpy.libs", "*openblas*"))
+                          + glob.glob(os.path.join(root, ".dylibs", "*openblas*")))
+            for path in libs:
+                lib = ctypes.CDLL(path)
+                for name in self._SETTERS:
+                    getter = name.replace("_set_", "_get_")
+                    if hasattr(lib, name) and hasattr(lib, getter):
+                        self._set, self._get = getattr(lib, name), getattr(lib, getter)
+                        self._get.restype = ctypes.c_int
+                        self._set.argtypes = [ctypes.c_int]
+                        return
+        except (OSError, AttributeError):
+            self._set = self._get = None
+
+    @property
+    def ok(self) -> bool:
+        return self._set is not None
+
+    def __enter__(self):
+        """BLAS limited to one thread until the (outermost) exit restores it."""
+        with self._lock:
+            if self._depth == 0:
+                self._saved = int(self._get())
+                self._set(1)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._set(self._saved)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_blas = _BlasThreads()
+# One worker per core the process may use, at most as many as BLAS would use itself (so
+# OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit these layers too).
+_WORKERS = min(8, _cpu_count(), max(1, int(_blas._get()))) if _blas.ok else 1
+# Work (elements touched by a pass) from which it is split over threads; below it, handing
+# work to the threads costs more than it saves.
+_PARALLEL_ELEMENTS = 1 << 20
+_pool = None
+_pool_pid = None
+_pool_lock = threading.Lock()
+_in_worker = threading.local()
+
+
+def _worker_init() -> None:
+    _in_worker.active = True
+
+
+def _run_split(fn, count: int, work: int) -> list:
+    """fn(lo, hi) over contiguous ranges of range(count) (samples or channels): on
+    `_WORKERS` threads, BLAS single-threaded meanwhile, when `work` (elements touched) is
+    big enough, else once over the whole range. The split depends only on `count` and the
+    number of workers, and results come back in range order, so reductions over them are
+    deterministic. fn must release the GIL to gain anything (BLAS, nogil numba kernels)."""
+    workers = min(_WORKERS, count)
+    if workers < 2 or work < _PARALLEL_ELEMENTS or getattr(_in_worker, "active", False):
+        return [fn(0, count)]
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():   # new, or inherited through fork()
+            from concurrent.futures import ThreadPoolExecutor
+            _pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="accelsim-layers",
+                                       initializer=_worker_init)
+            _pool_pid = os.getpid()
+    bounds = [count * i // workers for i in range(workers + 1)]
+    with _blas:
+        futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(workers)]
+        return [f.result() for f in futures]
+
+
+# ================================================================================================
+# Parameters and the module tree
+# ================================================================================================
+
+class Param:
+    """A trainable tensor: `value`, its gradient `grad` (same shape and dtype, zeroed at
+    creation, accumulated by backward), and whether weight decay applies (`decay`).
+    `name` is the dotted path from the root module (the `state_dict` key)."""
+
+    def __init__(self, name: str, value: np.ndarray, decay: bool = True):
+        self.name = name
+        self.value = value
+        self.grad = np.zeros_like(value)
+        self.decay = bool(decay)
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype})"
+
+
+class Module:
+    """Base class: a node of the module tree with forward and backward passes.
+
+    Sub-modules and `Param`s assigned as attributes are registered in assignment order
+    (like torch's ``nn.Module``); `_buffer_names` lists non-trainable state arrays that
+    go into `state_dict` (BatchNorm's running statistics).
+    """
+
+    _buffer_names: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.__dict__.setdefault("_modules", {})
+        self.__dict__.setdefault("_params", {})
+        self.__dict__.setdefault("_parent", None)
+        self.training = True
+
+    # -- registration ---------------------------------------------------------------------------
+    def __setattr__(self, name: str, value) -> None:
+        d = self.__dict__
+        mods = d.setdefault("_modules", {})
+        params = d.setdefault("_params", {})
+        d.setdefault("_parent", None)
+        mods.pop(name, None)
+        params.pop(name, None)
+        if isinstance(value, Module):
+            if value._parent is not None and value._parent is not self:
+                raise ValueError(f"module {type(value).__name__} already belongs to another "
+                                 "module (sharing a module between parents is not supported)")
+            object.__setattr__(value, "_parent", self)
+            mods[name] = value
+        elif isinstance(value, Param):
+            params[name] = value
+        object.__setattr__(self, name, value)
+        if isinstance(value, (Module, Param)):
+            self._rename_params()
+
+    def _rename_params(self) -> None:
+        root = self
+        while root._parent is not None:
+            root = root._parent
+        for name, p in root.named_params():
+            p.name = name
+
+    # -- tree -----------------------------------------------------------------------------------
+    def named_children(self) -> list[tuple[str, Module]]:
+        return list(self.__dict__.get("_modules", {}).items())
+
+    def children(self) -> list[Module]:
+        return [m for _, m in self.named_children()]
+
+    def modules(self) -> Iterator[Module]:
+        """Pre-order, recursive, self first."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def named_params(self, prefix: str = "") -> list[tuple[str, Param]]:
+        """(dotted name, Param), own parameters first, then each child's, recursively."""
+        out = [(f"{prefix}.{n}" if prefix else n, p)
+               for n, p in self.__dict__.get("_params", {}).items()]
+        for name, child in self.named_children():
+            out.extend(child.named_params(f"{prefix}.{name}" if prefix else name))
+        return out
+
+    def params(self) -> list[Param]:
+        """All parameters, recursive, in a deterministic order (see `named_params`)."""
+        return [p for _, p in self.named_params()]
+
+    def named_buffers(self, prefix: str = "") -> list[tuple[str, np.ndarray]]:
+        out = [(f"{prefix}.{n}" if prefix else n, getattr(self, n)) for n in self._buffer_names]
+        for name, child in self.named_children():
+            out.extend(child.named_buffers(f"{prefix}.{name}" if prefix else name))
+        return out
+
+    # -- modes and gradients ----------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.params():
+            p.grad[...] = 0
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of all parameters and buffers keyed by dotted path (np.savez-able)."""
+        out = {n: p.value.copy() for n, p in self.named_params()}
+        for n, b in self.named_buffers():
+            out[n] = b.copy()
+        return out
+
+    def load_state_dict(self, state) -> None:
+        """Copy `state` (a dict or an np.load'ed .npz) into the parameters and buffers, in
+        place. Missing or unexpected keys and shape mismatches raise KeyError / ValueError."""
+        targets = {n: p.value for n, p in self.named_params()}
+        targets.update(self.named_buffers())
+        keys = set(state.keys())
+        missing = sorted(set(targets) - keys)
+        unexpected = sorted(keys - set(targets))
+        if missing or unexpected:
+            raise KeyError(f"state_dict mismatch: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+        arrays = {name: np.asarray(state[name]) for name in targets}   # an .npz reads once
+        for name, target in targets.items():
+            if arrays[name].shape != target.shape:
+                raise ValueError(f"state_dict[{name!r}] has shape {arrays[name].shape}, "
+                                 f"the module {target.shape}")
+        for name, target in targets.items():
+            target[...] = arrays[name]
+
+    # -- passes -----------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def __repr__(self) -> str:
+        kids = self.named_children()
+        if not kids:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        body = "\n".join(f"  ({n}): " + repr(m).replace("\n", "\n  ") for n, m in kids)
+        return f"{type(self).__name__}(\n{body}\n)"
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+def _need_cache(module: Module, cache):
+    if cache is None:
+        raise RuntimeError(f"{type(module).__name__}.backward called without a forward pass "
+                           "before it")
+    return cache
+
+
+# ================================================================================================
+# Conv and fc layers with the sparsity hooks
+# ================================================================================================
+
+class WeightLayer(Module):
+    """Shared base of Conv2d and Linear: initial weights, optional bias, sparsity hooks.
+
+    Initial weights: conv layers He-normal, std = sqrt(2 / fan_in) (torchvision's ResNet
+    init, in fan-in mode); fc layers PyTorch's ``nn.Linear`` default, uniform in
+    +-1/sqrt(fan_in). He-normal on a classifier gives logits large enough to destabilise
+    plain SGD at the usual learning rates.
+
+    Hooks (all default None/False; the sparsity method sets them):
+
+    - `forward_weight`: if set, the forward pass uses it instead of ``weight.value``.
+    - `backward_weight`: if set, dX is computed with it; otherwise with the forward weight.
+    - `save_input`: in training mode, the activation kept for the weight gradient is
+      ``save_input(x)`` (in eval mode x itself); dW is computed from this saved tensor.
+    - `grad_output_hook`: applied to dy at the start of backward; the hooked dy is used for
+      both dX and dW (and the bias gradient).
+    - The weight gradient is dense: ``weight.grad += dW`` for every weight.
+    - `record`: when True, forward stores ``recorded = {"weight", "input", "input_saved"}``
+      and backward adds ``recorded["grad_output"]`` (the hooked dy); all are copies.
+    """
+
+    kind = ""
+
+    def __init__(self, spec: LayerSpec, rng: np.random.Generator, dtype=np.float32):
+        super().__init__()
+        if not isinstance(spec, LayerSpec):
+            raise TypeError(f"{type(self).__name__} needs a LayerSpec, got {type(spec).__name__}")
+        if spec.kind != self.kind:
+            raise ValueError(f"layer {spec.name}: {type(self).__name__} needs kind "
+                             f"{self.kind!r}, got {spec.kind!r}")
+        self.spec = spec
+        self.dtype = _check_dtype(dtype)
+        fan_in = (spec.in_channels if spec.kind == "fc"
+                  else spec.channels_per_group * spec.kernel ** 2)
+        if spec.kind == "fc":
+            w = rng.uniform(-1.0, 1.0, spec.weight_shape) / math.sqrt(fan_in)
+        else:
+            w = rng.standard_normal(spec.weight_shape) * math.sqrt(2.0 / fan_in)
+        self.weight = Param("weight", w.astype(self.dtype), decay=True)
+        self.bias = (Param("bias", np.zeros(spec.out_channels, self.dtype), decay=False)
+                     if spec.bias else None)
+        self.forward_weight: np.ndarray | None = None
+        self.backward_weight: np.ndarray | None = None
+        self.save_input: Callable[[np.ndarray], np.ndarray] | None = None
+        self.grad_output_hook: Callable[[np.ndarray], np.ndarray] | None = None
+        self.record = False
+        self.recorded: dict[str, np.ndarray] | None = None
+        self._cache = None
+
+    def _as_weight(self, w, what: str) -> np.ndarray:
+        w = np.asarray(w)
+        if w.shape != self.spec.weight_shape:
+            raise ValueError(f"layer {self.spec.name}: {what} has shape {w.shape}, "
+                             f"expected {self.spec.weight_shape}")
+        return np.ascontiguousarray(w, dtype=self.dtype)
+
+    def _check_input(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        self._check_input(x)
+        w = self._as_weight(self.weight.value if self.forward_weight is None
+                            else self.forward_weight, "forward_weight")
+        saved = x
+        if self.training and self.save_input is not None:
+            saved = np.ascontiguousarray(self.save_input(x), dtype=self.dtype)
+            if saved.shape != x.shape:
+                raise ValueError(f"layer {self.spec.name}: save_input returned shape "
+                                 f"{saved.shape}, expected {x.shape}")
+        y = self._forward(x, w)
+        if self.bias is not None:
+            y += self.bias.value.reshape((1, -1) + (1,) * (y.ndim - 2))
+        self._cache = (w, saved)
+        if self.record:
+            self.recorded = {"weight": w.copy(), "input": x.copy(), "input_saved": saved.copy()}
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        w, saved = _need_cache(self, self._cache)
+        self._cache = None
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        if self.grad_output_hook is not None:
+            hooked = np.ascontiguousarray(self.grad_output_hook(dy), dtype=self.dtype)
+            if hooked.shape != dy.shape:
+                raise ValueError(f"layer {self.spec.name}: grad_output_hook returned shape "
+                                 f"{hooked.shape}, expected {dy.shape}")
+            dy = hooked
+        if self.record and self.recorded is not None:
+            self.recorded["grad_output"] = dy.copy()
+        wb = w if self.backward_weight is None else self._as_weight(self.backward_weight,
+                                                                     "backward_weight")
+        dx, dw = self._backward(dy, saved, wb)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
+        return dx
+
+    def _forward(self, x, w):
+        raise NotImplementedError
+
+    def _backward(self, dy, saved, wb):
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"{self.spec.name!r}, {self.spec.weight_shape}"
+
+
+# Chunking of the conv batch: the unfolded input of one chunk holds about _CHUNK_ELEMENTS
+# elements (cache-sized), but at least _MIN_COLUMNS output positions (wide enough BLAS calls).
+_CHUNK_ELEMENTS = 1 << 20
+_MIN_COLUMNS = 512
+
+
+def _chunk_size(batch: int, rows: int, positions: int) -> int:
+    nb = max(1, _CHUNK_ELEMENTS // max(1, rows * positions))
+    nb = max(nb, -(-_MIN_COLUMNS // positions))
+    return min(nb, batch)
+
+
+class _Scratch(threading.local):
+    """Per-thread scratch memory of the conv passes: one flat buffer per role and dtype,
+    grown to the largest request and handed out as reshaped views. Layers run one at a
+    time, so sharing the buffers between layers bounds the memory to the largest layer's
+    chunk; a view is only valid until the next request for the same role."""
+
+    def __init__(self):
+        self.buffers: dict = {}
+
+    def get(self, role: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = math.prod(shape)
+        key = (role, np.dtype(dtype))
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < size:
+            buf = self.buffers[key] = np.empty(max(size, 1), dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+_scratch = _Scratch()
+
+
+class Conv2d(WeightLayer):
+    """2-d convolution (torch ``nn.Conv2d``): x [N, C, H, W] -> [N, O, Ho, Wo], weight OIHW.
+
+    Any stride, zero padding, dilation and groups (depthwise when groups == C). The input's
+    channel count must match the spec; its height and width may differ from ``spec.in_hw``.
+    Large passes split the batch over the CPU cores (see `_run_split`).
+    """
+
+    kind = "conv"
+
+    def _check_input(self, x):
+        if x.ndim != 4 or x.shape[1] != self.spec.in_channels:
+            raise ValueError(f"layer {self.spec.name}: expected input [N, {self.spec.in_channels}"
+                             f", H, W], got shape {x.shape}")
+
+    def _geometry(self, x_shape):
+        s = self.spec
+        N, C, H, W = x_shape
+        Ho = _out_size(H, s.kernel, s.stride, s.padding, s.dilation)
+        Wo = _out_size(W, s.kernel, s.stride, s.padding, s.dilation)
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"layer {s.name}: input {H}x{W} is too small for the kernel")
+        pointwise = s.kernel == 1 and s.stride == 1 and s.padding == 0
+        return N, C, H, W, Ho, Wo, pointwise
+
+    def _unfold(self, xc, Ho, Wo, pointwise):
+        """The chunk's unfolded input as [G, C/G*k*k, n*Ho*Wo] (pointwise: no im2col; the
+        input itself for one sample, else its [C, n*H*W] transpose)."""
+        s = self.spec
+        n, C, H, W = xc.shape
+        if pointwise:
+            if n == 1:
+                return xc.reshape(s.groups, C // s.groups, H * W)
+            cols = _scratch.get("cols", (C, n, H * W), xc.dtype)
+            cols[...] = xc.reshape(n, C, H * W).transpose(1, 0, 2)
+        else:
+            k, p = s.kernel, s.padding
+            cols = _scratch.get("cols", (C, k, k, n, Ho, Wo), xc.dtype)
+            xp = _scratch.get("pad", (n, C, H + 2 * p, W + 2 * p), xc.dtype) if p else xc
+            _im2col_kernel(xc, k, s.stride, p, s.dilation, xp, cols)
+        return cols.reshape(s.groups, -1, n * Ho * Wo)
+
+    def _forward(self, x, w):
+        s = self.spec
+        N, C, H, W, Ho, Wo, pointwise = self._geometry(x.shape)
+        G, O, HW = s.groups, s.out_channels, Ho * Wo
+        wg = w.reshape(G, O // G, -1)
+        y = np.empty((N, O, HW), dtype=self.dtype)
+        rows = C * s.kernel ** 2
+        nb = _chunk_size(N, rows, HW)
+
+        def run(lo, hi):
+            for q in range(lo, hi, nb):
+                n = min(nb, hi - q)
+                cols = self._unfold(x[q:q + n], Ho, Wo, pointwise)
+                if n == 1:
+                    np.matmul(wg, cols, out=y[q].reshape(G, O // G, HW))
+                else:
+                    out = np.matmul(wg, cols, out=_scratch.get("out", (G, O // G, n * HW), x.dtype))
+                    y[q:q + n] = out.reshape(O, n, HW).transpose(1, 0, 2)
+
+        _run_split(run, N, N * rows * HW)
+        return y.reshape(N, O, Ho, Wo)
+
+    def _transposed_dx(self, C: int, O: int) -> bool:
+        """Whether dX is computed as a forward conv of dy (stride 1 only) rather than matmul +
+        col2im: same FLOPs, but unfolding dy (O*k*k rows, written once) moves less memory
+        than folding C*k*k rows back (read-modify-write) unless O is much larger than C."""
+        s = self.spec
+        return (s.kernel > 1 and s.stride == 1 and s.padding <= s.dilation * (s.kernel - 1)
+                and O <= 2 * C)
+
+    def _backward(self, dy, saved, wb):
+        s = self.spec
+        N, C, H, W, Ho, Wo, pointwise = self._geometry(saved.shape)
+        G, O, HW = s.groups, s.out_channels, Ho * Wo
+        k, p, d, dt = s.kernel, s.padding, s.dilation, self.dtype
+        og, cg = O // G, C // G
+        dy3 = dy.reshape(N, O, HW)
+        transposed = self._transposed_dx(C, O)
+        if transposed:
+            # dX = correlation of dy (padded by d*(k-1) - p) with the flipped, transposed weight
+            pt = d * (k - 1) - p
+            wtf = np.ascontiguousarray(wb.reshape(G, og, cg, k, k)[:, :, :, ::-1, ::-1]
+                                       .transpose(0, 2, 1, 3, 4)).reshape(G, cg, og * k * k)
+        else:
+            wgt = wb.reshape(G, og, -1).transpose(0, 2, 1)         # [G, C/G*k*k, O/G]
+        dx = np.empty((N, C, H, W), dtype=dt)
+        rows = max(C, O) * k * k
+        nb = _chunk_size(N, rows, max(HW, H * W))
+
+        def run(lo, hi):
+            dw = np.zeros((G, og, cg * k * k), dtype=dt)
+            for q in range(lo, hi, nb):
+                n = min(nb, hi - q)
+                if n == 1:
+                    dyt = dy3[q]
+                else:
+                    dyt = _scratch.get("dyt", (O, n, HW), dt)
+                    dyt[...] = dy3[q:q + n].transpose(1, 0, 2)
+                dyt = dyt.reshape(G, og, n * HW)
+                cols = self._unfold(saved[q:q + n], Ho, Wo, pointwise)
+                dw += np.matmul(dyt, cols.transpose(0, 2, 1), out=_scratch.get("dw", dw.shape, dt))
+                if pointwise and n == 1:
+                    np.matmul(wgt, dyt, out=dx[q].reshape(G, cg, HW))
+                elif transposed:
+                    dyq = dy[q:q + n]
+                    dcols = _scratch.get("dcols", (O, k, k, n, H, W), dt)
+                    dyp = _scratch.get("dpad", (n, O, Ho + 2 * pt, Wo + 2 * pt), dt) if pt else dyq
+                    _im2col_kernel(dyq, k, 1, pt, d, dyp, dcols)
+                    dcols = dcols.reshape(G, og * k * k, n * H * W)
+                    if n == 1:
+                        np.matmul(wtf, dcols, out=dx[q].reshape(G, cg, H * W))
+                    else:
+                        out = np.matmul(wtf, dcols, out=_scratch.get("out", (G, cg, n * H * W), dt))
+                        dx[q:q + n] = out.reshape(C, n, H, W).transpose(1, 0, 2, 3)
+                else:
+                    dcols = np.matmul(wgt, dyt,
+                                      out=_scratch.get("dcols", (G, cg * k * k, n * HW), dt))
+                    if pointwise:
+                        dx[q:q + n] = dcols.reshape(C, n, H, W).transpose(1, 0, 2, 3)
+                    else:
+                        dxq = dx[q:q + n]
+                        dxp = _scratch.get("dpad", (n, C, H + 2 * p, W + 2 * p), dt) if p else dxq
+                        _col2im_kernel(dcols.reshape(C, k, k, n, Ho, Wo), k, s.stride, p, d,
+                                       dxp, dxq)
+            return dw
+
+        parts = _run_split(run, N, N * rows * max(HW, H * W))
+        dw = parts[0]
+        for part in parts[1:]:
+            dw += part
+        return dx, dw.reshape(s.weight_shape)
+
+
+class Linear(WeightLayer):
+    """Fully connected layer (torch ``nn.Linear``): x [N, C] -> [N, O], weight [O, C]."""
+
+    kind = "fc"
+
+    def _check_input(self, x):
+        if x.ndim != 2 or x.shape[1] != self.spec.in_channels:
+            raise ValueError(f"layer {self.spec.name}: expected input [N, {self.spec.in_channels}]"
+                             f", got shape {x.shape}")
+
+    def _forward(self, x, w):
+        return x @ w.T
+
+    def _backward(self, dy, saved, wb):
+        return dy @ wb, dy.T @ saved
+
+
+# ================================================================================================
+# Normalisation, activation, pooling, reshaping
+# ================================================================================================
+
+class _BatchNorm(Module):
+    _buffer_names = ("running_mean", "running_var")
+    _ndim = 4
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5,
+                 dtype=np.float32):
+        super().__init__()
+        self.channels = int(channels)
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self.dtype = _check_dtype(dtype)
+        self.weight = Param("weight", np.ones(self.channels, self.dtype), decay=False)
+        self.bias = Param("bias", np.zeros(self.channels, self.dtype), decay=False)
+        self.running_mean = np.zeros(self.channels, self.dtype)
+        self.running_var = np.ones(self.channels, self.dtype)
+        self._cache = None
+
+    def forward(self, x):
+        if x.ndim != self._ndim or x.shape[1] != self.channels:
+            raise ValueError(f"{type(self).__name__}({self.channels}): bad input shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        x3 = x.reshape(x.shape[0], self.channels, -1)
+        if self.training:
+            m = x3.shape[0] * x3.shape[2]
+            if m < 2:
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
+                                 "when training")
+            mean, var = np.empty(self.channels), np.empty(self.channels)
+            _run_split(lambda c0, c1: _bn_stats_kernel(x3, c0, c1, mean, var), self.channels,
+                       x3.size)
+            mom = self.momentum
+            self.running_mean *= 1 - mom
+            self.running_mean += (mom * mean).astype(self.dtype)
+            self.running_var *= 1 - mom
+            self.running_var += (mom * var * (m / (m - 1))).astype(self.dtype)
+        else:
+            mean = self.running_mean.astype(np.float64)
+            var = self.running_var.astype(np.float64)
+        invstd = 1.0 / np.sqrt(var + self.eps)
+        gamma = self.weight.value.astype(np.float64)
+        scale = gamma * invstd
+        shift = self.bias.value - mean * scale
+        y = np.empty_like(x3)
+        scale, shift = scale.astype(self.dtype), shift.astype(self.dtype)
+        _run_split(lambda c0, c1: _bn_apply_kernel(x3, scale, shift, y, c0, c1), self.channels,
+                   x3.size)
+        self._cache = (x3, mean.astype(self.dtype), invstd.astype(self.dtype), self.training)
+        return y.reshape(x.shape)
+
+    def backward(self, dy):
+        x3, mean, invstd, batch_stats = _need_cache(self, self._cache)
+        self._cache = None
+        dy3 = np.ascontiguousarray(dy, dtype=self.dtype).reshape(x3.shape)
+        dx = np.empty_like(x3)
+        sdy, sdyx = np.empty(self.channels), np.empty(self.channels)
+        gamma = self.weight.value
+        _run_split(lambda c0, c1: _bn_backward_kernel(dy3, x3, mean, invstd, gamma, batch_stats,
+                                                      dx, c0, c1, sdy, sdyx),
+                   self.channels, x3.size)
+        self.weight.grad += sdyx.astype(self.dtype)
+        self.bias.grad += sdy.astype(self.dtype)
+        return dx.reshape(dy.shape)
+
+    def extra_repr(self):
+        return f"{self.channels}, momentum={self.momentum}, eps={self.eps}"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over NCHW (torch ``nn.BatchNorm2d``): per channel, batch statistics in
+    training (biased variance to normalise, unbiased for `running_var`), running statistics
+    in eval. `weight` (gamma) = 1 and `bias` (beta) = 0 at start, without weight decay."""
+
+    _ndim = 4
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over [N, C] (torch ``nn.BatchNorm1d``); see `BatchNorm2d`."""
+
+    _ndim = 2
+
+
+class ReLU(Module):
+    """max(x, 0), clipped at `cap` if given (cap=6 is ReLU6; the gradient is 0 at and beyond
+    both ends, like torch's hardtanh)."""
+
+    def __init__(self, cap: float | None = None):
+        super().__init__()
+        if cap is not None and not cap > 0:
+            raise ValueError(f"ReLU cap must be positive, got {cap!r}")
+        self.cap = None if cap is None else float(cap)
+        self._cache = None
+
+    def forward(self, x):
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        xf, yf, cap = x.reshape(-1), y.reshape(-1), 0.0 if self.cap is None else self.cap
+        _run_split(lambda lo, hi: _relu_forward_kernel(xf, cap, yf, lo, hi), x.size, x.size)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = _need_cache(self, self._cache)
+        self._cache = None
+        dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        dx = np.empty_like(y)
+        yf, dyf, dxf = y.reshape(-1), dy.reshape(-1), dx.reshape(-1)
+        cap = 0.0 if self.cap is None else self.cap
+        _run_split(lambda lo, hi: _relu_backward_kernel(yf, dyf, cap, dxf, lo, hi), y.size, y.size)
+        return dx
+
+    def extra_repr(self):
+        return "" if self.cap is None else f"cap={self.cap}"
+
+
+def _window(xp, i, j, s, Ho, Wo):
+    """View of the (i, j) kernel tap over all output positions: xp[..., i + s*ho, j + s*wo]."""
+    return xp[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s]
+
+
+class _Pool2d(Module):
+    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0):
+        super().__init__()
+        self.kernel = int(kernel)
+        self.stride = int(kernel if stride is None else stride)
+        self.padding = int(padding)
+        if self.kernel < 1 or self.stride < 1 or not 0 <= self.padding <= self.kernel // 2:
+            raise ValueError(f"bad pool geometry kernel={kernel} stride={stride} padding={padding}")
+        self._cache = None
+
+    def _geometry(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__}: expected NCHW input, got shape {x.shape}")
+        N, C, H, W = x.shape
+        Ho, Wo = (_out_size(v, self.kernel, self.stride, self.padding) for v in (H, W))
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"{type(self).__name__}: input {H}x{W} too small")
+        return N, C, H, W, Ho, Wo
+
+    def extra_repr(self):
+        return f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling (torch ``nn.MaxPool2d``, floor mode): padding counts as -inf; the gradient
+    goes to the first maximum of each window (numba kernel `maxpool_backward`)."""
+
+    def forward(self, x):
+        N, C, H, W, Ho, Wo = self._geometry(x)
+        k, s, p = self.kernel, self.stride, self.padding
+        if p:
+            xp = np.full((N, C, H + 2 * p, W + 2 * p), -np.inf, dtype=x.dtype)
+            xp[:, :, p:p + H, p:p + W] = x
+        else:
+            xp = x
+        best = _window(xp, 0, 0, s, Ho, Wo).copy()
+        arg = np.zeros(best.shape, dtype=np.int32)
+        for t in range(1, k * k):
+            v = _window(xp, t // k, t % k, s, Ho, Wo)
+            better = v > best
+            np.copyto(best, v, where=better)
+            np.copyto(arg, t, where=better)
+        self._cache = (x.shape, arg)
+        return best
+
+    def backward(self, dy):
+        shape, arg = _need_cache(self, self._cache)
+        self._cache = None
+        return maxpool_backward(dy, arg, shape, self.kernel, self.stride, self.padding)
+
+
+class AvgPool2d(_Pool2d):
+    """Average pooling (torch ``nn.AvgPool2d``, floor mode, ``count_include_pad=True``: the
+    divisor is always kernel*kernel)."""
+
+    def forward(self, x):
+        N, C, H, W, Ho, Wo = self._geometry(x)
+        k, s, p = self.kernel, self.stride, self.padding
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+        y = _window(xp, 0, 0, s, Ho, Wo).copy()
+        for t in range(1, k * k):
+            y += _window(xp, t // k, t % k, s, Ho, Wo)
+        y *= y.dtype.type(1.0 / (k * k))
+        self._cache = x.shape
+        return y
+
+    def backward(self, dy):
+        N, C, H, W = _need_cache(self, self._cache)
+        self._cache = None
+        k, s, p = self.kernel, self.stride, self.padding
+        Ho, Wo = dy.shape[2:]
+        g = dy * dy.dtype.type(1.0 / (k * k))
+        dxp = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dy.dtype)
+        for t in range(k * k):
+            _window(dxp, t // k, t % k, s, Ho, Wo)[...] += g
+        return dxp[:, :, p:p + H, p:p + W].copy() if p else dxp
+
+
+def _adaptive_matrix(size: int, out: int, dtype) -> np.ndarray:
+    """[out, size] averaging matrix of torch's adaptive bins [floor(i*size/out),
+    ceil((i+1)*size/out))."""
+    m = np.zeros((out, size), dtype=np.float64)
+    for i in range(out):
+        a = (i * size) // out
+        b = -((-(i + 1) * size) // out)
+        m[i, a:b] = 1.0 / (b - a)
+    return m.astype(dtype)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Adaptive average pooling to `out_hw` (torch ``nn.AdaptiveAvgPool2d``): output bin i
+    averages input rows floor(i*H/out) .. ceil((i+1)*H/out) - 1 (same for columns), so an
+    output larger than the input replicates; (1, 1) is global average pooling."""
+
+    def __init__(self, out_hw: tuple[int, int]):
+        super().__init__()
+        if isinstance(out_hw, int):
+            out_hw = (out_hw, out_hw)
+        self.out_hw = tuple(int(v) for v in out_hw)
+        if len(self.out_hw) != 2 or min(self.out_hw) < 1:
+            raise ValueError(f"out_hw must be two positive sizes, got {out_hw!r}")
+        self._cache = None
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"AdaptiveAvgPool2d: expected NCHW input, got shape {x.shape}")
+        N, C, H, W = x.shape
+        oh, ow = self.out_hw
+        if (oh, ow) == (1, 1):
+            self._cache = (x.shape, None, None)
+            return x.reshape(N, C, H * W).mean(axis=2, dtype=x.dtype).reshape(N, C, 1, 1)
+        if (oh, ow) == (H, W):
+            self._cache = (x.shape, None, None)
+            return x.copy()
+        ph = _adaptive_matrix(H, oh, x.dtype)
+        pw = _adaptive_matrix(W, ow, x.dtype)
+        self._cache = (x.shape, ph, pw)
+        return np.matmul(ph, np.matmul(x, pw.T))
+
+    def backward(self, dy):
+        shape, ph, pw = _need_cache(self, self._cache)
+        self._cache = None
+        N, C, H, W = shape
+        if ph is None:
+            if self.out_hw == (1, 1) and (H, W) != (1, 1):
+                g = dy.reshape(N, C, 1) * dy.dtype.type(1.0 / (H * W))
+                return np.ascontiguousarray(np.broadcast_to(g, (N, C, H * W))).reshape(shape)
+            return np.array(dy, copy=True)
+        return np.matmul(ph.T, np.matmul(dy, pw))
+
+    def extra_repr(self):
+        return f"out_hw={self.out_hw}"
+
+
+class Flatten(Module):
+    """[N, C, H, W] -> [N, C*H*W] (channel-major, as ``torch.flatten(x, 1)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(_need_cache(self, self._cache))
+
+
+class Dropout(Module):
+    """Inverted dropout (torch ``nn.Dropout``): in training each element is zeroed with
+    probability `p` and the others scaled by 1/(1-p); identity in eval."""
+
+    def __init__(self, p: float, rng: np.random.Generator):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout p must be in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = rng
+        self._cache = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self._cache = False
+            return x
+        dt = x.dtype if x.dtype in _FLOATS else np.dtype(np.float64)
+        keep = self.rng.random(x.shape, dtype=dt) >= self.p
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self._cache = mask
+        return x * mask
+
+    def backward(self, dy):
+        mask = _need_cache(self, self._cache)
+        self._cache = None
+        return dy if mask is False else dy * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+# ================================================================================================
+# Containers
+# ================================================================================================
+
+class Sequential(Module):
+    """Modules applied in order; children are named "0", "1", ..."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> Sequential:
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential holds Modules, got {type(module).__name__}")
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self._modules.values()))
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m.forward(x)
+        return x
+
+    def backward(self, dy):
+        for m in reversed(list(self._modules.values())):
+            dy = m.backward(dy)
+        return dy
+
+
+class Residual(Module):
+    """``y = main(x) + (shortcut(x) if shortcut else x)``; children "main", "shortcut"."""
+
+    def __init__(self, main: Module, shortcut: Module | None = None):
+        super().__init__()
+        self.main = main
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        y = self.main.forward(x)
+        s = x if self.shortcut is None else self.shortcut.forward(x)
+        if y.shape != s.shape:
+            raise ValueError(f"Residual: main gives {y.shape}, shortcut {s.shape}")
+        return y + s
+
+    def backward(self, dy):
+        dx = self.main.backward(dy)
+        ds = dy if self.shortcut is None else self.shortcut.backward(dy)
+        return dx + ds
+
+
+class DenseConcat(Module):
+    """DenseNet layer: ``y = concatenate([x, branch(x)], axis=1)``; child "branch"."""
+
+    def __init__(self, branch: Module):
+        super().__init__()
+        self.branch = branch
+        self._cache = None
+
+    def forward(self, x):
+        b = self.branch.forward(x)
+        self._cache = x.shape[1]
+        return np.concatenate([x, b.astype(x.dtype, copy=False)], axis=1)
+
+    def backward(self, dy):
+        c = _need_cache(self, self._cache)
+        self._cache = None
+        db = self.branch.backward(np.ascontiguousarray(dy[:, c:]))
+        return dy[:, :c] + db
+
+
+# ================================================================================================
+# Loss
+# ================================================================================================
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
+                          label_smoothing: float = 0.0) -> tuple[float, np.ndarray]:
+    """Mean softmax cross-entropy over the batch (torch ``F.cross_entropy`` with
+    `label_smoothing`: target = (1 - eps) * onehot + eps / K) and its gradient d loss /
+    d logits (already divided by N, in the logits' dtype). logits [N, K]; labels [N] ints."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"expected logits [N, K] and labels [N], got {logits.shape} and "
+                         f"{labels.shape}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    N, K = logits.shape
+    labels = labels.astype(np.int64)
+    if N and (labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f"labels must be in [0, {K}), got range {labels.min()}..{labels.max()}")
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    ez = np.exp(z)
+    sez = ez.sum(axis=1, keepdims=True)
+    logp = z - np.log(sez)
+    target = np.full((N, K), label_smoothing / K)
+    target[np.arange(N), labels] += 1.0 - label_smoothing
+    loss = float(-(target * logp).sum() / max(N, 1))
+    grad = (ez / sez - target) / max(N, 1)
+    out_dtype = logits.dtype if logits.dtype in _FLOATS else np.dtype(np.float64)
+    return loss, grad.astype(out_dtype)
