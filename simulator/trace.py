@@ -51,9 +51,9 @@ class LayerSpec:
     bias: bool = False
 
     def __post_init__(self):
-        def fail(field: str, expected: str) -> ValueError:
-            return ValueError(f"layer {self.name!r}: {field}: expected {expected}, "
-                              f"got {getattr(self, field)!r}")
+        def fail(key: str, expected: str) -> ValueError:
+            return ValueError(f"layer {self.name!r}: {key}: expected {expected}, "
+                              f"got {getattr(self, key)!r}")
 
         if not isinstance(self.name, str) or not self.name:
             raise fail("name", "a non-empty string")
@@ -61,19 +61,19 @@ class LayerSpec:
             raise fail("kind", f"one of {', '.join(KINDS)}")
         minimum = {"in_channels": 1, "out_channels": 1, "kernel": 1, "stride": 1, "padding": 0,
                    "dilation": 1, "groups": 1}
-        for field, low in minimum.items():
-            v = getattr(self, field)
+        for key, low in minimum.items():
+            v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise fail(field, f"an integer >= {low}")
-            object.__setattr__(self, field, int(v))
+                raise fail(key, f"an integer >= {low}")
+            object.__setattr__(self, key, int(v))
         if not isinstance(self.bias, (bool, np.bool_)):
             raise fail("bias", "true or false")
-        def pair(field: str) -> None:
-            v = getattr(self, field)
+        def pair(key: str) -> None:
+            v = getattr(self, key)
             if (not isinstance(v, (tuple, list)) or len(v) != 2
                     or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 1 for i in v)):
-                raise fail(field, "[height, width], two integers >= 1")
-            object.__setattr__(self, field, tuple(int(i) for i in v))
+                raise fail(key, "[height, width], two integers >= 1")
+            object.__setattr__(self, key, tuple(int(i) for i in v))
 
         pair("in_hw")
         if self.in_channels % self.groups or self.out_channels % self.groups:

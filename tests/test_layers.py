@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from simulator.trace import LayerSpec
+from workloads import kernels as K
 from workloads import layers as L
 
 F64 = np.float64
@@ -178,19 +179,19 @@ def test_conv_stride1_dx_paths_agree(monkeypatch, case):
     np.testing.assert_array_equal(out[True][1], out[False][1])
 
 
-@pytest.mark.skipif(not L._blas.ok, reason="BLAS thread count not controllable: passes are serial")
+@pytest.mark.skipif(not K._blas.ok, reason="BLAS thread count not controllable: passes are serial")
 def test_threaded_passes_match_serial(monkeypatch):
     """Splitting a pass over threads gives the serial results and restores the BLAS threads."""
-    monkeypatch.setattr(L, "_WORKERS", 2)
+    monkeypatch.setattr(K, "_WORKERS", 2)
     rng = np.random.default_rng(31)
-    blas_threads = L._blas._get()
+    blas_threads = K._blas._get()
     conv = L.Conv2d(conv_spec(4, 6, 3, 2, 1, g=2, hw=(7, 6)), rng, dtype=F64)
     conv1 = L.Conv2d(conv_spec(4, 4, 3, 1, 1, hw=(7, 6)), rng, dtype=F64)
     bn, relu = L.BatchNorm2d(4, dtype=F64), L.ReLU(6.0)
     x = rng.standard_normal((5, 4, 7, 6)) * 4
     results = []
     for threshold in (1 << 60, 0):
-        monkeypatch.setattr(L, "_PARALLEL_ELEMENTS", threshold)
+        monkeypatch.setattr(K, "_PARALLEL_ELEMENTS", threshold)
         res = []
         for m in (conv, conv1, bn, relu):
             m.zero_grad()
@@ -200,7 +201,7 @@ def test_threaded_passes_match_serial(monkeypatch):
         results.append(res)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    assert L._blas._get() == blas_threads
+    assert K._blas._get() == blas_threads
 
 
 def test_conv_float32_default_and_close_to_float64():
