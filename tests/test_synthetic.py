@@ -96,3 +96,25 @@ def test_input_kinds_follow_the_graph():
     assert mb["features.2.conv.0.0"] == "linear" and mb["features.2.conv.1.0"] == "relu"
     vgg = input_kinds(build_network("vgg16"))
     assert vgg["classifier.3"] == "relu"  # ReLU then dropout: zeros stay zeros
+
+
+@pytest.mark.parametrize("scope", ["NCHW", "CHW", "HW"])
+def test_radix_select_equals_np_partition_bit_for_bit(scope):
+    from workloads.topk import apply_threshold_count, topk_threshold_reference
+
+    rng = np.random.default_rng(5)
+    for shape in [(7, 5, 6, 4), (3, 11), (2, 3, 1, 1), (64, 16, 8, 8)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[rng.random(shape) < 0.3] = 0            # ReLU-like zeros
+        x[..., 0] = np.float32(0.5)               # ties
+        x.flat[::7] *= np.float32(1e-30)          # denormal-ish magnitudes
+        for s in (0.0, 0.1, 0.5, 0.8, 0.9, 0.999, 1.0):
+            fast = topk_threshold(x, s, scope)
+            ref = topk_threshold_reference(x, s, scope)
+            assert fast.dtype == ref.dtype and np.array_equal(fast, ref), (shape, s)
+            out, kept = apply_threshold_count(x, fast)
+            want = np.where(np.abs(x) >= ref, x, np.float32(0))
+            assert np.array_equal(out, want) and kept == np.count_nonzero(want)
+    x64 = rng.standard_normal((4, 9))  # float64 takes the reference path
+    assert np.array_equal(topk_threshold(x64, 0.5), topk_threshold_reference(x64, 0.5))
+

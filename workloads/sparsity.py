@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .topk import SCOPES, apply_threshold, topk_threshold, zero_fraction
+from .topk import SCOPES, apply_threshold, apply_threshold_count, topk_threshold, zero_fraction
 
 METHODS = ("dense", "swat-u", "swat-erk", "swat-m", "swat-structured", "saw", "meprop", "topkast")
 
@@ -149,13 +149,14 @@ class SparsityMethod:
     def sparse_weight(self, lay) -> np.ndarray:
         return apply_threshold(lay.weight.value, self.weight_threshold[lay.spec.name])
 
+
     def _input_sparsifier(self, name: str, sparsity: float, recompute: bool) -> Callable:
         def sparsify(x: np.ndarray) -> np.ndarray:
             thr = self.input_threshold.get(name)
             if recompute or thr is None or thr.shape[:1] not in ((x.shape[0],), (1,)):
                 thr = self.input_threshold[name] = topk_threshold(x, sparsity, self.scope)
-            saved = apply_threshold(x, thr)
-            self.measured[name] = (self.measured[name][0], zero_fraction(saved))
+            saved, kept = apply_threshold_count(x, thr)  # periodic Top-K reuses thr
+            self.measured[name] = (self.measured[name][0], 1.0 - kept / max(saved.size, 1))
             return saved
         return sparsify
 

@@ -4,12 +4,20 @@ Top-K keeps the K = n - round(sparsity * n) largest magnitudes of each Top-K gro
 zeroes the rest. Groups (SWAT A.6): the whole tensor (`NCHW`, default), each sample or
 filter (`CHW`: axis 0), each channel map or kernel slice (`HW`: axes 0 and 1; a 2-D
 [N, C] tensor has no maps, so `HW` acts as `CHW` there). The threshold is the K-th
-largest magnitude, found with `np.partition` (O(n), no sort); elements at or above it
-are kept (ties at the threshold are kept, a measure-zero event for continuous values).
+largest magnitude (O(n), no sort); elements at or above it are kept (ties at the
+threshold are kept, a measure-zero event for continuous values).
+
+Two implementations of the same thresholds: `np.partition` (the reference, any dtype)
+and, for float32, a numba radix select: the bit patterns of non-negative floats sort
+like their values, so two 16-bit histogram passes find exactly the value np.partition
+finds, and a fused kernel then zeroes and counts in one pass. The trainer thresholds
+every activation tensor every iteration, so this is where Top-K's cost lives; the tests
+compare the two bit for bit.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 SCOPES = ("NCHW", "CHW", "HW")
@@ -22,14 +30,18 @@ def keep_count(size: int, sparsity: float) -> int:
     return size - int(round(sparsity * size))
 
 
-def topk_threshold(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.ndarray:
-    """Smallest magnitude Top-K keeps, per group, shaped to broadcast against `x`:
-    0 where everything is kept, +inf where nothing is."""
+def _groups(x: np.ndarray, scope: str) -> tuple[int, tuple[int, ...]]:
+    """(number of Top-K groups, threshold shape broadcasting against x)."""
     if scope not in SCOPES:
         raise ValueError(f"Top-K scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     lead = {"NCHW": 0, "CHW": 1, "HW": 2 if x.ndim > 2 else 1}[scope]
-    shape = x.shape[:lead] + (1,) * (x.ndim - lead)
-    mags = np.abs(x).reshape(int(np.prod(x.shape[:lead])), -1)
+    return int(np.prod(x.shape[:lead])), x.shape[:lead] + (1,) * (x.ndim - lead)
+
+
+def topk_threshold_reference(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.ndarray:
+    """`topk_threshold` by `np.partition` (any float dtype)."""
+    groups, shape = _groups(x, scope)
+    mags = np.abs(x).reshape(groups, -1)
     n = mags.shape[1]
     keep = keep_count(n, sparsity)
     if keep >= n:
@@ -39,9 +51,110 @@ def topk_threshold(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.nd
     return np.partition(mags, n - keep, axis=1)[:, n - keep].reshape(shape)
 
 
+@numba.njit(cache=True, nogil=True)
+def _select_bucket(hist, need):
+    """Highest bucket b with count(buckets >= b) >= need; returns (b, need left in b)."""
+    b = hist.shape[0] - 1
+    while hist[b] < need:
+        need -= hist[b]
+        b -= 1
+    return b, need
+
+
+@numba.njit(cache=True, nogil=True)
+def _kth_largest_bits(bits, keep, out):
+    """Per row of `bits` (uint32 float patterns), the pattern of the keep-th largest
+    magnitude, by radix select on the 31 magnitude bits: 12 bits over the whole row
+    (a histogram that stays in L1), the chosen bucket's elements copied out, then 12 and
+    7 more bits over those candidates only."""
+    hist = np.empty(4096, dtype=np.int32)
+    lanes = np.empty((4, 4096), dtype=np.int32)  # 4 interleaved counters: ReLU zeros (or any
+    for g in range(bits.shape[0]):              # repeated value) would chain the increments
+        row = bits[g]
+        lanes[:] = 0
+        n4 = row.shape[0] // 4 * 4
+        for i in range(0, n4, 4):
+            lanes[0, (row[i] & 0x7FFFFFFF) >> 19] += 1
+            lanes[1, (row[i + 1] & 0x7FFFFFFF) >> 19] += 1
+            lanes[2, (row[i + 2] & 0x7FFFFFFF) >> 19] += 1
+            lanes[3, (row[i + 3] & 0x7FFFFFFF) >> 19] += 1
+        for i in range(n4, row.shape[0]):
+            lanes[0, (row[i] & 0x7FFFFFFF) >> 19] += 1
+        for j in range(4096):
+            hist[j] = lanes[0, j] + lanes[1, j] + lanes[2, j] + lanes[3, j]
+        top, need = _select_bucket(hist, keep)
+        cand = np.empty(hist[top], dtype=np.uint32)
+        c = 0
+        for b in row:
+            m = b & 0x7FFFFFFF
+            if (m >> 19) == top:
+                cand[c] = m
+                c += 1
+        hist[:] = 0
+        for m in cand:
+            hist[(m >> 7) & 0xFFF] += 1
+        mid, need = _select_bucket(hist, need)
+        hist[:128] = 0
+        for m in cand:
+            if ((m >> 7) & 0xFFF) == mid:
+                hist[m & 0x7F] += 1
+        low, need = _select_bucket(hist[:128], need)
+        out[g] = (top << 19) | (mid << 7) | low
+
+
+@numba.njit(cache=True, nogil=True)
+def _mask_count(x, bits, threshold_bits, out):
+    """out = x where |x| >= threshold (compared as bit patterns), else 0, per row;
+    returns the number of non-zeros kept."""
+    kept = 0
+    for g in range(x.shape[0]):
+        t = threshold_bits[g]
+        for i in range(x.shape[1]):
+            if (bits[g, i] & 0x7FFFFFFF) >= t and x[g, i] != 0:
+                out[g, i] = x[g, i]
+                kept += 1
+            else:
+                out[g, i] = 0
+    return kept
+
+
+def _fast(x: np.ndarray) -> bool:
+    return x.dtype == np.float32 and x.flags.c_contiguous and x.size > 0
+
+
+def topk_threshold(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.ndarray:
+    """Smallest magnitude Top-K keeps, per group, shaped to broadcast against `x`:
+    0 where everything is kept, +inf where nothing is."""
+    groups, shape = _groups(x, scope)
+    n = x.size // groups if groups else 0
+    keep = keep_count(n, sparsity)
+    if not _fast(x) or keep in (0, n):
+        return topk_threshold_reference(x, sparsity, scope)
+    out = np.empty(groups, dtype=np.uint32)
+    _kth_largest_bits(x.reshape(groups, n).view(np.uint32), keep, out)
+    return out.view(np.float32).reshape(shape)
+
+
 def apply_threshold(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """Copy of `x` with every element whose magnitude is below `threshold` set to zero."""
-    return np.where(np.abs(x) >= threshold, x, np.zeros((), dtype=x.dtype))
+    return apply_threshold_count(x, threshold)[0]
+
+
+def apply_threshold_count(x: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, int]:
+    """(`apply_threshold(x, threshold)`, its number of non-zeros), in one pass for float32."""
+    threshold = np.asarray(threshold)
+    # the threshold varies along the leading axes of x and is constant over the rest
+    lead = next((i for i in range(threshold.ndim) if threshold.shape[i] == 1
+                 and all(d == 1 for d in threshold.shape[i:])), threshold.ndim)
+    if (not _fast(x) or threshold.dtype != np.float32 or x.ndim != threshold.ndim
+            or threshold.shape[:lead] != x.shape[:lead] or not np.all(threshold >= 0)):
+        out = np.where(np.abs(x) >= threshold, x, np.zeros((), dtype=x.dtype))
+        return out, int(np.count_nonzero(out))
+    rows = int(np.prod(x.shape[:lead]))
+    x2 = x.reshape(rows, -1)
+    out = np.empty_like(x2)
+    kept = _mask_count(x2, x2.view(np.uint32), np.ascontiguousarray(threshold).reshape(rows).view(np.uint32), out)
+    return out.reshape(x.shape), int(kept)
 
 
 def topk_sparsify(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.ndarray:
