@@ -214,6 +214,7 @@ def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
             "layers": layers,
         }
         (tmp / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give a plain directory's mode
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             os.replace(directory, old)

@@ -7,7 +7,8 @@ from simulator.config import Architecture
 from simulator.frontend import Frontend
 from simulator.lowering import lower
 from simulator.simulate import evaluate
-from simulator.trace import LayerSpec, TraceLayer, conv_output_size
+from simulator.trace import TraceLayer
+from tests.util import layer_spec
 
 
 def time_forward(layer, arch):
@@ -17,11 +18,7 @@ def time_forward(layer, arch):
 def conv_layer(cin, cout, k=1, stride=1, padding=0, dilation=1, groups=1, hw=4, batch=1,
                weight=None, seed=0, kind="conv"):
     rng = np.random.default_rng(seed)
-    if kind == "fc":
-        spec = LayerSpec("fc", "fc", cin, cout)
-    else:
-        out = conv_output_size(hw, k, stride, padding, dilation)
-        spec = LayerSpec("c", "conv", cin, cout, k, stride, padding, dilation, groups, (hw, hw), (out, out))
+    spec = layer_spec(cin, cout, k, stride, padding, dilation, groups, hw, kind)
     if weight is None:
         weight = rng.standard_normal(spec.weight_shape).astype(np.float32)
     x = rng.standard_normal(spec.input_shape(batch)).astype(np.float32)

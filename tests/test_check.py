@@ -8,7 +8,8 @@ import simulator.verify as verify_mod
 from simulator.config import Architecture
 from simulator.frontend import Frontend
 from simulator.lowering import lower, reference
-from simulator.trace import LayerSpec, TraceLayer, conv_output_size
+from simulator.trace import TraceLayer
+from tests.util import layer_spec
 from simulator.verify import recompute
 
 GEOMETRIES = [  # cin, cout, k, stride, padding, dilation, groups, hw
@@ -30,11 +31,7 @@ PASSES = ["forward", "input_grad", "weight_grad"]
 
 def random_layer(cin, cout, k, s, p, d, g, hw, batch=2, seed=0, density=0.5, kind="conv"):
     rng = np.random.default_rng(seed)
-    if kind == "fc":
-        spec = LayerSpec("fc", "fc", cin, cout)
-    else:
-        o = conv_output_size(hw, k, s, p, d)
-        spec = LayerSpec("c", "conv", cin, cout, k, s, p, d, g, (hw, hw), (o, o))
+    spec = layer_spec(cin, cout, k, s, p, d, g, hw, kind)
 
     def t(shape, keep):
         x = rng.standard_normal(shape).astype(np.float32)

@@ -28,6 +28,11 @@ def test_round_trip_is_bit_exact(tmp_path, trace):
         assert (a.grad_output is None) == (b.grad_output is None)
     assert np.array_equal(back.layers[2].grad_output, trace.layers[2].grad_output)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    import os
+    import stat
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "t").st_mode) == 0o777 & ~umask
 
 
 def test_reader_rejects_other_versions_and_bad_files(tmp_path, trace):
