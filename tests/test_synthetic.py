@@ -118,3 +118,19 @@ def test_radix_select_equals_np_partition_bit_for_bit(scope):
     x64 = rng.standard_normal((4, 9))  # float64 takes the reference path
     assert np.array_equal(topk_threshold(x64, 0.5), topk_threshold_reference(x64, 0.5))
 
+
+
+def test_parallel_radix_select_and_mask_equal_the_reference(monkeypatch):
+    import workloads.kernels as kernels
+    from workloads.topk import apply_threshold_count, topk_threshold_reference
+
+    monkeypatch.setattr(kernels, "_WORKERS", 3)           # force the split paths, also
+    monkeypatch.setattr(kernels, "_PARALLEL_ELEMENTS", 1)  # under CI's single thread
+    rng = np.random.default_rng(11)
+    x = np.maximum(rng.standard_normal((9, 8, 64, 64)).astype(np.float32), 0)  # 3 chunks
+    for s in (0.5, 0.8, 0.97):
+        fast, ref = topk_threshold(x, s), topk_threshold_reference(x, s)
+        assert np.array_equal(fast, ref)
+        out, kept = apply_threshold_count(x, fast)
+        want = np.where(x >= ref, x, np.float32(0))
+        assert np.array_equal(out, want) and kept == np.count_nonzero(want)

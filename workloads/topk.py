@@ -20,6 +20,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import kernels
+
 SCOPES = ("NCHW", "CHW", "HW")
 
 
@@ -62,52 +64,88 @@ def _select_bucket(hist, need):
 
 
 @numba.njit(cache=True, nogil=True)
-def _kth_largest_bits(bits, keep, out):
-    """Per row of `bits` (uint32 float patterns), the pattern of the keep-th largest
-    magnitude, by radix select on the 31 magnitude bits: 12 bits over the whole row
-    (a histogram that stays in L1), the chosen bucket's elements copied out, then 12 and
-    7 more bits over those candidates only."""
-    hist = np.empty(4096, dtype=np.int32)
-    lanes = np.empty((4, 4096), dtype=np.int32)  # 4 interleaved counters: ReLU zeros (or any
-    for g in range(bits.shape[0]):              # repeated value) would chain the increments
-        row = bits[g]
-        lanes[:] = 0
-        n4 = row.shape[0] // 4 * 4
-        for i in range(0, n4, 4):
-            lanes[0, (row[i] & 0x7FFFFFFF) >> 19] += 1
-            lanes[1, (row[i + 1] & 0x7FFFFFFF) >> 19] += 1
-            lanes[2, (row[i + 2] & 0x7FFFFFFF) >> 19] += 1
-            lanes[3, (row[i + 3] & 0x7FFFFFFF) >> 19] += 1
-        for i in range(n4, row.shape[0]):
-            lanes[0, (row[i] & 0x7FFFFFFF) >> 19] += 1
-        for j in range(4096):
-            hist[j] = lanes[0, j] + lanes[1, j] + lanes[2, j] + lanes[3, j]
-        top, need = _select_bucket(hist, keep)
-        cand = np.empty(hist[top], dtype=np.uint32)
-        c = 0
-        for b in row:
-            m = b & 0x7FFFFFFF
-            if (m >> 19) == top:
-                cand[c] = m
-                c += 1
-        hist[:] = 0
-        for m in cand:
-            hist[(m >> 7) & 0xFFF] += 1
-        mid, need = _select_bucket(hist, need)
-        hist[:128] = 0
-        for m in cand:
-            if ((m >> 7) & 0xFFF) == mid:
-                hist[m & 0x7F] += 1
-        low, need = _select_bucket(hist[:128], need)
-        out[g] = (top << 19) | (mid << 7) | low
+def _histogram(bits, lo, hi, hist):
+    """hist[4096] = counts of the top 12 magnitude bits of bits[lo:hi]; four interleaved
+    counters, so a repeated value (ReLU's zeros) does not chain the increments."""
+    lanes = np.zeros((4, 4096), dtype=np.int64)
+    end4 = lo + (hi - lo) // 4 * 4
+    for i in range(lo, end4, 4):
+        lanes[0, (bits[i] & 0x7FFFFFFF) >> 19] += 1
+        lanes[1, (bits[i + 1] & 0x7FFFFFFF) >> 19] += 1
+        lanes[2, (bits[i + 2] & 0x7FFFFFFF) >> 19] += 1
+        lanes[3, (bits[i + 3] & 0x7FFFFFFF) >> 19] += 1
+    for i in range(end4, hi):
+        lanes[0, (bits[i] & 0x7FFFFFFF) >> 19] += 1
+    for j in range(4096):
+        hist[j] = lanes[0, j] + lanes[1, j] + lanes[2, j] + lanes[3, j]
 
 
 @numba.njit(cache=True, nogil=True)
-def _mask_count(x, bits, threshold_bits, out):
-    """out = x where |x| >= threshold (compared as bit patterns), else 0, per row;
-    returns the number of non-zeros kept."""
+def _extract(bits, lo, hi, top, out):
+    """Copy the magnitudes of bits[lo:hi] whose top 12 bits equal `top` into out."""
+    c = 0
+    for i in range(lo, hi):
+        m = bits[i] & 0x7FFFFFFF
+        if (m >> 19) == top:
+            out[c] = m
+            c += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _refine(cand, top, need):
+    """The exact threshold pattern from the candidates of bucket `top`: 12 more bits,
+    then the last 7."""
+    hist = np.zeros(4096, dtype=np.int64)
+    for m in cand:
+        hist[(m >> 7) & 0xFFF] += 1
+    mid, need = _select_bucket(hist, need)
+    hist[:128] = 0
+    for m in cand:
+        if ((m >> 7) & 0xFFF) == mid:
+            hist[m & 0x7F] += 1
+    low, need = _select_bucket(hist[:128], need)
+    return (top << 19) | (mid << 7) | low
+
+
+@numba.njit(cache=True, nogil=True)
+def _kth_largest_bits(bits, keep, out):
+    """Per row of `bits` (uint32 float patterns), the pattern of the keep-th largest
+    magnitude: radix select on the 31 magnitude bits, 12 over the whole row, then 12 and
+    7 over the chosen bucket's candidates only."""
+    hist = np.empty(4096, dtype=np.int64)
+    for g in range(bits.shape[0]):
+        row = bits[g]
+        _histogram(row, 0, row.shape[0], hist)
+        top, need = _select_bucket(hist, keep)
+        cand = np.empty(hist[top], dtype=np.uint32)
+        _extract(row, 0, row.shape[0], top, cand)
+        out[g] = _refine(cand, top, need)
+
+
+def _kth_largest_parallel(flat: np.ndarray, keep: int) -> int:
+    """`_kth_largest_bits` of one long row, its two passes split over the cores."""
+    n = flat.shape[0]
+    chunks = max(1, min(kernels._WORKERS, n // (1 << 18)))
+    bounds = [n * i // chunks for i in range(chunks + 1)]
+    partial = np.zeros((chunks, 4096), dtype=np.int64)
+    kernels._run_split(lambda a, b: [_histogram(flat, bounds[i], bounds[i + 1], partial[i])
+                                     for i in range(a, b)], chunks, n)
+    top, need = _select_bucket(partial.sum(axis=0), keep)
+    sizes = partial[:, top]
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    cand = np.empty(int(offsets[-1]), dtype=np.uint32)
+    kernels._run_split(lambda a, b: [_extract(flat, bounds[i], bounds[i + 1], top,
+                                              cand[offsets[i]:offsets[i + 1]])
+                                     for i in range(a, b)], chunks, n)
+    return int(_refine(cand, top, need))
+
+
+@numba.njit(cache=True, nogil=True)
+def _mask_count(x, bits, threshold_bits, lo, hi, out):
+    """out = x where |x| >= threshold (compared as bit patterns), else 0, for the rows
+    lo..hi of x; returns the number of non-zeros kept."""
     kept = 0
-    for g in range(x.shape[0]):
+    for g in range(lo, hi):
         t = threshold_bits[g]
         for i in range(x.shape[1]):
             if (bits[g, i] & 0x7FFFFFFF) >= t and x[g, i] != 0:
@@ -131,7 +169,10 @@ def topk_threshold(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.nd
     if not _fast(x) or keep in (0, n):
         return topk_threshold_reference(x, sparsity, scope)
     out = np.empty(groups, dtype=np.uint32)
-    _kth_largest_bits(x.reshape(groups, n).view(np.uint32), keep, out)
+    if groups == 1:
+        out[0] = _kth_largest_parallel(x.reshape(-1).view(np.uint32), keep)
+    else:
+        _kth_largest_bits(x.reshape(groups, n).view(np.uint32), keep, out)
     return out.view(np.float32).reshape(shape)
 
 
@@ -151,10 +192,15 @@ def apply_threshold_count(x: np.ndarray, threshold: np.ndarray) -> tuple[np.ndar
         out = np.where(np.abs(x) >= threshold, x, np.zeros((), dtype=x.dtype))
         return out, int(np.count_nonzero(out))
     rows = int(np.prod(x.shape[:lead]))
+    if rows == 1:  # one threshold: split the tensor into rows, so the cores can share it
+        rows = next(r for r in (64, 32, 16, 8, 4, 2, 1) if x.size % r == 0)
+        threshold = np.broadcast_to(threshold.reshape(-1)[:1], (rows,))
     x2 = x.reshape(rows, -1)
     out = np.empty_like(x2)
-    kept = _mask_count(x2, x2.view(np.uint32), np.ascontiguousarray(threshold).reshape(rows).view(np.uint32), out)
-    return out.reshape(x.shape), int(kept)
+    tbits = np.ascontiguousarray(threshold, dtype=np.float32).reshape(rows).view(np.uint32)
+    parts = kernels._run_split(lambda a, b: _mask_count(x2, x2.view(np.uint32), tbits, a, b, out),
+                               rows, x.size)
+    return out.reshape(x.shape), int(sum(parts))
 
 
 def topk_sparsify(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.ndarray:
