@@ -261,3 +261,30 @@ def test_cli_trains_and_writes_trace_log_and_checkpoint(tmp_path):
     assert (tmp_path / "traces/simple-cnn-swat-u-50/manifest.yaml").is_file()
     run = tmp_path / "runs/simple-cnn-swat-u-50"
     assert {f.name for f in run.iterdir()} == {"log.csv", "checkpoint.npz", "summary.yaml"}
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    s = TrainSettings(network="simple-cnn", iterations=2, batch=8, image_size=12, dataset="synthetic",
+                      synthetic_size=32, out=str(tmp_path / "t"), run_dir=str(tmp_path / "r"), resume=True)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        Trainer(s).run()
+
+
+def test_evaluation_uses_the_final_weights_top_k(tmp_path, monkeypatch):
+    import workloads.trainer as trainer_mod
+
+    seen = {}
+    real = trainer_mod.evaluate
+
+    def spy(model, loader, layers, method=None):
+        acc = real(model, loader, layers, method)
+        lay = layers[1]
+        seen["used"] = lay.forward_weight.copy()
+        seen["now"] = lay.weight.value.copy()
+        return acc
+    monkeypatch.setattr(trainer_mod, "evaluate", spy)
+    s = TrainSettings(network="simple-cnn", iterations=2, batch=8, image_size=12, dataset="synthetic",
+                      synthetic_size=32, out=str(tmp_path / "t"), run_dir=str(tmp_path / "r"), eval_limit=8)
+    Trainer(s).run()
+    w = seen["now"]
+    assert np.array_equal(seen["used"], np.where(np.abs(w) >= topk_threshold(w, 0.8), w, 0))

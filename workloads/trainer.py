@@ -113,8 +113,11 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
         return json.loads(str(data["progress"]))
 
 
-def evaluate(model, loader, layers) -> float:
-    """Test accuracy of the model as trained (sparse forward weights kept, eval-mode BN)."""
+def evaluate(model, loader, layers, method=None) -> float:
+    """Test accuracy of the model as trained: eval-mode BN and, with `method`, the sparse
+    forward weights Top-K'd from the *current* weights (the last step changed them)."""
+    if method is not None:
+        method.before_forward(0)  # iteration 0 always recomputes the thresholds
     hooks = [(lay.save_input, lay.grad_output_hook) for lay in layers]
     for lay in layers:
         lay.save_input = lay.grad_output_hook = None
@@ -172,7 +175,9 @@ class Trainer:
         s, run_path = self.settings, self.settings.run_path
         ckpt, log_path = run_path / "checkpoint.npz", run_path / "log.csv"
         start, rows = 0, []
-        if s.resume and ckpt.is_file():
+        if s.resume and not ckpt.is_file():
+            raise ValueError(f"resume: no checkpoint at {ckpt} (run without --resume to start)")
+        if s.resume:
             progress = load_checkpoint(ckpt, self.model, self.optimizer)
             start = progress["iteration"]
             self.loader.set_state(progress["loader"])
@@ -216,7 +221,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
         bar.close()
-        accuracy = evaluate(self.model, self.test_loader, self.layers)
+        accuracy = evaluate(self.model, self.test_loader, self.layers, self.method)
         summary = {"settings": {k: (list(v) if isinstance(v, tuple) else v)
                                 for k, v in asdict(s).items()},
                    "iterations": self.iterations, "test_accuracy": accuracy,
