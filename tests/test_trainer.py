@@ -288,3 +288,8 @@ def test_evaluation_uses_the_final_weights_top_k(tmp_path, monkeypatch):
     Trainer(s).run()
     w = seen["now"]
     assert np.array_equal(seen["used"], np.where(np.abs(w) >= topk_threshold(w, 0.8), w, 0))
+
+
+def test_dense_runs_are_labelled_dense():
+    s = TrainSettings(network="simple-cnn", method="dense", sparsity=0.8)
+    assert s.sparsity == 0.0 and s.name == "simple-cnn-dense-0"

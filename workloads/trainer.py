@@ -76,6 +76,10 @@ class TrainSettings:
     resume: bool = False
     method_options: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.method == "dense":  # dense training has no sparsity, whatever was asked
+            object.__setattr__(self, "sparsity", 0.0)
+
     @property
     def name(self) -> str:
         return f"{self.network}-{self.method}-{round(self.sparsity * 100)}"
