@@ -391,6 +391,41 @@ def test_relu_forward_and_finite_differences(cap):
     gradcheck(relu, x)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, F64])
+@pytest.mark.parametrize("cap", [None, 6.0])
+def test_relu_backward_exact_semantics(cap, dtype):
+    """dx = dy where 0 < y < cap else +0.0, bit for bit (NaN in dy passes only where the mask
+    is on; NaN in y, y == 0 and y == cap give +0.0), whole-tensor and threaded."""
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((3, 5, 7, 9)) * 5).astype(dtype)
+    x.reshape(-1)[::13] = 0.0
+    x.reshape(-1)[::17] = 6.0
+    x.reshape(-1)[::19] = np.nan
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dy.reshape(-1)[::7] = np.nan
+    dy.reshape(-1)[::11] = -0.0
+    relu = L.ReLU(cap)
+    y = relu.forward(x)
+    hi = np.inf if cap is None else cap
+    with np.errstate(invalid="ignore"):
+        ref = np.where((y > 0) & (y < hi), dy, dtype(0))
+    dx = relu.backward(dy)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx.view(np.uint8), ref.view(np.uint8))
+
+
+@pytest.mark.skipif(not K._blas.ok, reason="BLAS thread count not controllable: passes are serial")
+def test_small_pass_runs_with_single_threaded_blas(monkeypatch):
+    """A pass below the split threshold runs once, with BLAS at one thread (a threaded BLAS
+    call would leave OpenBLAS's pool spinning), and the thread count is restored."""
+    monkeypatch.setattr(K, "_WORKERS", 2)
+    before = K._blas._get()
+    seen = []
+    out = K._run_split(lambda lo, hi: seen.append((lo, hi, K._blas._get())) or hi - lo, 10, 100)
+    assert out == [10] and seen == [(0, 10, 1)]
+    assert K._blas._get() == before
+
+
 @pytest.mark.parametrize("geom", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 3, 1)])
 def test_maxpool_forward_naive_and_finite_differences(geom):
     k, s, p = geom

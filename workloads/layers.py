@@ -51,6 +51,7 @@ import numpy as np
 
 from simulator.trace import LayerSpec
 
+from . import kernels as _kernels
 from .kernels import (  # noqa: F401  (im2col ... maxpool_backward_reference are re-exported)
     _bn_apply_kernel,
     _bn_backward_kernel,
@@ -457,7 +458,7 @@ class Conv2d(WeightLayer):
                     out = np.matmul(wg, cols, out=_scratch.get("out", (G, O // G, n * HW), x.dtype))
                     y[q:q + n] = out.reshape(O, n, HW).transpose(1, 0, 2)
 
-        _run_split(run, N, N * rows * HW)
+        _run_split(run, N, N * rows * HW, _kernels._PARALLEL_CONV_ELEMENTS)
         return y.reshape(N, O, Ho, Wo)
 
     def _transposed_dx(self, C: int, O: int) -> bool:
@@ -524,7 +525,7 @@ class Conv2d(WeightLayer):
                                        dxp, dxq)
             return dw
 
-        parts = _run_split(run, N, N * rows * max(HW, H * W))
+        parts = _run_split(run, N, N * rows * max(HW, H * W), _kernels._PARALLEL_CONV_ELEMENTS)
         dw = parts[0]
         for part in parts[1:]:
             dw += part
