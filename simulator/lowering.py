@@ -52,7 +52,6 @@ class LoweredPart:
 
     kernel_op: Callable[[], np.ndarray]
     input_op: Callable[[], np.ndarray]
-    kernel_rows: int
     input_ids: np.ndarray
     steps: int
 
@@ -136,7 +135,7 @@ def _forward_parts(layer: TraceLayer, lanes: int) -> list[LoweredPart]:
         return to_streams(f.reshape(g, n_windows, k * k, -1), lanes)
 
     steps = k * k * blocks(spec.channels_per_group, lanes)
-    return [LoweredPart(kernel_op, input_op, spec.out_channels // g, np.arange(n_windows), steps)]
+    return [LoweredPart(kernel_op, input_op, np.arange(n_windows), steps)]
 
 
 def _grad_positions(taps: list[int], outs: np.ndarray, p: int, s: int, d: int, size: int) -> np.ndarray:
@@ -174,7 +173,7 @@ def _input_grad_part(layer: TraceLayer, lanes: int, taps_h: list[int], taps_w: l
     ids = (np.arange(n)[:, None, None] * (h * wd) + rows[None, :, None] * wd
            + cols[None, None, :]).ravel()
     steps = len(taps_h) * len(taps_w) * blocks(fo, lanes)
-    return LoweredPart(kernel_op, input_op, fc, ids, steps)
+    return LoweredPart(kernel_op, input_op, ids, steps)
 
 
 def _input_grad_parts(layer: TraceLayer, lanes: int, lowering: str) -> list[LoweredPart]:
@@ -215,8 +214,7 @@ def _weight_grad_parts(layer: TraceLayer, lanes: int) -> list[LoweredPart]:
         return to_streams(f.reshape(g, -1, 1, reduction), lanes)
 
     rows = spec.channels_per_group * k * k
-    return [LoweredPart(kernel_op, input_op, spec.out_channels // g, np.arange(rows),
-                        blocks(reduction, lanes))]
+    return [LoweredPart(kernel_op, input_op, np.arange(rows), blocks(reduction, lanes))]
 
 
 def tensor_sparsity(layer: TraceLayer, tensor: str) -> float:
