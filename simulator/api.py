@@ -22,8 +22,33 @@ from .simulate import PassPlan, check_layers, simulate_layers
 from .trace import TraceError, TraceLayer, read_trace
 
 
-def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[TraceLayer]]]:
-    """Yield (network, sparsity, layer count, layers) per workload point of `config`."""
+def _batchnorm_elements(net, batch: int) -> dict:
+    """Layer name -> elements of the batch-norm inputs after it (for `batch` samples)."""
+    out: dict = {}
+    for bn in net.batchnorms:
+        out[bn.after] = out.get(bn.after, 0) + batch * bn.channels * bn.hw[0] * bn.hw[1]
+    return out
+
+
+def _trace_batchnorms(trace) -> dict:
+    """Batch-norm input sizes of a trace's network, if the zoo knows a network of that name
+    with the trace's layer shapes; else none (the tally then lacks batch-norm inputs)."""
+    from workloads.networks import build_network
+
+    first = trace.layers[0].spec
+    try:
+        net = build_network(trace.network, image_size=trace.meta.get("image_size", first.in_hw[0]),
+                            num_classes=trace.layers[-1].spec.out_channels)
+    except (ValueError, TypeError):
+        return {}
+    if tuple(net.layers) != tuple(lay.spec for lay in trace.layers):
+        return {}
+    return _batchnorm_elements(net, trace.layers[0].batch)
+
+
+def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[TraceLayer], dict]]:
+    """Yield (network, sparsity, layer count, layers, batch-norm elements after each layer)
+    per workload point of `config`."""
     wl = config.workload
     if wl.trace is not None:
         try:
@@ -36,7 +61,8 @@ def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[Trace
             raise ConfigError(f"{config.source}: passes: the {backward[0]} pass needs grad_output, "
                               f"which trace {wl.trace} lacks for layer {missing[0]}; expected "
                               "passes: [forward] for this trace")
-        yield trace.network, trace.sparsity, len(trace.layers), iter(trace.layers)
+        yield (trace.network, trace.sparsity, len(trace.layers), iter(trace.layers),
+               _trace_batchnorms(trace))
         return
     from workloads.networks import build_network
     from workloads.synthetic import synthetic_layers
@@ -52,8 +78,10 @@ def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[Trace
         if unknown:
             raise config.error("workload.dense_layers", f"layer names of {net.name} "
                                f"(e.g. {net.first_conv})", unknown[0])
+    bns = _batchnorm_elements(net, wl.batch)
     for s in wl.sparsity:
-        yield net.name, s, len(net.layers), synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers)
+        yield (net.name, s, len(net.layers),
+               synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers), bns)
 
 
 def _plan(config: Config) -> PassPlan:
@@ -68,9 +96,10 @@ def _progress(layers, total: int, desc: str, quiet: bool):
 def run(config: Config, quiet: bool = True) -> pd.DataFrame:
     """Simulate every workload point and pass of `config`; returns the result rows."""
     rows = []
-    for network, sparsity, count, layers in _workloads(config):
+    for network, sparsity, count, layers, bns in _workloads(config):
         it = _progress(layers, count, f"{network} {sparsity:.0%}", quiet)
-        rows.extend(simulate_layers(it, config.architecture, _plan(config), network, sparsity))
+        rows.extend(simulate_layers(it, config.architecture, _plan(config), network, sparsity,
+                                    config.memory, bns))
     if not rows:
         raise ConfigError(f"{config.source}: passes: expected at least one layer pass to simulate, "
                           "but the workload has none (the first layer's input_grad is skipped "
@@ -80,7 +109,7 @@ def run(config: Config, quiet: bool = True) -> pd.DataFrame:
 
 def check(config: Config, quiet: bool = True) -> Iterator[tuple[str, float, CheckResult]]:
     """Functional check of every layer and pass: yields (network, sparsity, result)."""
-    for network, sparsity, count, layers in _workloads(config):
+    for network, sparsity, count, layers, _ in _workloads(config):
         it = _progress(layers, count, f"check {network} {sparsity:.0%}", quiet)
         for result in check_layers(it, config.architecture, _plan(config)):
             yield network, sparsity, result

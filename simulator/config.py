@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .formats import ELEMENT_BITS, FORMATS
 from .frontend import SHAPES, Frontend, FrontendError, connectivity
 from .lowering import INPUT_GRAD_LOWERINGS, OPERANDS, PASSES
 BACKENDS = ("bit-parallel",)
@@ -85,6 +86,37 @@ class Lowering:
     first_layer_input_grad: bool = False
 
 
+TENSOR_CLASSES = ("weights", "activations", "saved_activations", "gradients")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """DRAM and on-chip buffers (see formats.py, traffic.py, memory.py).
+
+    `element`: value width in DRAM (fp32, bf16, fp16, int16, int8); `formats`: storage
+    format per tensor class (dense, bitmap, coordinate, rle, ideal or best);
+    `run_length_bits`: rle run field; buffers in KiB (each double-buffered);
+    `bandwidth_gbps` in GB/s (10^9 bytes/s, `inf` for unlimited); `latency_ns` per
+    transfer. Defaults: fp32 (SWAT trains in fp32); `best` per tensor; a 5-bit run field
+    (Eyeriss's run-length coder); 512 KiB weight, 1 MiB activation and 256 KiB output
+    buffers (our choice: 1.75 MiB of SRAM; sweep it); one DDR4-2400 64-bit channel,
+    2400 MT/s x 8 B = 19.2 GB/s; 100 ns, a loaded DDR4 access through its controller.
+    """
+
+    element: str = "fp32"
+    formats: dict = field(default_factory=lambda: dict.fromkeys(TENSOR_CLASSES, "best"))
+    run_length_bits: int = 5
+    weight_buffer_kib: float = 512.0
+    activation_buffer_kib: float = 1024.0
+    output_buffer_kib: float = 256.0
+    bandwidth_gbps: float = 19.2
+    latency_ns: float = 100.0
+
+    @property
+    def element_bits(self) -> int:
+        return ELEMENT_BITS[self.element]
+
+
 @dataclass(frozen=True)
 class Output:
     dir: str | None = None  # None: reports/<config name>
@@ -98,6 +130,7 @@ class Config:
     passes: tuple[str, ...]
     output: Output
     lowering: Lowering = field(default_factory=Lowering)
+    memory: Memory = field(default_factory=Memory)
     source: str = "<config>"  # the file it came from, for error messages
 
     @property
@@ -145,10 +178,20 @@ class _Section:
             raise self.fail(name, want, v)
         return v
 
-    def positive_number(self, name: str, default: float) -> float:
+    def positive_number(self, name: str, default: float, infinite: bool = False) -> float:
+        """A number > 0; finite unless `infinite` (YAML `.inf`) is allowed."""
         v = self.data.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
-            raise self.fail(name, "a finite number > 0", v)
+        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0
+              and (infinite or v < float("inf")))
+        if not ok:
+            raise self.fail(name, "a number > 0 (.inf for unlimited)" if infinite
+                            else "a finite number > 0", v)
+        return float(v)
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        v = self.data.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not minimum <= v < float("inf"):
+            raise self.fail(name, f"a finite number >= {minimum:g}", v)
         return float(v)
 
     def choice(self, name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
@@ -243,6 +286,28 @@ def _lowering(source: str, data: Any) -> Lowering:
         first_layer_input_grad=first)
 
 
+def _memory(source: str, data: Any) -> Memory:
+    d = Memory()
+    sec = _Section(source, "memory", data, ("element", "formats", "run_length_bits", "buffers_kib",
+                                            "dram"))
+    fmt = _Section(source, "memory.formats", sec.data.get("formats"), TENSOR_CLASSES)
+    buf = _Section(source, "memory.buffers_kib", sec.data.get("buffers_kib"),
+                   ("weights", "activations", "outputs"))
+    dram = _Section(source, "memory.dram", sec.data.get("dram"), ("bandwidth_gbps", "latency_ns"))
+    run_bits = sec.int("run_length_bits", d.run_length_bits, 1)
+    if run_bits > 32:
+        raise sec.fail("run_length_bits", "an integer from 1 to 32", run_bits)
+    return Memory(
+        element=sec.choice("element", d.element, tuple(ELEMENT_BITS)),
+        formats={c: fmt.choice(c, d.formats[c], FORMATS) for c in TENSOR_CLASSES},
+        run_length_bits=run_bits,
+        weight_buffer_kib=buf.positive_number("weights", d.weight_buffer_kib),
+        activation_buffer_kib=buf.positive_number("activations", d.activation_buffer_kib),
+        output_buffer_kib=buf.positive_number("outputs", d.output_buffer_kib),
+        bandwidth_gbps=dram.positive_number("bandwidth_gbps", d.bandwidth_gbps, infinite=True),
+        latency_ns=dram.number("latency_ns", d.latency_ns, 0.0))
+
+
 def _passes(source: str, data: Any) -> tuple[str, ...]:
     if data is None:
         return PASSES
@@ -257,7 +322,7 @@ def _passes(source: str, data: Any) -> tuple[str, ...]:
 def parse_config(data: Any, source: str = "<config>", name: str | None = None) -> Config:
     """Validate an already-parsed YAML mapping into a `Config`."""
     top = _Section(source, "", data, ("name", "architecture", "workload", "passes", "lowering",
-                                      "output"))
+                                      "memory", "output"))
     derived = "".join(c for c in (name or Path(source).stem) if c.isalnum() or c in "-_.")
     cfg_name = top.string("name", derived.lstrip(".") or "config")
     if not all(c.isalnum() or c in "-_." for c in cfg_name) or cfg_name.startswith("."):
@@ -268,7 +333,8 @@ def parse_config(data: Any, source: str = "<config>", name: str | None = None) -
                   workload=_workload(source, top.data.get("workload")),
                   passes=_passes(source, top.data.get("passes")),
                   output=Output(dir=out.string("dir", None)),
-                  lowering=_lowering(source, top.data.get("lowering")), source=source)
+                  lowering=_lowering(source, top.data.get("lowering")),
+                  memory=_memory(source, top.data.get("memory")), source=source)
 
 
 def load_config(path: str | os.PathLike) -> Config:

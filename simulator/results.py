@@ -2,7 +2,16 @@
 
 One row per (network, sparsity, layer, pass). Units: cycles at the array clock,
 `time_us` in microseconds at `frequency_mhz`, MACs, bytes. Whole-network figures are
-ratios of summed cycles, never averages of per-layer speedups.
+ratios of summed cycles (and bytes), never averages of per-layer ratios.
+
+Cycles: `compute_cycles` (the array), `stall_cycles` (waiting for DRAM), `cycles` (their
+sum); `dense_*` the same for the dense array moving dense training's traffic; `ideal`
+the compute bound. Speedups: `speedup` = dense_cycles / cycles (memory included),
+`compute_speedup` = dense_compute_cycles / compute_cycles (the front-end alone, <= h+1),
+`ideal_speedup` = dense_compute_cycles / ideal_cycles. Bytes: DRAM reads and writes, the
+same split by tensor class, `dense_dram_bytes` (dense training), and on forward rows
+the activation memory the backward pass keeps (the saved input as stored plus the dense
+batch-norm input after the layer) and its dense-training size.
 """
 
 from __future__ import annotations
@@ -17,32 +26,60 @@ from .array import PassTiming
 from .config import Architecture
 from .lowering import LoweredPass
 from .trace import write_atomic
+from .traffic import PassTraffic
 
 COLUMNS = ["network", "sparsity", "layer", "kind", "pass", "scheduled_operand", "frontend",
-           "cycles", "compute_cycles", "stall_cycles", "dense_cycles", "ideal_cycles",
-           "speedup", "ideal_speedup", "macs", "effectual_macs", "utilization",
-           "weight_sparsity", "scheduled_sparsity", "broadcast_sparsity", "dram_read_bytes",
-           "dram_write_bytes", "time_us"]
+           "cycles", "compute_cycles", "stall_cycles", "bound", "dense_cycles",
+           "dense_compute_cycles", "ideal_cycles", "speedup", "compute_speedup", "ideal_speedup",
+           "macs", "effectual_macs", "utilization", "weight_sparsity", "scheduled_sparsity",
+           "broadcast_sparsity", "dram_read_bytes", "dram_write_bytes", "weight_bytes",
+           "activation_bytes", "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
+           "compression_ratio", "refetch", "tiling", "tiles", "activation_memory_bytes",
+           "dense_activation_memory_bytes", "time_us"]
 
 
 def result_row(network: str, sparsity: float, kind: str, lowered: LoweredPass, timing: PassTiming,
-               effectual_macs: int, arch: Architecture, sparsities: dict) -> dict:
-    """One result row (DRAM traffic and stalls are 0 until the memory model exists).
-    `sparsities`: weight_sparsity, scheduled_sparsity, broadcast_sparsity (fractions)."""
-    c = timing.cycles
+               effectual_macs: int, arch: Architecture, sparsities: dict, traffic: PassTraffic,
+               dense_traffic: PassTraffic, batchnorm_bytes: int = 0) -> dict:
+    """One result row without its memory timing (`finish_row` adds it).
+    `sparsities`: weight_sparsity, scheduled_sparsity, broadcast_sparsity (fractions);
+    `batchnorm_bytes`: the dense BN input saved after this layer (forward rows only)."""
+    classes = traffic.class_bytes()
+    forward = lowered.pass_name == "forward"
     return {
         "network": network, "sparsity": sparsity, "layer": lowered.layer, "kind": kind,
         "pass": lowered.pass_name, "scheduled_operand": lowered.scheduled_tensor,
-        "frontend": str(arch.frontend), "cycles": c, "compute_cycles": c, "stall_cycles": 0,
-        "dense_cycles": timing.dense_cycles, "ideal_cycles": timing.ideal_cycles,
-        "speedup": timing.dense_cycles / c if c else np.nan,
+        "frontend": str(arch.frontend), "compute_cycles": timing.cycles,
+        "dense_compute_cycles": timing.dense_cycles, "ideal_cycles": timing.ideal_cycles,
+        "compute_speedup": timing.dense_cycles / timing.cycles if timing.cycles else np.nan,
         "ideal_speedup": timing.dense_cycles / timing.ideal_cycles if timing.ideal_cycles else np.nan,
-        "macs": lowered.macs, "effectual_macs": effectual_macs,
-        "utilization": effectual_macs / (c * arch.peak_macs_per_cycle) if c else 0.0,
-        **sparsities,
-        "dram_read_bytes": 0, "dram_write_bytes": 0,
-        "time_us": c / arch.frequency_mhz,
+        "macs": lowered.macs, "effectual_macs": effectual_macs, **sparsities,
+        "dram_read_bytes": traffic.read_bytes, "dram_write_bytes": traffic.write_bytes,
+        "weight_bytes": classes["weights"], "activation_bytes": classes["activations"],
+        "saved_activation_bytes": classes["saved_activations"],
+        "gradient_bytes": classes["gradients"],
+        "dense_dram_bytes": dense_traffic.read_bytes + dense_traffic.write_bytes,
+        "compression_ratio": traffic.compression_ratio, "refetch": traffic.refetch,
+        "tiling": traffic.tiling, "tiles": traffic.tiles,
+        "activation_memory_bytes": traffic.stored["input_saved"] + batchnorm_bytes if forward else 0,
+        "dense_activation_memory_bytes":
+            dense_traffic.stored["input_saved"] + batchnorm_bytes if forward else 0,
     }
+
+
+def finish_row(row: dict, stall_cycles: int, dense_stall_cycles: int, memory_bound: bool,
+               arch: Architecture) -> dict:
+    """Add the memory timing to a row: cycles = compute + stalls, for the simulated array
+    and for the dense one (dense training's traffic), and what follows from them."""
+    c = row["compute_cycles"] + stall_cycles
+    dense = row["dense_compute_cycles"] + dense_stall_cycles
+    row.update({
+        "cycles": c, "stall_cycles": stall_cycles, "dense_cycles": dense,
+        "bound": "memory" if memory_bound else "compute",
+        "speedup": dense / c if c else np.nan,
+        "utilization": row["effectual_macs"] / (c * arch.peak_macs_per_cycle) if c else 0.0,
+        "time_us": c / arch.frequency_mhz})
+    return row
 
 
 PHASES = {"forward": ("forward",), "input_grad": ("input_grad",), "weight_grad": ("weight_grad",),
@@ -50,58 +87,82 @@ PHASES = {"forward": ("forward",), "input_grad": ("input_grad",), "weight_grad":
           "iteration": ("forward", "input_grad", "weight_grad")}
 
 
+SUMMED = ["cycles", "compute_cycles", "stall_cycles", "dense_cycles", "dense_compute_cycles",
+          "ideal_cycles", "dram_read_bytes", "dram_write_bytes", "dense_dram_bytes",
+          "activation_memory_bytes", "dense_activation_memory_bytes"]
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (network, sparsity, phase): summed cycles, speedup over the dense array
-    (dense_cycles / cycles), over the 0% run on the same array (NaN without one) and the
-    ideal speedup (dense / ideal cycles). Phases: each simulated pass, `backward` (input +
-    weight gradient) and `iteration` (all three), only where all the passes they sum were run."""
+    """Per (network, sparsity, phase): summed cycles and bytes, and the ratios of sums:
+    `speedup` (dense_cycles / cycles, memory included), `compute_speedup`,
+    `speedup_vs_0` (over the 0% run on the same array; NaN without one), `ideal_speedup`,
+    `dram_reduction` (dense training's DRAM bytes / ours) and `activation_memory_reduction`
+    (forward rows carry the activation memory, so it is NaN for phases without forward).
+    Phases: each simulated pass, `backward` (input + weight gradient) and `iteration`
+    (all three), only where all the passes they sum were run."""
     present = set(results["pass"])
     rows = []
     for phase, passes in PHASES.items():
         if not set(passes) <= present:
             continue  # backward needs both gradient passes, iteration all three
         part = results[results["pass"].isin(passes)]
-        sums = part.groupby(["network", "sparsity"], sort=False)[
-            ["cycles", "dense_cycles", "ideal_cycles"]].sum().reset_index()
+        sums = part.groupby(["network", "sparsity"], sort=False)[SUMMED].sum().reset_index()
         sums.insert(2, "phase", phase)
         rows.append(sums)
     out = pd.concat(rows, ignore_index=True)
     out["speedup"] = out["dense_cycles"] / out["cycles"]
+    out["compute_speedup"] = out["dense_compute_cycles"] / out["compute_cycles"]
     base = out[out["sparsity"] == 0.0].set_index(["network", "phase"])["cycles"]
     zero = [base.get((n, p), np.nan) for n, p in zip(out["network"], out["phase"])]
     out["speedup_vs_0"] = np.array(zero, dtype=float) / out["cycles"]
-    out["ideal_speedup"] = out["dense_cycles"] / out["ideal_cycles"]
+    out["ideal_speedup"] = out["dense_compute_cycles"] / out["ideal_cycles"]
+    out["dram_bytes"] = out["dram_read_bytes"] + out["dram_write_bytes"]
+    out["dram_reduction"] = out["dense_dram_bytes"] / out["dram_bytes"]
+    memory = out["activation_memory_bytes"].where(out["activation_memory_bytes"] > 0)
+    out["activation_memory_reduction"] = out["dense_activation_memory_bytes"] / memory
     return out
 
 
 def format_summary(summary: pd.DataFrame, title: str) -> str:
-    """SWAT Table-11 style text: per network, cycles per phase, then speedups over the
-    dense array, over the 0% run, and ideal, for forward / backward / iteration."""
+    """SWAT Table-11 style text: per network, cycles per phase; speedups over the dense
+    array (memory included / compute only / ideal) for forward, backward and iteration;
+    DRAM traffic per phase and its reduction over dense training; the activation memory
+    kept for the backward pass."""
     lines = [title]
     wide = ["forward", "backward", "iteration"]
     for net, block in summary.groupby("network", sort=False):
         phases = list(dict.fromkeys(block["phase"]))
         table = block.pivot(index="sparsity", columns="phase")
-        lines.append(f"\n{net}: cycles")
+        lines.append(f"\n{net}: cycles (compute + memory stalls)")
         lines.append(f"{'sparsity':>9}" + "".join(f"{p:>15}" for p in phases))
         for s in table.index:
             lines.append(f"{s:>8.0%} " + "".join(f"{int(table.loc[s, ('cycles', p)]):>15,d}" for p in phases))
         shown = wide if "iteration" in phases else phases
-        lines.append(f"\n{net}: speedup over the dense array / over the 0% run / ideal")
+        lines.append(f"\n{net}: speedup over the dense array: with memory / compute only / ideal")
         lines.append(f"{'sparsity':>9}" + "".join(f"{p:>24}" for p in shown))
         for s in table.index:
-            cells = []
-            for p in shown:
-                vs0 = table.loc[s, ("speedup_vs_0", p)]
-                vs0 = "-" if np.isnan(vs0) else f"{vs0:.2f}x"
-                cells.append(f"{table.loc[s, ('speedup', p)]:.2f}x / {vs0} / "
-                             f"{table.loc[s, ('ideal_speedup', p)]:.2f}x")
+            cells = [f"{table.loc[s, ('speedup', p)]:.2f}x / {table.loc[s, ('compute_speedup', p)]:.2f}x"
+                     f" / {table.loc[s, ('ideal_speedup', p)]:.2f}x" for p in shown]
             lines.append(f"{s:>8.0%} " + "".join(f"{c:>24}" for c in cells))
+        lines.append(f"\n{net}: DRAM traffic in MB (reduction over dense training)")
+        memory = "forward" in phases
+        lines.append(f"{'sparsity':>9}" + "".join(f"{p:>20}" for p in phases)
+                     + (f"{'saved for backward':>24}" if memory else ""))
+        for s in table.index:
+            cells = [f"{table.loc[s, ('dram_bytes', p)] / 1e6:,.1f} ({table.loc[s, ('dram_reduction', p)]:.2f}x)"
+                     for p in phases]
+            if memory:
+                cells.append(f"{table.loc[s, ('activation_memory_bytes', 'forward')] / 1e6:,.2f} "
+                             f"({table.loc[s, ('activation_memory_reduction', 'forward')]:.2f}x)")
+            lines.append(f"{s:>8.0%} " + "".join(f"{c:>20}" for c in cells[:len(phases)])
+                         + (f"{cells[-1]:>24}" if memory else ""))
     sums = [t for p, t in (("backward", "backward = input_grad + weight_grad"),
                            ("iteration", "iteration = forward + backward")) if p in set(summary["phase"])]
-    lines.append("\n" + "; ".join(sums + ["summed cycles; dense array: same array and lowering "
-                                           "without skipping; ideal: ceil(non-zeros / lanes) per "
-                                           "filter lane."]))
+    lines.append("\n" + "; ".join(sums + ["summed cycles; dense array: same array and memory, no "
+                                           "skipping, dense training's traffic; ideal: "
+                                           "ceil(non-zeros / lanes) per filter lane. Saved for "
+                                           "backward: activations the backward pass keeps "
+                                           "(saved inputs as stored, batch-norm inputs dense)."]))
     return "\n".join(lines)
 
 

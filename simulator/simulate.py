@@ -3,11 +3,14 @@
 The simulator core: it takes `TraceLayer`s (from a trace on disk or a synthetic
 workload: it cannot tell which) and never imports `workloads`.
 
-Per pass: `cycles` and `ideal_cycles` come from the configured lowering; `dense_cycles`
-from the default one (for the input gradient: the phase decomposition, whose dense
+Per pass: `compute_cycles` and `ideal_cycles` come from the configured lowering;
+`dense_compute_cycles` from the default one (for the input gradient: the phase decomposition, whose dense
 count is the true transposed-convolution work, never the zero-inserted one). So a
-`zero-insert` row that schedules W may show cycles > dense_cycles, the price of
-streaming the inserted zeros; one that schedules dY can skip them instead.
+`zero-insert` row that schedules W may show compute_cycles > dense_compute_cycles, the
+price of streaming the inserted zeros; one that schedules dY can skip them instead.
+Memory (traffic.py, memory.py) adds stall cycles to both: `cycles` = compute + stalls
+with the configured formats, `dense_cycles` = the dense array's compute + the stalls of
+dense training's traffic on the same memory system.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .array import ZERO, PassTiming, time_streams
-from .config import Architecture, Lowering
+from .config import Architecture, Lowering, Memory
 from .lowering import LoweredPass, lower, reference, tensor_sparsity
-from .results import result_row
+from .memory import Dram, PassWork, is_memory_bound, time_passes
+from .results import finish_row, result_row
 from .trace import TraceLayer
+from .traffic import LayerFootprints, memory_model, pass_traffic
 from .verify import CheckResult, recompute
 
 
@@ -58,9 +63,17 @@ class PassPlan:
 
 
 def simulate_layers(layers: Iterable[TraceLayer], arch: Architecture, plan: PassPlan,
-                    network: str, sparsity: float) -> Iterable[dict]:
-    """Yield one result row per (layer, pass)."""
+                    network: str, sparsity: float, memory: Memory,
+                    batchnorm_elements: dict | None = None) -> list[dict]:
+    """One result row per (layer, pass), with DRAM traffic and memory stalls.
+
+    `batchnorm_elements`: layer name -> elements of the batch-norm input that follows it
+    (its output), which the backward pass needs stored dense (SWAT A.9); it enters the
+    activation-memory tally of the layer's forward row."""
+    mm = memory_model(memory, arch.frontend)
+    rows = []
     for index, layer in enumerate(layers):
+        fp, dense_fp = LayerFootprints(layer, mm.run_bits), LayerFootprints(layer, mm.run_bits, dense=True)
         for pas in plan.passes:
             if not plan.applies(pas, index):
                 continue
@@ -71,10 +84,33 @@ def simulate_layers(layers: Iterable[TraceLayer], arch: Architecture, plan: Pass
                                    arch, schedule=False)
                 timing = PassTiming(timing.cycles, base.dense_cycles, timing.ideal_cycles,
                                     timing.filter_groups, timing.window_groups)
-            yield result_row(network, sparsity, layer.spec.kind, lowered, timing, effectual, arch, {
+            traffic = pass_traffic(layer, pas, lowered.scheduled_tensor, mm, fp)
+            dense_traffic = pass_traffic(layer, pas, lowered.scheduled_tensor, mm.dense(), dense_fp)
+            bn = (batchnorm_elements or {}).get(layer.spec.name, 0) * mm.element_bits // 8
+            row = result_row(network, sparsity, layer.spec.kind, lowered, timing, effectual, arch, {
                 "weight_sparsity": tensor_sparsity(layer, "weight"),
                 "scheduled_sparsity": tensor_sparsity(layer, lowered.scheduled_tensor),
-                "broadcast_sparsity": tensor_sparsity(layer, lowered.broadcast_tensor)})
+                "broadcast_sparsity": tensor_sparsity(layer, lowered.broadcast_tensor)},
+                traffic, dense_traffic, bn if pas == "forward" else 0)
+            row["_order"] = (0, index, 0) if pas == "forward" else (1, -index, pas == "weight_grad")
+            row["_work"] = PassWork(timing.cycles, traffic.read_bytes, traffic.write_bytes, traffic.tiles)
+            row["_dense_work"] = PassWork(timing.dense_cycles, dense_traffic.read_bytes,
+                                          dense_traffic.write_bytes, dense_traffic.tiles)
+            rows.append(row)
+    return time_iteration(rows, memory, arch)
+
+
+def time_iteration(rows: list[dict], memory: Memory, arch: Architecture) -> list[dict]:
+    """Run the memory timing over one iteration's rows in execution order (forward
+    through the layers, then each layer's gradients in reverse order) for the simulated
+    array and, separately, for the dense array with dense traffic; finish the rows."""
+    dram = Dram.from_config(memory.bandwidth_gbps, memory.latency_ns, arch.frequency_mhz)
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["_order"])
+    stalls = time_passes([rows[i]["_work"] for i in order], dram)
+    dense_stalls = time_passes([rows[i]["_dense_work"] for i in order], dram)
+    for i, stall, dense_stall in zip(order, stalls, dense_stalls):
+        finish_row(rows[i], stall, dense_stall, is_memory_bound(rows[i]["_work"], dram), arch)
+    return rows
 
 
 def check_layers(layers: Iterable[TraceLayer], arch: Architecture,

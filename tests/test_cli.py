@@ -200,14 +200,18 @@ def test_run_writes_one_row_per_layer_and_sparsity(tiny):
 
 def test_run_rows_obey_cycle_bounds(tiny):
     df = tiny[3]
-    assert (df["cycles"] > 0).all()
-    assert (df["ideal_cycles"] <= df["cycles"]).all()
-    assert (df["cycles"] <= df["dense_cycles"]).all()
+    assert (df["compute_cycles"] > 0).all()
+    assert (df["ideal_cycles"] <= df["compute_cycles"]).all()
+    assert (df["compute_cycles"] <= df["dense_compute_cycles"]).all()
+    assert (df["cycles"] == df["compute_cycles"] + df["stall_cycles"]).all()
+    assert (df["stall_cycles"] >= 0).all() and (df["dense_cycles"] >= df["dense_compute_cycles"]).all()
     assert df["speedup"].to_numpy() == pytest.approx((df["dense_cycles"] / df["cycles"]).to_numpy())
-    assert (df["speedup"] >= 1).all()
+    assert df["compute_speedup"].to_numpy() == pytest.approx(
+        (df["dense_compute_cycles"] / df["compute_cycles"]).to_numpy())
+    assert (df["compute_speedup"] >= 1).all()
     # the window advances at most lookahead + 1 steps per cycle
-    assert (df["speedup"] <= LOOKAHEAD + 1 + 1e-12).all()
-    assert (df["dense_cycles"] <= (LOOKAHEAD + 1) * df["cycles"]).all()
+    assert (df["compute_speedup"] <= LOOKAHEAD + 1 + 1e-12).all()
+    assert (df["dense_compute_cycles"] <= (LOOKAHEAD + 1) * df["compute_cycles"]).all()
     # the first conv stays dense: its weight sparsity is 0 at every target sparsity
     first = df[df["layer"] == build_network(NETWORK, image_size=IMAGE_SIZE).first_conv]
     assert (first["weight_sparsity"] == 0).all()
@@ -278,8 +282,8 @@ def test_no_frontend_is_the_dense_array(tmp_path, tiny):
     df = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False)
     assert len(df) == len(SPARSITIES) * len(layer_names())
     assert (df["frontend"] == "none").all()
-    assert (df["cycles"] == df["dense_cycles"]).all()
-    assert (df["speedup"] == 1.0).all()
+    assert (df["compute_cycles"] == df["dense_compute_cycles"]).all()
+    assert (df["compute_speedup"] == 1.0).all()
     assert "front-end none" in stdout
     # the dense array's cycle count does not depend on the workload's sparsity or front-end
     t = tiny[3]

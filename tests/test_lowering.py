@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import simulator
-from simulator.config import Architecture, Lowering
+from simulator.config import Architecture, Lowering, Memory
 from simulator.frontend import Frontend
 from simulator.lowering import lower
 from simulator.simulate import PassPlan, evaluate, simulate_layers
@@ -77,11 +77,11 @@ def test_auto_picks_the_sparser_tensor():
 def test_first_layer_input_grad_is_skipped_unless_asked():
     layers = [random_layer(3, 4, 3, 1, 1, 1, 1, 5, seed=1), random_layer(4, 4, 3, 1, 1, 1, 1, 5, seed=2)]
     passes = ("forward", "input_grad", "weight_grad")
-    rows = list(simulate_layers(layers, NONE, PassPlan(passes, Lowering()), "n", 0.0))
+    rows = list(simulate_layers(layers, NONE, PassPlan(passes, Lowering()), "n", 0.0, Memory()))
     assert [(r["layer"] == "c", r["pass"]) for r in rows].count((True, "input_grad")) == 1
     assert len(rows) == 5
     rows = list(simulate_layers(layers, NONE, PassPlan(passes, Lowering(first_layer_input_grad=True)),
-                                "n", 0.0))
+                                "n", 0.0, Memory()))
     assert len(rows) == 6
 
 
@@ -91,10 +91,11 @@ def test_zero_insert_rows_keep_the_phase_dense_baseline():
             "passes": ["input_grad"]}
     phase = simulator.run(simulator.parse_config(base))
     zero = simulator.run(simulator.parse_config({**base, "lowering": {"input_grad_lowering": "zero-insert"}}))
-    assert (zero["dense_cycles"] == phase["dense_cycles"]).all()
+    assert (zero["dense_compute_cycles"] == phase["dense_compute_cycles"]).all()
     assert (zero["effectual_macs"] == phase["effectual_macs"]).all()
     strided = phase["layer"].isin(["layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1"])
-    assert (zero.loc[strided, "cycles"].to_numpy() > phase.loc[strided, "cycles"].to_numpy()).all()
+    assert (zero.loc[strided, "compute_cycles"].to_numpy()
+            > phase.loc[strided, "compute_cycles"].to_numpy()).all()
 
 
 def test_synthetic_iteration_obeys_the_bounds_for_every_pass():
@@ -103,7 +104,8 @@ def test_synthetic_iteration_obeys_the_bounds_for_every_pass():
         "workload": {"network": "resnet18-cifar", "image_size": 16, "sparsity": [0.0, 0.8, 0.9]}})
     df = simulator.run(cfg)
     assert set(df["pass"]) == {"forward", "input_grad", "weight_grad"}
-    assert (df["ideal_cycles"] <= df["cycles"]).all() and (df["cycles"] <= df["dense_cycles"]).all()
-    assert (df["dense_cycles"] <= 3 * df["cycles"]).all()  # T<2,5>: h + 1 = 3
+    assert (df["ideal_cycles"] <= df["compute_cycles"]).all()
+    assert (df["compute_cycles"] <= df["dense_compute_cycles"]).all()
+    assert (df["dense_compute_cycles"] <= 3 * df["compute_cycles"]).all()  # T<2,5>: h + 1 = 3
     assert set(df.loc[df["pass"] == "weight_grad", "scheduled_operand"]) == {"input_saved"}
     assert set(df.loc[df["pass"] == "input_grad", "scheduled_operand"]) == {"weight"}
