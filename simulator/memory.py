@@ -77,7 +77,8 @@ def time_passes(work: list[PassWork], dram: Dram) -> list[int]:
     channel = simpy.Resource(env, capacity=1)
     free_in = simpy.Container(env, capacity=2, init=2)
     free_out = simpy.Container(env, capacity=2, init=2)
-    loaded, computed = simpy.Store(env), simpy.Store(env)
+    loaded = [env.event() for _ in tiles]  # tile i's data is on chip
+    computed = simpy.Store(env)
     array_done = []
 
     def transfer(nbytes: int):
@@ -85,31 +86,35 @@ def time_passes(work: list[PassWork], dram: Dram) -> list[int]:
             yield req
             yield env.timeout(dram.transfer_cycles(nbytes))
 
+    def arrive(i: int):  # the data lands `latency` after its transfer; the channel moves on
+        yield env.timeout(dram.latency_cycles)
+        loaded[i].succeed()
+
     def loader():
-        for tile in tiles:
+        for i, (_, read, _, _) in enumerate(tiles):
             yield free_in.get(1)
-            if tile[1]:
-                yield from transfer(tile[1])
-                if dram.latency_cycles:
-                    yield env.timeout(dram.latency_cycles)
-            yield loaded.put(tile)
+            if read:
+                yield from transfer(read)
+                env.process(arrive(i))
+            else:
+                loaded[i].succeed()
 
     def array():
-        for _ in tiles:
+        for i, (index, _, compute, _) in enumerate(tiles):
             start = env.now
-            index, _, compute, _ = yield loaded.get()
+            yield loaded[i]
             yield free_out.get(1)
             stalls[index] += env.now - start
             yield env.timeout(compute)
             yield free_in.put(1)
-            yield computed.put(index)
+            yield computed.put(i)
         array_done.append(env.now)
 
     def drainer():
-        for tile in tiles:
+        for _, _, _, write in tiles:
             yield computed.get()
-            if tile[3]:
-                yield from transfer(tile[3])
+            if write:
+                yield from transfer(write)
             yield free_out.put(1)
 
     env.process(loader())
