@@ -66,6 +66,10 @@ def test_tactical_yaml():
     assert cfg.lowering.first_layer_input_grad is False
     assert cfg.output.dir is None
     assert cfg.output_dir == Path("reports") / "tactical"
+    m = cfg.memory  # written out in full, with the defaults
+    assert (m.element, m.run_length_bits, m.bandwidth_gbps, m.latency_ns) == ("fp32", 5, 19.2, 100)
+    assert set(m.formats.values()) == {"best"}
+    assert (m.weight_buffer_kib, m.activation_buffer_kib, m.output_buffer_kib) == (512, 1024, 256)
 
 
 def test_dense_yaml_is_tactical_without_frontend():
@@ -78,6 +82,11 @@ def test_dense_yaml_is_tactical_without_frontend():
     assert dense.workload == tactical.workload
     for attr in ("tiles", "rows", "lanes", "columns", "frequency_mhz", "backend"):
         assert getattr(dense.architecture, attr) == getattr(tactical.architecture, attr)
+    # the same memory system, every tensor stored dense: dense training's traffic
+    assert set(dense.memory.formats.values()) == {"dense"}
+    for attr in ("element", "weight_buffer_kib", "activation_buffer_kib", "output_buffer_kib",
+                 "bandwidth_gbps", "latency_ns"):
+        assert getattr(dense.memory, attr) == getattr(tactical.memory, attr)
 
 
 def test_name_is_file_stem_and_output_dir_follows(tmp_path):
@@ -249,7 +258,39 @@ ERRORS = [
      ["workload.dense_layers", "list of layer names"]),
     ("output-dir-not-string", _set("output", "dir", 5),
      ["output.dir", "non-empty string", "5"]),
+    ("memory-not-mapping", _set("memory", [1]), ["memory", "expected a mapping"]),
+    ("memory-unknown-key", _set("memory", {"bandwidth": 8}), ["memory.bandwidth", "unknown key", "dram"]),
+    ("memory-element", _set("memory", {"element": "fp8"}),
+     ["memory.element", "fp32, bf16, fp16, int16, int8", "'fp8'"]),
+    ("memory-format", _set("memory", {"formats": {"weights": "csr"}}),
+     ["memory.formats.weights", "dense, bitmap, coordinate, rle, ideal, best", "'csr'"]),
+    ("memory-format-class", _set("memory", {"formats": {"biases": "dense"}}),
+     ["memory.formats.biases", "unknown key", "saved_activations"]),
+    ("memory-run-bits", _set("memory", {"run_length_bits": 0}),
+     ["memory.run_length_bits", "integer >= 1", "got 0"]),
+    ("memory-run-bits-large", _set("memory", {"run_length_bits": 40}),
+     ["memory.run_length_bits", "from 1 to 32", "40"]),
+    ("memory-buffer-zero", _set("memory", {"buffers_kib": {"weights": 0}}),
+     ["memory.buffers_kib.weights", "finite number > 0", "got 0"]),
+    ("memory-buffer-inf", _set("memory", {"buffers_kib": {"outputs": float("inf")}}),
+     ["memory.buffers_kib.outputs", "finite number > 0", "inf"]),
+    ("memory-bandwidth-string", _set("memory", {"dram": {"bandwidth_gbps": "19.2 GB/s"}}),
+     ["memory.dram.bandwidth_gbps", "a number > 0 (.inf for unlimited)", "'19.2 GB/s'"]),
+    ("memory-latency-negative", _set("memory", {"dram": {"latency_ns": -5}}),
+     ["memory.dram.latency_ns", "finite number >= 0", "-5"]),
 ]
+
+
+def test_memory_defaults_and_unlimited_bandwidth(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    m = cfg.memory
+    assert (m.element, m.element_bits, m.run_length_bits) == ("fp32", 32, 5)
+    assert m.formats == dict.fromkeys(("weights", "activations", "saved_activations", "gradients"), "best")
+    assert (m.weight_buffer_kib, m.activation_buffer_kib, m.output_buffer_kib) == (512, 1024, 256)
+    assert (m.bandwidth_gbps, m.latency_ns) == (19.2, 100)
+    text = yaml.safe_dump(BASE) + "memory: {dram: {bandwidth_gbps: .inf, latency_ns: 0}, element: bf16}\n"
+    m = load_config(write(tmp_path, text)).memory
+    assert m.bandwidth_gbps == float("inf") and m.latency_ns == 0 and m.element_bits == 16
 
 
 @pytest.mark.parametrize("mutate, fragments", [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])

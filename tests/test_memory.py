@@ -299,3 +299,14 @@ def test_real_formats_stay_below_the_ideal_by_their_metadata(resnet50_ideal):
         # `best` never does worse than bitmap
         assert w_ideal > w_best >= 0.99 / ((1 - s) * (32 + 3) / 32 + 1 / 32)
         assert a_ideal > a_best > 1.0
+
+
+def test_dense_formats_without_a_frontend_are_dense_training():
+    cfg = simulator.parse_config({
+        "architecture": {"tiles": 2, "rows": 4, "lanes": 16, "frontend": {"shape": "none"}},
+        "workload": {"network": "resnet18-cifar", "image_size": 16, "sparsity": [0.0, 0.8]},
+        "memory": {"formats": dict.fromkeys(TENSOR_CLASSES, "dense")}})
+    df = simulator.run(cfg)
+    assert (df["dram_read_bytes"] + df["dram_write_bytes"] == df["dense_dram_bytes"]).all()
+    assert (df["cycles"] == df["dense_cycles"]).all() and (df["speedup"] == 1.0).all()
+    assert (df["stall_cycles"] > 0).any()  # 19.2 GB/s stalls this array: both sides pay them
