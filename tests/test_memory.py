@@ -310,3 +310,16 @@ def test_dense_formats_without_a_frontend_are_dense_training():
     assert (df["dram_read_bytes"] + df["dram_write_bytes"] == df["dense_dram_bytes"]).all()
     assert (df["cycles"] == df["dense_cycles"]).all() and (df["speedup"] == 1.0).all()
     assert (df["stall_cycles"] > 0).any()  # 19.2 GB/s stalls this array: both sides pay them
+
+
+def test_a_trace_of_a_zoo_network_counts_its_batchnorm_inputs():
+    from pathlib import Path
+
+    trace = Path(__file__).resolve().parents[1] / "traces" / "example-simple-cnn-swat-u-80"
+    df = simulator.run(simulator.parse_config({"workload": {"trace": str(trace)}, "passes": ["forward"]}))
+    net = build_network("simple-cnn", image_size=28)
+    batch = 8
+    bn_bytes = sum(_batchnorm_elements(net, batch).values()) * 4
+    assert bn_bytes > 0
+    saved_dense = sum(int(np.prod(spec.input_shape(batch))) * 4 for spec in net.layers)
+    assert df["dense_activation_memory_bytes"].sum() == saved_dense + bn_bytes
