@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .formats import Footprint, dense_footprint, footprint, schedule_bits, to_bytes
 from .lowering import PASS_TENSORS
@@ -170,30 +171,55 @@ def _split_geometry(layer: TraceLayer, pass_name: str) -> tuple[int, int, int]:
     return s.out_channels, s.in_channels, 0  # weight_grad: X^T planes, one per input channel
 
 
-def _tile(kernel_bytes: int, filters: int, input_bytes: int, input_rows: int, halo: int,
-          output_bytes: int, mm: MemoryModel) -> tuple[float, float, float, str, int]:
-    """(kernel reads, input reads, partial-sum bytes each way, label, chunks)."""
-    wbuf, abuf, obuf = mm.weight_tile_bytes, mm.activation_tile_bytes, mm.output_tile_bytes
-    if kernel_bytes <= wbuf and input_bytes <= abuf:
-        return kernel_bytes, input_bytes, 0.0, "none", 1
-    options = []
+class Tiling(NamedTuple):
+    """One loop order's DRAM reads (bytes), partial-sum spill (bytes each way), label and
+    the number of chunks the split loop runs."""
+
+    kernel_reads: float
+    input_reads: float
+    psum_bytes: float
+    label: str
+    chunks: int
+
+    @property
+    def dram_bytes(self) -> float:
+        return self.kernel_reads + self.input_reads + 2 * self.psum_bytes
+
+
+def _filter_chunks(kernel_bytes, filters, input_bytes, output_bytes, mm: MemoryModel) -> Tiling:
+    """Kernel operand split into chunks of whole filters (reduction split too if one filter
+    does not fit); the input operand re-streamed per chunk unless it fits."""
     per_filter = kernel_bytes / filters
-    if per_filter <= wbuf:
-        n_f, n_k = math.ceil(filters / max(1, math.floor(wbuf / per_filter))), 1
+    if per_filter <= mm.weight_tile_bytes:
+        n_f, n_k = math.ceil(filters / math.floor(mm.weight_tile_bytes / per_filter)), 1
     else:
-        n_f, n_k = filters, math.ceil(per_filter / wbuf)
-    psum = (n_k - 1) * output_bytes if n_k > 1 and output_bytes / filters > obuf else 0.0
-    x_reads = input_bytes if input_bytes <= abuf else input_bytes * n_f
+        n_f, n_k = filters, math.ceil(per_filter / mm.weight_tile_bytes)
+    spills = n_k > 1 and output_bytes / filters > mm.output_tile_bytes
+    x_reads = input_bytes if input_bytes <= mm.activation_tile_bytes else input_bytes * n_f
     label = "none" if n_f * n_k == 1 else f"filters/{n_f}" + (f" reduction/{n_k}" if n_k > 1 else "")
-    options.append((kernel_bytes + x_reads + 2 * psum, (kernel_bytes, x_reads, psum, label, n_f * n_k)))
+    return Tiling(kernel_bytes, x_reads, (n_k - 1) * output_bytes if spills else 0.0, label, n_f * n_k)
+
+
+def _window_chunks(kernel_bytes, input_bytes, input_rows, halo, mm: MemoryModel) -> Tiling | None:
+    """Input operand split into chunks of whole rows (+ halo re-read); the kernel operand
+    re-streamed per chunk unless it fits. None if one row and its halo do not fit."""
     row = input_bytes / input_rows
-    if row * (1 + halo) <= abuf:
-        n_p = math.ceil(input_rows / (math.floor(abuf / row) - halo))
-        x_reads = input_bytes + min(input_bytes, (n_p - 1) * halo * row)
-        k_reads = kernel_bytes if kernel_bytes <= wbuf else kernel_bytes * n_p
-        options.append((x_reads + k_reads, (k_reads, x_reads, 0.0,
-                                            "none" if n_p == 1 else f"windows/{n_p}", n_p)))
-    return min(options, key=lambda o: o[0])[1]
+    if row * (1 + halo) > mm.activation_tile_bytes:
+        return None
+    n_p = math.ceil(input_rows / (math.floor(mm.activation_tile_bytes / row) - halo))
+    x_reads = input_bytes + min(input_bytes, (n_p - 1) * halo * row)
+    k_reads = kernel_bytes if kernel_bytes <= mm.weight_tile_bytes else kernel_bytes * n_p
+    return Tiling(k_reads, x_reads, 0.0, "none" if n_p == 1 else f"windows/{n_p}", n_p)
+
+
+def _tile(kernel_bytes: int, filters: int, input_bytes: int, input_rows: int, halo: int,
+          output_bytes: int, mm: MemoryModel) -> Tiling:
+    """The tiling with the fewest DRAM bytes ("none" when both operands fit)."""
+    if kernel_bytes <= mm.weight_tile_bytes and input_bytes <= mm.activation_tile_bytes:
+        return Tiling(kernel_bytes, input_bytes, 0.0, "none", 1)
+    options = [_filter_chunks(kernel_bytes, filters, input_bytes, output_bytes, mm),
+               _window_chunks(kernel_bytes, input_bytes, input_rows, halo, mm)]
+    return min((o for o in options if o is not None), key=lambda o: o.dram_bytes)
 
 
 def pass_traffic(layer: TraceLayer, pass_name: str, scheduled_tensor: str, mm: MemoryModel,
@@ -212,14 +238,13 @@ def pass_traffic(layer: TraceLayer, pass_name: str, scheduled_tensor: str, mm: M
         dense_stored[t] = to_bytes(f.bits("dense", mm.element_bits))
     filters, rows, halo = _split_geometry(layer, pass_name)
     out_t = PASS_WRITES[pass_name][0]
-    k_reads, x_reads, psum, label, chunks = _tile(stored[kernel_t], filters, stored[input_t], rows,
-                                                  halo, stored[out_t], mm)
-    reads = {kernel_t: round(k_reads), input_t: round(x_reads)}
+    tiling = _tile(stored[kernel_t], filters, stored[input_t], rows, halo, stored[out_t], mm)
+    reads = {kernel_t: round(tiling.kernel_reads), input_t: round(tiling.input_reads)}
     writes = {t: stored[t] for t in PASS_WRITES[pass_name]}
-    if psum:
-        reads[out_t] = round(psum)  # partial sums read back
-        writes[out_t] += round(psum)
-    tiles = max(chunks, math.ceil(k_reads / mm.weight_tile_bytes),
-                math.ceil(x_reads / mm.activation_tile_bytes),
+    if tiling.psum_bytes:
+        reads[out_t] = round(tiling.psum_bytes)  # partial sums read back
+        writes[out_t] += round(tiling.psum_bytes)
+    tiles = max(tiling.chunks, math.ceil(tiling.kernel_reads / mm.weight_tile_bytes),
+                math.ceil(tiling.input_reads / mm.activation_tile_bytes),
                 math.ceil(sum(writes.values()) / mm.output_tile_bytes), 1)
-    return PassTraffic(reads, writes, stored, dense_stored, label, min(tiles, MAX_TILES))
+    return PassTraffic(reads, writes, stored, dense_stored, tiling.label, min(tiles, MAX_TILES))
