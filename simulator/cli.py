@@ -1,7 +1,11 @@
 """The `accelsim` command line.
 
     accelsim run CONFIG [--out DIR] [-q]     simulate, print the summary, write results.csv
+    accelsim report RESULTS_DIR [-q]         PNG and SVG plots of RESULTS_DIR/results.csv
+                                             (`run --plots` writes them after a run)
     accelsim check CONFIG [-q]               functional check of every scheduled layer
+    accelsim sweep SWEEP_CONFIG [--workers N | --dask-scheduler tcp://HOST:PORT]
+                                             every point of a design-space sweep, resumable
     accelsim trace-from-training NETWORK ... train with SWAT in NumPy, export sparse traces
     accelsim flops NETWORK --sparsity S      SWAT A.3 analytic training-FLOP model
     accelsim topk-overhead [--measure NET]   SWAT A.4 periodic Top-K overhead model
@@ -39,6 +43,21 @@ def _cmd_run(args) -> int:
              f"lanes x {arch.columns} windows, front-end {arch.frontend}, {arch.backend}")
     print(format_summary(summarize(results), title))
     print(f"\nwrote {path} ({len(results)} rows)")
+    if args.plots:
+        _write_plots(out, args.quiet)
+    return EXIT_OK
+
+
+def _write_plots(results_dir: Path, quiet: bool, verbose: bool = False) -> None:
+    from .report import write_report
+
+    for path in write_report(results_dir):
+        if not quiet:
+            print(f"wrote {path}" + (f" ({path.stat().st_size / 1e3:,.0f} kB)" if verbose else ""))
+
+
+def _cmd_report(args) -> int:
+    _write_plots(Path(args.results_dir), args.quiet, args.verbose)
     return EXIT_OK
 
 
@@ -80,6 +99,49 @@ def _cmd_check(args) -> int:
     print(f"{total - failures} of {total} layer passes match the NumPy reference"
           + ("" if not failures else f"; {failures} FAILED"))
     return EXIT_INPUT if failures else EXIT_OK
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import (DaskExecutor, ProcessExecutor, SerialExecutor, finished,
+                        format_sweep_summary, load_sweep, pending, run_sweep)
+
+    sweep = load_sweep(args.config)  # every point validated before anything runs
+    out = Path(args.out) if args.out else sweep.default_output_dir()
+    _ensure_writable_dir(out, "--out" if args.out else f"{sweep.source}: output.dir")
+    if args.dask_scheduler:
+        executor, where = DaskExecutor(args.dask_scheduler), f"on {args.dask_scheduler}"
+    else:
+        workers = args.workers or 1
+        executor = SerialExecutor() if workers == 1 else ProcessExecutor(workers)
+        where = f"in {workers} worker processes" if workers > 1 else "in this process"
+    todo = pending(sweep, out)
+    total = len(sweep.points)
+    if todo and args.dask_scheduler:
+        executor.connect()  # a wrong address fails before anything is printed
+    shown = sweep.skipped if args.verbose else sweep.skipped[:10]
+    for point, why in shown:
+        print(f"note: skipped {point.label()}: {why}")
+    if len(shown) < len(sweep.skipped):
+        print(f"note: ... and {len(sweep.skipped) - len(shown)} more (-v lists them)")
+    skipped = len(sweep.skipped)
+    print(f"{sweep.name}: {finished(sweep, out)} of {total} points done, {len(todo)} to run"
+          + (f" {where}" if todo else "") + (f" ({skipped} front-end combination"
+                                             f"{'s' if skipped > 1 else ''} skipped)" if skipped else ""))
+
+    def report(point, rows) -> None:
+        if args.verbose:
+            print(f"done {point.point.label()} ({len(rows)} rows, points/{point.id}.csv)", flush=True)
+
+    try:
+        result = run_sweep(sweep, out, executor, progress=not args.quiet, on_done=report)
+    except KeyboardInterrupt:
+        print(f"accelsim: interrupted: {finished(sweep, out)} of {total} points done, kept in "
+              f"{out / 'points'}; the same command resumes", file=sys.stderr)
+        return 130
+    print(format_sweep_summary(sweep, result.point_summaries))
+    print(f"\nwrote {result.results_path} ({len(result.results)} rows from {total} points) and "
+          f"{result.summary_path}")
+    return EXIT_OK
 
 
 def _iterations(text: str) -> tuple[int, ...]:
@@ -358,13 +420,46 @@ def build_parser() -> argparse.ArgumentParser:
                        "SWAT Table-11 style summary and write results.csv.")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the config's "
                    "output.dir, else reports/<config name>/)")
+    p.add_argument("--plots", action="store_true", help="also write the plots of `accelsim "
+                   "report` (PNG and SVG) next to results.csv")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="plot a results directory (PNG and SVG)",
+                       description="Read RESULTS_DIR/results.csv (written by `accelsim run`) and "
+                       "write, per network, PNG and SVG plots next to it: per-layer speedup per "
+                       "pass, network speedup vs sparsity with the ideal 1/(1-s) and the front-end "
+                       "cap h+1, DRAM traffic per tensor class, and utilization per layer and pass.")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="directory holding results.csv, "
+                   "e.g. reports/tactical")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("check", parents=[common], help="functional check of the schedules",
                        description="Recompute every simulated layer's output from the "
                        "scheduled buffers and compare it with a NumPy reference. Exits 2 and "
                        "names the layer and pass on any mismatch.")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("sweep", help="run every point of a design-space sweep (resumable)",
+                       description="Run every point of SWEEP_CONFIG (a base config plus lists of "
+                       "values for dotted keys; the points are their Cartesian product), in local "
+                       "worker processes or on a Dask cluster, and merge all rows, with one column "
+                       "per swept key, into results.csv (and per-phase sums into summary.csv). "
+                       "Finished points are kept in points/, so a re-run only runs what is left.")
+    p.add_argument("config", metavar="SWEEP_CONFIG", help="sweep file, e.g. configs/sweep.yaml")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: the sweep file's "
+                   "output.dir, else reports/<sweep name>/)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive(int), metavar="N",
+                       help="local worker processes, one BLAS/numba thread each (default 1: run "
+                       "in this process)")
+    where.add_argument("--dask-scheduler", metavar="tcp://HOST:PORT", help="run the points on the "
+                       "Dask distributed cluster with this scheduler (needs the `distributed` extra)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="a line per finished point, every "
+                   "skipped combination")
+    p.set_defaults(func=_cmd_sweep)
 
     from workloads.networks import NETWORKS
     from workloads.sparsity import METHODS

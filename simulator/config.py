@@ -337,27 +337,37 @@ def parse_config(data: Any, source: str = "<config>", name: str | None = None) -
                   memory=_memory(source, top.data.get("memory")), source=source)
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a YAML config. Relative `workload.trace` paths are taken from the
-    current directory if they exist there, else from the config file's directory."""
+def read_yaml(path: str | os.PathLike, missing: str | None = None) -> Any:
+    """The YAML data of `path` (`yaml.safe_load`); a one-line ConfigError if it cannot be
+    read or parsed (`missing`, if given, is the message when there is no such file)."""
     path = Path(path)
     source = str(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{source}: no such file") from None
+        raise ConfigError(missing or f"{source}: no such file") from None
+    except IsADirectoryError as e:
+        raise ConfigError(missing or f"{source}: cannot read ({e.strerror})") from None
     except OSError as e:
         raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: expected UTF-8 text, found byte 0x{e.object[e.start]:02x} "
                           f"at offset {e.start}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a YAML config. Relative `workload.trace` paths are taken from the
+    current directory if they exist there, else from the config file's directory."""
+    path = Path(path)
+    source = str(path)
+    data = read_yaml(path)
     cfg = parse_config(data, source)
     trace = cfg.workload.trace
     if trace and not Path(trace).is_absolute() and not Path(trace).exists():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
@@ -19,6 +18,7 @@ import yaml
 
 import simulator
 from simulator.cli import main
+from tests.util import run_main
 from simulator.results import COLUMNS
 from workloads.networks import build_network
 
@@ -50,12 +50,6 @@ def write_config(path: Path, data: dict) -> Path:
     return path
 
 
-def run_main(argv) -> tuple[int, str, str]:
-    """main(argv) with stdout/stderr captured (for module-scoped fixtures, which cannot use capsys)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -1,6 +1,18 @@
 """Shared test helpers."""
 
+import contextlib
+import io
+
+from simulator.cli import main
 from simulator.trace import LayerSpec, conv_output_size
+
+
+def run_main(argv) -> tuple[int, str, str]:
+    """main(argv) with stdout/stderr captured (for module-scoped fixtures, which cannot use capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
 
 
 def layer_spec(cin, cout, k=1, stride=1, padding=0, dilation=1, groups=1, hw=4, kind="conv"):

@@ -1,0 +1,436 @@
+"""Plots of a `results.csv`: what `accelsim report RESULTS_DIR` and `accelsim run --plots` draw.
+
+Every plot is drawn per network (and per configuration, when a merged sweep CSV holds
+several front-ends or swept keys) from the rows `accelsim run` writes, one row per
+(network, sparsity, layer, pass); layers are in network order, the order in which they
+first appear in the CSV. Whole-network figures are ratios of summed cycles or bytes
+(`simulator.results.summarize`), never averages of per-layer ratios.
+
+- `layer_speedup` (file `<network>-layer-speedup`): per-layer speedup over the dense
+  array, memory included (`speedup` = dense_cycles / cycles, unit x), grouped bars, one
+  bar per training pass, one panel per sparsity. A black tick on each bar is the array's
+  compute-only speedup (`compute_speedup`). A dashed line marks the front-end's cap h+1
+  (what skipping alone can reach on any layer; the memory-included speedup can pass it
+  when dense training's traffic stalls the dense array), a grey line 1x. A layer
+  without a pass (the first conv's input gradient) has no bar.
+- `speedup_vs_sparsity` (`<network>-speedup-vs-sparsity`): network speedup against
+  Top-K sparsity for forward, backward (input + weight gradient) and the whole
+  iteration: `speedup` (memory included) and `compute_speedup` (the array alone), both
+  ratios of summed cycles, with the ideal 1/(1-s) (work scales with density) and the
+  front-end cap h+1. Unit x; sparsity in percent.
+- `dram_traffic` (`<network>-dram-traffic`): DRAM traffic of the whole network per pass
+  and sparsity in MB (10^6 bytes), stacked by tensor class (weights, activations, saved
+  activations, gradients; reads plus writes, metadata included), with dense training's
+  traffic (`dense_dram_bytes`) as a black marker and its ratio to ours over each bar.
+- `utilization_map` (`<network>-utilization`): heat map of the array's utilization,
+  effectual MACs / (cycles x peak MACs per cycle) in percent, per layer (columns) and
+  (sparsity, pass) (rows), each cell labelled; the colour scale runs from 0 to the
+  largest value rounded up to 10%; grey where a layer has no such pass.
+
+The plotting functions are pure: they take a DataFrame of one network's rows and return
+a `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global state).
+`write_report(results_dir)` reads and checks `results_dir/results.csv` and writes each
+figure as PNG and SVG next to it, each atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .config import ConfigError
+from .results import COLUMNS, summarize
+from .trace import write_atomic
+
+PASSES = ("forward", "input_grad", "weight_grad")
+PHASES = ("forward", "backward", "iteration")
+CLASSES = (("weight_bytes", "weights"), ("activation_bytes", "activations"),
+           ("saved_activation_bytes", "saved activations"), ("gradient_bytes", "gradients"))
+PASS_COLORS = {"forward": "tab:blue", "input_grad": "tab:orange", "weight_grad": "tab:green"}
+CLASS_COLORS = ("tab:blue", "tab:orange", "tab:purple", "tab:green")
+NUMERIC = ["sparsity", "cycles", "compute_cycles", "stall_cycles", "dense_cycles",
+           "dense_compute_cycles", "ideal_cycles", "speedup", "compute_speedup", "utilization",
+           "dram_read_bytes", "dram_write_bytes", "weight_bytes", "activation_bytes",
+           "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
+           "activation_memory_bytes", "dense_activation_memory_bytes"]
+REQUIRED = ["network", "layer", "pass", "frontend", *NUMERIC]
+FRONTEND = re.compile(r"^\s*([A-Za-z]+)\s*<\s*(\d+)\s*,\s*(\d+)\s*>\s*$")
+
+
+# ---------------------------------------------------------------------------- input
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read and check a results.csv; raises `ConfigError` (one line naming the file and
+    what was expected) if it is missing, not a CSV, or lacks the columns the plots use."""
+    path = Path(path)
+    what = "the results.csv that `accelsim run` writes"
+    if path.is_dir():
+        raise ConfigError(f"{path}: expected {what}, but it is a directory")
+    if not path.exists():
+        raise ConfigError(f"{path}: expected {what}, but it does not exist")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{path}: expected {what}, but the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: expected {what}, but it is not a readable CSV ({first})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: expected {what}, but it cannot be read ({e.strerror})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: expected the columns of `accelsim run`'s results.csv; missing "
+                          f"{', '.join(missing)}")
+    if df.empty:
+        raise ConfigError(f"{path}: expected at least one result row, got none")
+    for col in NUMERIC:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ConfigError(f"{path}: column {col}: expected numbers, got {df[col].iloc[i]!r} "
+                              f"(data row {i + 1})")
+        df[col] = values
+    for col in ("network", "sparsity", "layer", "pass", "frontend"):
+        if df[col].isna().any():
+            i = int(np.flatnonzero(df[col].isna().to_numpy())[0])
+            raise ConfigError(f"{path}: column {col}: expected a value in every row, "
+                              f"data row {i + 1} has none")
+        if col != "sparsity":
+            df[col] = df[col].astype(str)
+    unknown = sorted(set(df["pass"]) - set(PASSES))
+    if unknown:
+        raise ConfigError(f"{path}: column pass: expected {', '.join(PASSES)}, got {unknown[0]!r}")
+    for fe in dict.fromkeys(df["frontend"]):
+        try:
+            frontend_cap(fe)
+        except ValueError as e:
+            raise ConfigError(f"{path}: column frontend: {e}") from None
+    try:
+        configurations(df)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return df
+
+
+def frontend_cap(frontend: str) -> int:
+    """The most skipping alone can speed up a layer: h+1 for `T<h,d>` / `L<h,d>`, 1 for `none`."""
+    text = str(frontend).strip()
+    if text == "none":
+        return 1
+    m = FRONTEND.match(text)
+    if not m:
+        raise ValueError(f"expected a front-end like 'T<2,5>', 'L<1,3>' or 'none', got {text!r}")
+    return int(m.group(2)) + 1
+
+
+def configurations(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """Split rows into (network, configuration label, rows) with one row per (sparsity,
+    layer, pass) each. A plain run has one configuration per network (label ""). A merged
+    sweep is split by its front-end, when that varies, and by every extra column (one not
+    in `COLUMNS`, e.g. a swept key) that still varies within a (network, sparsity, front-end):
+    a swept lookahead is told by the front-end, a swept tile count by its own column."""
+    return [(network, _label(keys, values), part) for network, keys, values, part in _split(df)]
+
+
+def _split(df: pd.DataFrame):
+    keys = ["frontend"] if df["frontend"].nunique() > 1 else []
+    for c in (c for c in df.columns if c not in COLUMNS):
+        groups = df.groupby(["network", "sparsity", *keys], sort=False, dropna=False)
+        if groups[c].nunique(dropna=False).max() > 1:
+            keys.append(c)
+    out = []
+    for network, rows in df.groupby("network", sort=False):
+        parts = rows.groupby(keys, sort=False, dropna=False) if keys else [((), rows)]
+        for values, part in parts:
+            values = values if isinstance(values, tuple) else (values,)
+            dup = part.duplicated(["sparsity", "layer", "pass"])
+            if dup.any():
+                r, label = part[dup].iloc[0], _label(keys, values)
+                raise ValueError(f"expected one row per (network, sparsity, layer, pass), got "
+                                 f"several for ({network}, {r['sparsity']:g}, {r['layer']}, "
+                                 f"{r['pass']}){' in ' + label if label else ''}")
+            out.append((str(network), keys, values, part))
+    return out
+
+
+def _label(keys, values) -> str:
+    return ", ".join(f"front-end {v}" if k == "frontend" else f"{k}={v}" for k, v in zip(keys, values))
+
+
+def _slug(keys, values) -> str:
+    """File-name part of a configuration: T<2,5> -> T2-5, architecture.tiles=8 -> as is."""
+    parts = [re.sub(r"[<>]", "", str(v)).replace(",", "-") if k == "frontend" else f"{k}={v}"
+             for k, v in zip(keys, values)]
+    return "_".join(re.sub(r"[^A-Za-z0-9.+=-]+", "-", p).strip("-") for p in parts)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _pct(s: float) -> str:
+    return f"{s * 100:.4g}%"
+
+
+def _one_network(df: pd.DataFrame) -> str:
+    nets = list(dict.fromkeys(df["network"]))
+    if len(nets) != 1:
+        raise ValueError(f"expected the rows of one network, got {len(nets)}: {', '.join(map(str, nets))}")
+    return str(nets[0])
+
+
+def _cap(df: pd.DataFrame) -> int:
+    return max(frontend_cap(f) for f in dict.fromkeys(df["frontend"]))
+
+
+def _frontends(df: pd.DataFrame) -> str:
+    return "/".join(dict.fromkeys(df["frontend"].astype(str)))
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _label_height(labels: list[str]) -> float:
+    """Inches that vertical tick labels of these strings need (about 7 pt type)."""
+    return 0.3 + 0.07 * max((len(t) for t in labels), default=0)
+
+
+def layer_order(df: pd.DataFrame) -> list[str]:
+    """Layers in network order: the order in which they first appear."""
+    return list(dict.fromkeys(df["layer"].astype(str)))
+
+
+# ---------------------------------------------------------------------------- plots
+
+def layer_speedup(df: pd.DataFrame, title: str = "") -> Figure:
+    """Per-layer speedup over the dense array (memory included) per pass: grouped bars,
+    one panel per sparsity, layers in network order, with the front-end cap h+1.
+    Each pass's bars form one `BarContainer` labelled with the pass."""
+    network = _one_network(df)
+    layers = layer_order(df)
+    sparsities = sorted(df["sparsity"].unique())
+    passes = [p for p in PASSES if p in set(df["pass"])]
+    cap = _cap(df)
+    n = len(layers)
+    fig_width = max(8.0, 1.6 + 0.12 * n * len(passes))
+    fig = _figure(fig_width, 0.6 + 2.4 * len(sparsities) + _label_height(layers))
+    axes = fig.subplots(len(sparsities), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    x = np.arange(n)
+    width = 0.8 / len(passes)
+    top = max(cap, float(np.nanmax(df["speedup"].to_numpy(dtype=float), initial=1.0)))
+    for ax, s in zip(axes, sparsities):
+        rows = df[df["sparsity"] == s].set_index(["layer", "pass"])[["speedup", "compute_speedup"]]
+        for i, p in enumerate(passes):
+            values = np.array([[*rows.loc[(layer, p)]] if (layer, p) in rows.index else [np.nan] * 2
+                               for layer in layers], dtype=float).reshape(-1, 2)
+            ok = np.isfinite(values[:, 0])
+            at = x[ok] + (i - (len(passes) - 1) / 2) * width
+            ax.bar(at, values[ok, 0], width, color=PASS_COLORS[p], label=p)
+            ax.plot(at, values[ok, 1], linestyle="none", marker="_", color="black",
+                    markersize=(fig_width - 1.6) * 72 / max(n, 1) * width, markeredgewidth=1.2,
+                    label="compute only (array)" if i == 0 else None)
+        ax.axhline(cap, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"front-end cap h+1 = {cap}x")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_ylabel("speedup (x)")
+        ax.set_title(f"{_pct(s)} sparsity", fontsize=10, loc="left")
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlim(-0.6, n - 0.4)
+    axes[0].set_ylim(0, top * 1.08)
+    axes[0].legend(ncols=len(passes) + 1, fontsize=8, loc="upper right")
+    axes[-1].set_xticks(x, layers, rotation=90, fontsize=7 if n > 30 else 8)
+    axes[-1].set_xlabel("layer (network order)")
+    fig.suptitle(title or f"{network}, front-end {_frontends(df)}: per-layer speedup over the "
+                 "dense array (memory included)")
+    return fig
+
+
+def speedup_vs_sparsity(df: pd.DataFrame, title: str = "") -> Figure:
+    """Network speedup (ratio of summed cycles) against sparsity for forward, backward
+    and iteration (those whose passes were simulated): `speedup` (memory included) and
+    `compute_speedup` from `summarize`, the ideal 1/(1-s) and the front-end cap h+1.
+    Lines are labelled 'speedup (memory included)', 'compute speedup (array only)',
+    'ideal 1/(1-s)' and 'front-end cap h+1'."""
+    network = _one_network(df)
+    summary = summarize(df)
+    phases = [p for p in PHASES if p in set(summary["phase"])] or list(dict.fromkeys(summary["phase"]))
+    cap = _cap(df)
+    fig = _figure(4.2 * len(phases) + 0.6, 4.2)
+    axes = fig.subplots(1, len(phases), sharey=True, squeeze=False)[0]
+    s_max = float(summary["sparsity"].max())
+    curve_s = np.linspace(0.0, s_max, 200)
+    ideal = 1.0 / (1.0 - curve_s)
+    top = max(cap, float(ideal[-1]), float(summary["speedup"].max()), float(summary["compute_speedup"].max()))
+    for ax, phase in zip(axes, phases):
+        part = summary[summary["phase"] == phase].sort_values("sparsity")
+        ax.plot(curve_s * 100, ideal, color="grey", linestyle=":", label="ideal 1/(1-s)")
+        ax.axhline(cap, color="tab:red", linestyle="--", linewidth=1, label=f"front-end cap h+1 = {cap}x")
+        ax.plot(part["sparsity"] * 100, part["speedup"], marker="o", color="tab:blue",
+                label="speedup (memory included)")
+        ax.plot(part["sparsity"] * 100, part["compute_speedup"], marker="s", linestyle="--",
+                color="tab:orange", label="compute speedup (array only)")
+        for s, v, c in zip(part["sparsity"], part["speedup"], part["compute_speedup"]):
+            below = c > v  # keep the label off the compute-speedup marker
+            ax.annotate(f"{v:.2f}x", (s * 100, v), textcoords="offset points",
+                        xytext=(0, -8 if below else 7), ha="center",
+                        va="top" if below else "bottom", fontsize=7.5, color="tab:blue")
+        ax.set_title(phase + (" (input + weight gradient)" if phase == "backward" else
+                              " (all passes)" if phase == "iteration" else ""), fontsize=10)
+        ax.set_xlabel("Top-K sparsity (%)")
+        ax.set_xticks(sorted(set(part["sparsity"] * 100)))
+        ax.set_xlim(-4, max(s_max * 100, 10) + 5)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("speedup over the dense array (x)")
+    axes[0].set_ylim(0, top * 1.1)
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(title or f"{network}, front-end {_frontends(df)}: network speedup vs sparsity "
+                 "(ratio of summed cycles)")
+    return fig
+
+
+def dram_traffic(df: pd.DataFrame, title: str = "") -> Figure:
+    """Whole-network DRAM traffic (MB) per pass and sparsity, stacked by tensor class,
+    with dense training's traffic as a marker. Each class's bars form one `BarContainer`
+    labelled with the class, bars ordered pass-major then by sparsity."""
+    network = _one_network(df)
+    sparsities = sorted(df["sparsity"].unique())
+    passes = [p for p in PASSES if p in set(df["pass"])]
+    sums = df.groupby(["pass", "sparsity"])[[c for c, _ in CLASSES] + ["dense_dram_bytes"]].sum()
+    fig = _figure(max(6.5, 1.8 + 0.75 * len(passes) * len(sparsities)), 4.8)
+    ax = fig.subplots()
+    gap = 0.6
+    xs, keys, centers = [], [], []
+    for i, p in enumerate(passes):
+        start = i * (len(sparsities) + gap)
+        xs += [start + j for j in range(len(sparsities))]
+        keys += [(p, s) for s in sparsities]
+        centers.append(start + (len(sparsities) - 1) / 2)
+    xs = np.array(xs, dtype=float)
+    bottom = np.zeros(len(keys))
+    for (col, name), color in zip(CLASSES, CLASS_COLORS):
+        values = np.array([sums.loc[k, col] if k in sums.index else 0.0 for k in keys]) / 1e6
+        ax.bar(xs, values, 0.75, bottom=bottom, color=color, label=name)
+        bottom += values
+    dense = np.array([sums.loc[k, "dense_dram_bytes"] if k in sums.index else np.nan for k in keys]) / 1e6
+    ax.plot(xs, dense, linestyle="none", marker="_", markersize=22, markeredgewidth=2.5,
+            color="black", label="dense training")
+    for x, ours, d in zip(xs, bottom, dense):
+        if ours > 0 and np.isfinite(d):
+            ax.annotate(f"{d / ours:.2f}x", (x, max(ours, d)), textcoords="offset points",
+                        xytext=(0, 4), ha="center", fontsize=7)
+    ax.set_xticks(xs, [_pct(s) for _, s in keys], fontsize=8)
+    ax.set_xlabel("Top-K sparsity, per pass")
+    sec = ax.secondary_xaxis(-0.12)
+    sec.set_xticks(centers, passes)
+    sec.tick_params(length=0)
+    sec.spines["bottom"].set_visible(False)
+    ax.set_ylabel("DRAM traffic, reads + writes (MB)")
+    ax.set_ylim(0, float(np.nanmax(np.r_[bottom, dense], initial=1e-6)) * 1.15)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title or f"{network}: DRAM traffic per tensor class (dense training / ours above "
+                 "each bar)", fontsize=11)
+    return fig
+
+
+def utilization_map(df: pd.DataFrame, title: str = "") -> Figure:
+    """Heat map of utilization (percent of peak MACs doing effectual work) per layer
+    (columns, network order) and (sparsity, pass) (rows); the image's data is
+    utilization x 100, NaN (grey) where a layer has no such pass."""
+    network = _one_network(df)
+    layers = layer_order(df)
+    sparsities = sorted(df["sparsity"].unique())
+    passes = [p for p in PASSES if p in set(df["pass"])]
+    util = df.set_index(["sparsity", "pass", "layer"])["utilization"]
+    rows = [(s, p) for s in sparsities for p in passes]
+    data = np.array([[util.get((s, p, layer), np.nan) for layer in layers] for s, p in rows],
+                    dtype=float) * 100
+    n = len(layers)
+    fig = _figure(max(7.0, 2.4 + 0.3 * n), 1.2 + 0.32 * len(rows) + _label_height(layers))
+    ax = fig.subplots()
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    vmax = float(min(100.0, max(10.0, np.ceil(np.nanmax(data, initial=0.0) / 10) * 10)))
+    im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, vmin=0, vmax=vmax,
+                   interpolation="nearest")
+    if data.size <= 1500:
+        for (r, c), v in np.ndenumerate(data):
+            if np.isfinite(v):
+                ax.text(c, r, f"{v:.1f}" if v < 9.95 else f"{v:.0f}", ha="center", va="center",
+                        fontsize=6 if n > 30 else 7, color="black" if v > 0.6 * vmax else "white")
+    for k in range(1, len(sparsities)):
+        ax.axhline(k * len(passes) - 0.5, color="white", linewidth=2)
+    ax.set_xticks(np.arange(n), layers, rotation=90, fontsize=7 if n > 30 else 8)
+    ax.set_yticks(np.arange(len(rows)), [f"{_pct(s)} {p}" for s, p in rows], fontsize=8)
+    ax.set_xlabel("layer (network order)")
+    ax.set_ylabel("sparsity, pass")
+    fig.colorbar(im, ax=ax, label=f"utilization (%, scale 0-{vmax:.0f})", fraction=0.04, pad=0.01)
+    fig.suptitle(title or f"{network}, front-end {_frontends(df)}: utilization = effectual MACs / "
+                 "(cycles x peak MACs per cycle), %", fontsize=11)
+    return fig
+
+
+PLOTS = {"layer-speedup": layer_speedup, "speedup-vs-sparsity": speedup_vs_sparsity,
+         "dram-traffic": dram_traffic, "utilization": utilization_map}
+
+
+def figures(df: pd.DataFrame) -> list[tuple[str, Figure]]:
+    """Every plot for every network (and configuration) in `df`, as (file stem, figure)."""
+    out = []
+    for network, keys, values, part in _split(df):
+        label, slug = _label(keys, values), _slug(keys, values)
+        stem = network + (f"-{slug}" if slug else "")
+        for kind, plot in PLOTS.items():
+            fig = plot(part)
+            if label:
+                fig.suptitle(f"{fig.get_suptitle()} [{label}]", fontsize=10)
+            out.append((f"{stem}-{kind}", fig))
+    return out
+
+
+# ---------------------------------------------------------------------------- output
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """The figure rendered as `fmt` (png at 110 dpi, or svg without a date, so that the
+    same results give the same files)."""
+    buf = io.BytesIO()
+    with rc_context({"svg.hashsalt": "accelsim", "svg.fonttype": "none"}):
+        fig.savefig(buf, format=fmt, dpi=110,
+                    metadata={"Date": None} if fmt == "svg" else {"Software": "accelsim"})
+    return buf.getvalue()
+
+
+def write_report(results_dir: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Read `results_dir/results.csv` and write every plot next to it as PNG and SVG,
+    each atomically; returns the paths written. Bad input raises `ConfigError`."""
+    results_dir = Path(results_dir)
+    if not results_dir.exists():
+        raise ConfigError(f"{results_dir}: expected a results directory with the results.csv "
+                          "that `accelsim run` writes, but it does not exist")
+    if not results_dir.is_dir():
+        raise ConfigError(f"{results_dir}: expected a results directory with the results.csv "
+                          "that `accelsim run` writes, but it is not a directory")
+    df = load_results(results_dir / "results.csv")
+    written = []
+    for stem, fig in figures(df):
+        try:
+            fig.draw_without_rendering()  # lay out once, then freeze: PNG and SVG agree, and
+            fig.set_layout_engine("none")  # the same results give the same bytes
+            for fmt in formats:
+                path = results_dir / f"{stem}.{fmt}"
+                try:
+                    written.append(write_atomic(path, figure_bytes(fig, fmt)))
+                except OSError as e:
+                    raise ConfigError(f"{path}: expected a writable file in a writable directory, "
+                                      f"could not write it ({e.strerror or e})") from None
+        finally:
+            fig.clear()
+    return written

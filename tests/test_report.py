@@ -1,0 +1,327 @@
+"""`accelsim report` and `simulator.report`: the plots of a results.csv, their data, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from matplotlib.container import BarContainer
+
+import simulator
+from simulator import report
+from simulator.cli import main
+from simulator.config import ConfigError
+from simulator.results import summarize
+
+LOOKAHEAD = 2
+CONFIG = {
+    "architecture": {"tiles": 2, "rows": 4, "lanes": 16,
+                     "frontend": {"shape": "T", "lookahead": LOOKAHEAD, "lookaside": 5}},
+    "workload": {"network": "simple-cnn", "batch": 1,
+                 "sparsity": [0.0, 0.8], "seed": 0},
+    "passes": ["forward", "input_grad", "weight_grad"],
+}
+KINDS = ("layer-speedup", "speedup-vs-sparsity", "dram-traffic", "utilization")
+STEMS = [f"simple-cnn-{k}" for k in KINDS]
+
+
+def run_main(argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """A results directory with the tiny run's results.csv, and that CSV as read back."""
+    out = tmp_path_factory.mktemp("results")
+    simulator.write_results(simulator.run(simulator.parse_config(CONFIG), quiet=True),
+                            out / "results.csv")
+    return out, pd.read_csv(out / "results.csv")
+
+
+@pytest.fixture(scope="module")
+def written(results) -> tuple[Path, list[Path], str]:
+    """`accelsim report` on the tiny run: (results dir, files written, stdout)."""
+    out, _ = results
+    before = set(out.iterdir())
+    rc, stdout, stderr = run_main(["report", out])
+    assert (rc, stderr) == (0, ""), stderr
+    return out, sorted(set(out.iterdir()) - before), stdout
+
+
+def small(df: pd.DataFrame) -> pd.DataFrame:
+    """The forward rows at one sparsity: the cheapest input that still draws every plot."""
+    return df[(df["pass"] == "forward") & (df["sparsity"] == df["sparsity"].max())]
+
+
+def _layers(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["layer"]))
+
+
+def _lines(ax, prefix: str):
+    return [line for line in ax.get_lines() if line.get_label().startswith(prefix)]
+
+
+# ---------------------------------------------------------------------------- files
+
+def test_report_writes_png_and_svg_for_every_plot(written):
+    out, paths, _ = written
+    assert {p.name for p in paths} == {f"{s}.{ext}" for s in STEMS for ext in ("png", "svg")}
+    for p in paths:
+        assert p.parent == out and p.is_file()
+        data = p.read_bytes()
+        if p.suffix == ".png":
+            assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+        else:
+            assert ET.parse(p).getroot().tag.endswith("svg")
+
+
+def test_no_temporary_files_left(written):
+    out, paths, _ = written
+    assert sorted(p.name for p in out.iterdir()) == sorted(["results.csv", *(p.name for p in paths)])
+
+
+def test_same_results_give_the_same_files(results, tmp_path):
+    _, df = results
+    files = []
+    for d in (tmp_path / "a", tmp_path / "b"):
+        d.mkdir()
+        small(df).to_csv(d / "results.csv", index=False)
+        files.append({p.name: p.read_bytes() for p in report.write_report(d)})
+    assert files[0] == files[1]
+
+
+# ---------------------------------------------------------------------------- plot data
+
+def test_layer_speedup_bars_are_the_csv_speedups(results):
+    _, df = results
+    fig = report.layer_speedup(df)
+    layers = _layers(df)
+    axes = fig.get_axes()
+    sparsities = sorted(df["sparsity"].unique())
+    assert len(axes) == len(sparsities)
+    assert [t.get_text() for t in axes[-1].get_xticklabels()] == layers
+    for ax, s in zip(axes, sparsities):
+        bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+        assert list(bars) == ["forward", "input_grad", "weight_grad"]
+        for p, container in bars.items():
+            rows = df[(df["sparsity"] == s) & (df["pass"] == p)]
+            assert len(container.patches) == len(rows)  # conv1 has no input_grad bar
+            for patch in container.patches:
+                layer = layers[int(round(patch.get_x() + patch.get_width() / 2))]
+                expected = rows.loc[rows["layer"] == layer, "speedup"].item()
+                assert patch.get_height() == pytest.approx(expected, rel=1e-12), (s, p, layer)
+        cap, = _lines(ax, "front-end cap")
+        assert set(cap.get_ydata()) == {LOOKAHEAD + 1}
+
+
+def test_speedup_vs_sparsity_points_are_ratios_of_sums(results):
+    _, df = results
+    summary = summarize(df)
+    fig = report.speedup_vs_sparsity(df)
+    axes = fig.get_axes()
+    assert [ax.get_title().split()[0] for ax in axes] == ["forward", "backward", "iteration"]
+    for ax in axes:
+        phase = ax.get_title().split()[0]
+        part = summary[summary["phase"] == phase].sort_values("sparsity")
+        # ratios of summed cycles, not means of per-layer speedups
+        passes = {"backward": ["input_grad", "weight_grad"]}.get(phase, None)
+        rows = df if phase == "iteration" else df[df["pass"].isin(passes or [phase])]
+        sums = rows.groupby("sparsity")[["dense_cycles", "cycles"]].sum()
+        np.testing.assert_allclose(part["speedup"], sums["dense_cycles"] / sums["cycles"])
+        for label, col in (("speedup (memory", "speedup"), ("compute speedup", "compute_speedup")):
+            line, = _lines(ax, label)
+            np.testing.assert_allclose(line.get_xdata(), part["sparsity"] * 100)
+            np.testing.assert_allclose(line.get_ydata(), part[col], rtol=1e-12)
+        ideal, = _lines(ax, "ideal 1/(1-s)")
+        x = np.asarray(ideal.get_xdata()) / 100
+        np.testing.assert_allclose(ideal.get_ydata(), 1 / (1 - x))
+        assert x[0] == 0 and x[-1] == pytest.approx(df["sparsity"].max())
+        cap, = _lines(ax, "front-end cap")
+        assert set(cap.get_ydata()) == {LOOKAHEAD + 1}
+
+
+@pytest.mark.parametrize("frontend, cap", [("T<4,2>", 5), ("L<1,3>", 2), ("none", 1)])
+def test_cap_line_at_h_plus_1(results, frontend, cap):
+    _, df = results
+    df = df.assign(frontend=frontend)
+    assert report.frontend_cap(frontend) == cap
+    for plot in (report.layer_speedup, report.speedup_vs_sparsity):
+        for ax in plot(df).get_axes():
+            line, = _lines(ax, "front-end cap")
+            assert set(line.get_ydata()) == {cap}
+            assert line.get_label() == f"front-end cap h+1 = {cap}x"
+
+
+def test_frontend_cap_rejects_garbage():
+    with pytest.raises(ValueError, match="T<2,5>"):
+        report.frontend_cap("trident")
+
+
+def test_dram_traffic_stacks_the_tensor_classes(results):
+    _, df = results
+    ax, = report.dram_traffic(df).get_axes()[:1]
+    keys = [(p, s) for p in ("forward", "input_grad", "weight_grad") for s in sorted(df["sparsity"].unique())]
+    sums = df.groupby(["pass", "sparsity"]).sum(numeric_only=True)
+    bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+    assert list(bars) == ["weights", "activations", "saved activations", "gradients"]
+    bottom = np.zeros(len(keys))
+    for (col, _), container in zip(report.CLASSES, bars.values()):
+        heights = np.array([b.get_height() for b in container.patches])
+        np.testing.assert_allclose(heights * 1e6, [sums.loc[k, col] for k in keys])
+        np.testing.assert_allclose([b.get_y() for b in container.patches], bottom)
+        bottom += heights
+    # the classes add up to reads + writes
+    np.testing.assert_allclose(bottom * 1e6, [sums.loc[k, "dram_read_bytes"] + sums.loc[k, "dram_write_bytes"]
+                                              for k in keys])
+    dense, = _lines(ax, "dense training")
+    np.testing.assert_allclose(np.asarray(dense.get_ydata()) * 1e6,
+                               [sums.loc[k, "dense_dram_bytes"] for k in keys])
+
+
+def test_utilization_map_cells(results):
+    _, df = results
+    ax = report.utilization_map(df).get_axes()[0]
+    image = ax.get_images()[0].get_array()
+    layers = _layers(df)
+    rows = [(s, p) for s in sorted(df["sparsity"].unique()) for p in ("forward", "input_grad", "weight_grad")]
+    assert image.shape == (len(rows), len(layers))
+    util = df.set_index(["sparsity", "pass", "layer"])["utilization"]
+    for r, (s, p) in enumerate(rows):
+        for c, layer in enumerate(layers):
+            if (s, p, layer) in util.index:
+                assert image[r, c] == pytest.approx(util[(s, p, layer)] * 100)
+            else:
+                assert np.ma.is_masked(image[r, c])  # conv1 input_grad: not simulated
+    assert [t.get_text() for t in ax.get_xticklabels()] == layers
+
+
+def test_one_network_per_figure(results):
+    _, df = results
+    two = pd.concat([df, df.assign(network="other")])
+    with pytest.raises(ValueError, match="one network"):
+        report.layer_speedup(two)
+    assert [stem for stem, _ in report.figures(two)] == STEMS + [f"other-{k}" for k in KINDS]
+
+
+def test_merged_sweep_csv_is_split_per_configuration(results, tmp_path):
+    _, df = results
+    lookahead = "architecture.frontend.lookahead"
+    merged = pd.concat([df.assign(**{lookahead: 2, "workload.sparsity": df["sparsity"]}),
+                        df.assign(frontend="T<4,5>", **{lookahead: 4, "workload.sparsity": df["sparsity"]})])
+    merged.to_csv(tmp_path / "results.csv", index=False)
+    merged = report.load_results(tmp_path / "results.csv")
+    # the swept lookahead is told by the front-end; workload.sparsity by the sparsity
+    assert [(n, label, len(part)) for n, label, part in report.configurations(merged)] == [
+        ("simple-cnn", "front-end T<2,5>", len(df)), ("simple-cnn", "front-end T<4,5>", len(df))]
+    stems = [stem for stem, _ in report.figures(small(merged))]
+    assert stems == [f"simple-cnn-{fe}-{k}" for fe in ("T2-5", "T4-5") for k in KINDS]
+    tiles = pd.concat([df.assign(**{"architecture.tiles": t}) for t in (2, 8)])
+    assert [label for _, label, _ in report.configurations(tiles)] == [
+        "architecture.tiles=2", "architecture.tiles=8"]
+    assert [stem for stem, _ in report.figures(small(tiles))][::4] == [
+        "simple-cnn-architecture.tiles=2-layer-speedup", "simple-cnn-architecture.tiles=8-layer-speedup"]
+    same = merged.drop(columns=lookahead).assign(frontend="T<2,5>")
+    same.to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(ConfigError, match=r"one row per \(network, sparsity, layer, pass\)"):
+        report.load_results(tmp_path / "results.csv")
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def test_report_command_lists_the_files(written):
+    out, _, stdout = written
+    assert stdout.splitlines() == [f"wrote {out / s}.{e}" for s in STEMS for e in ("png", "svg")]
+
+
+def _bad(tmp_path: Path, text: str | bytes | None) -> Path:
+    d = tmp_path / "res"
+    d.mkdir()
+    if text is not None:
+        (d / "results.csv").write_bytes(text.encode() if isinstance(text, str) else text)
+    return d
+
+
+@pytest.mark.parametrize("case, content, expected", [
+    ("no results.csv", None,
+     "results.csv: expected the results.csv that `accelsim run` writes, but it does not exist"),
+    ("empty", "", "but the file is empty"),
+    ("garbled", b'\x00\xff,"x\n1,"2', "not a readable CSV"),
+    ("other csv", "a,b\n1,2\n", "missing network, layer, pass"),
+    ("no rows", None, "expected at least one result row"),
+    ("missing column", None, "missing speedup"),
+    ("non-numeric", None, "column cycles: expected numbers, got 'lots' (data row 2)"),
+    ("unknown pass", None, "column pass: expected forward, input_grad, weight_grad, got 'sideways'"),
+    ("bad frontend", None, "column frontend: expected a front-end like 'T<2,5>'"),
+    ("no sparsity", None, "column sparsity: expected a value in every row, data row 3 has none"),
+])
+def test_bad_input_is_one_line_and_exit_2(results, tmp_path, case, content, expected):
+    _, df = results
+    derived = {"no rows": df.iloc[:0],
+               "missing column": df.drop(columns="speedup"),
+               "non-numeric": df.astype({"cycles": object}).assign(
+                   cycles=lambda d: d["cycles"].where(d.index != 1, "lots")),
+               "no sparsity": df.assign(sparsity=df["sparsity"].where(df.index != 2)),
+               "unknown pass": df.assign(**{"pass": df["pass"].where(df.index != 0, "sideways")}),
+               "bad frontend": df.assign(frontend="trident")}
+    if case in derived:
+        content = derived[case].to_csv(index=False)
+    d = _bad(tmp_path, content) if case != "no results.csv" else _bad(tmp_path, None)
+    rc, stdout, stderr = run_main(["report", d])
+    assert rc == 2 and stdout == ""
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith(f"accelsim: error: {d / 'results.csv'}: ")
+    assert expected in stderr
+    assert sorted(p.name for p in d.iterdir()) == ([] if content is None else ["results.csv"])
+
+
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_bad_results_dir(tmp_path, make):
+    target = tmp_path / "out"
+    if make == "file":
+        target.write_text("x")
+    rc, stdout, stderr = run_main(["report", target])
+    assert rc == 2 and stdout == ""
+    assert stderr == (f"accelsim: error: {target}: expected a results directory with the results.csv "
+                      f"that `accelsim run` writes, but it "
+                      f"{'does not exist' if make == 'missing' else 'is not a directory'}\n")
+
+
+def test_unwritable_plot_is_a_clean_error_and_leaves_no_temp_file(results, tmp_path):
+    _, df = results
+    small(df).to_csv(tmp_path / "results.csv", index=False)
+    (tmp_path / "simple-cnn-dram-traffic.png").mkdir()  # os.replace onto a directory fails
+    rc, stdout, stderr = run_main(["report", tmp_path, "-q"])
+    assert rc == 2 and len(stderr.splitlines()) == 1
+    assert f"{tmp_path / 'simple-cnn-dram-traffic.png'}: expected a writable file" in stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_run_with_plots(tmp_path):
+    cfg = dict(CONFIG, passes=["forward"], workload=dict(CONFIG["workload"], sparsity=[0.8]))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    rc, stdout, stderr = run_main(["run", path, "--out", out, "-q", "--plots"])
+    assert rc == 0, stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(["results.csv", *(f"{s}.{e}" for s in STEMS for e in ("png", "svg"))])
+    assert "wrote" not in stdout.split("results.csv")[-1]  # -q: plots not listed
+    rc, stdout, stderr = run_main(["run", path, "--out", out, "--plots"])
+    assert rc == 0, stderr
+    assert stdout.splitlines()[-8:] == [f"wrote {out / s}.{e}" for s in STEMS for e in ("png", "svg")]
+
+
+def test_help_mentions_report_and_plots():
+    for argv, needle in ((["report", "--help"], "RESULTS_DIR"), (["run", "--help"], "--plots")):
+        with pytest.raises(SystemExit) as e, contextlib.redirect_stdout(io.StringIO()) as out:
+            main(argv)
+        assert e.value.code == 0 and needle in out.getvalue()
