@@ -31,7 +31,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
 def _cmd_run(args) -> int:
     from .api import run
-    from .results import format_summary, summarize, write_results
+    from .results import format_layers, format_summary, summarize, write_results
 
     config = load_config(args.config)
     out = Path(args.out) if args.out else config.output_dir
@@ -41,6 +41,8 @@ def _cmd_run(args) -> int:
     arch = config.architecture
     title = (f"{config.name}: {arch.tiles} tiles x {arch.rows} filter lanes x {arch.lanes} weight "
              f"lanes x {arch.columns} windows, front-end {arch.frontend}, {arch.backend}")
+    if args.verbose:
+        print(format_layers(results) + "\n")
     print(format_summary(summarize(results), title))
     print(f"\nwrote {path} ({len(results)} rows)")
     if args.plots:
@@ -193,6 +195,12 @@ def _cmd_trace_from_training(args) -> int:
     for path in result.traces:
         print(f"trace: {path}")
     print(f"log and checkpoint: {settings.run_path}")
+    if args.verbose and last is not None:  # the log's measured sparsities, last iteration
+        for layer in dict.fromkeys(c[2:] for c in result.log.columns if c[:2] in ("w:", "a:")):
+            cells = [f"{what} sparsity {last[f'{k}:{layer}']:.1%}"
+                     for k, what in (("w", "weight"), ("a", "saved-activation"))
+                     if f"{k}:{layer}" in last.index and last[f"{k}:{layer}"] == last[f"{k}:{layer}"]]
+            print(f"  {layer}: " + (", ".join(cells) or "not measured (a dense layer)"))
     return EXIT_OK
 
 
@@ -413,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("config", help="YAML config file, e.g. configs/tactical.yaml")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    common.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="more detail (run: a line per layer and pass; check: a line per layer)")
 
     p = sub.add_parser("run", parents=[common], help="simulate a config and write results.csv",
                        description="Simulate every workload point and pass of CONFIG, print a "
@@ -432,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="directory holding results.csv, "
                    "e.g. reports/tactical")
     p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
-    p.add_argument("-v", "--verbose", action="store_true", help="more detail")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the size of each file")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("check", parents=[common], help="functional check of the schedules",
@@ -497,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive(int), default=100)
     p.add_argument("--eval-limit", type=_positive(int), help="test samples to evaluate (default all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also the measured sparsity of every layer at the last iteration")
     p.set_defaults(func=_cmd_trace_from_training)
 
     quiet = argparse.ArgumentParser(add_help=False)

@@ -166,5 +166,23 @@ def format_summary(summary: pd.DataFrame, title: str) -> str:
     return "\n".join(lines)
 
 
+LAYER_COLUMNS = ["layer", "pass", "cycles", "stall_cycles", "speedup", "compute_speedup",
+                 "utilization", "bound", "tiling", "dram_read_bytes", "dram_write_bytes"]
+
+
+def format_layers(results: pd.DataFrame) -> str:
+    """One line per (layer, pass) for each network and sparsity: cycles, stalls, speedups,
+    utilization, what bounds it, its tiling and its DRAM traffic in kB."""
+    blocks = []
+    for (net, sparsity), rows in results.groupby(["network", "sparsity"], sort=False):
+        table = rows[LAYER_COLUMNS].copy()
+        for col in ("dram_read_bytes", "dram_write_bytes"):
+            table[col] = (table[col] / 1e3).round(1)
+        table = table.rename(columns={"dram_read_bytes": "read_kB", "dram_write_bytes": "write_kB"})
+        blocks.append(f"{net} at {sparsity:.0%}, per layer and pass:\n"
+                      + table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return "\n\n".join(blocks)
+
+
 def write_results(results: pd.DataFrame, path: str | os.PathLike) -> Path:
     return write_atomic(path, results.to_csv(index=False))

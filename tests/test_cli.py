@@ -214,6 +214,19 @@ def test_run_rows_obey_cycle_bounds(tiny):
     assert rest["weight_sparsity"].to_numpy() == pytest.approx(0.8, abs=0.01)
 
 
+def test_run_verbose_adds_a_line_per_layer_and_pass(tmp_path, tiny):
+    path, _, quiet_stdout, df = tiny
+    rc, stdout, _ = run_main(["run", path, "--out", tmp_path / "v", "-q", "-v"])
+    assert rc == 0
+    for s in SPARSITIES:
+        assert f"{NETWORK} at {s:.0%}, per layer and pass:" in stdout
+    sub = df[df["sparsity"] == SPARSITIES[-1]].iloc[-1]
+    line = [ln for ln in stdout.splitlines() if ln.split()[:2] == [sub["layer"], sub["pass"]]][-1]
+    assert line.split()[2] == str(sub["cycles"]) and line.split()[3] == str(sub["stall_cycles"])
+    summary = quiet_stdout.split("\n", 1)[1].rsplit("\nwrote", 1)[0]
+    assert summary in stdout  # the summary follows unchanged
+
+
 def test_run_summary_matches_csv(tiny):
     _, out, stdout, df = tiny
     assert NETWORK in stdout and "forward" in stdout

@@ -262,6 +262,17 @@ def test_cli_trains_and_writes_trace_log_and_checkpoint(tmp_path):
     assert (tmp_path / "traces/simple-cnn-swat-u-50/manifest.yaml").is_file()
     run = tmp_path / "runs/simple-cnn-swat-u-50"
     assert {f.name for f in run.iterdir()} == {"log.csv", "checkpoint.npz", "summary.yaml"}
+    assert "sparsity" not in p.stdout.split("log and checkpoint")[-1]  # no per-layer lines
+
+
+def test_cli_verbose_prints_each_layers_measured_sparsity(tmp_path):
+    p = run_cli("simple-cnn", "--dataset", "synthetic", "--iterations", "2", "--batch", "8",
+                "--image-size", "12", "--eval-limit", "16", "--sparsity", "0.5", "-q", "-v", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = {ln.split(":")[0].strip(): ln for ln in p.stdout.splitlines() if ln.startswith("  ")}
+    assert lines["conv1"].endswith("weight sparsity 0.0%")  # the dense first conv: nothing saved
+    assert "weight sparsity 50.0%, saved-activation sparsity 50.0%" in lines["conv2"]
+    assert set(lines) == {"conv1", "conv2", "fc1", "fc2"}
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):
