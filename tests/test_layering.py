@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WIRING = {"api.py", "cli.py"}  # only these may wire workloads into the simulator
+WIRING = {"api.py", "cli.py", "analytic_commands.py"}  # only these may wire workloads into the simulator
 
 
 def imports(path):
