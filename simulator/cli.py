@@ -143,6 +143,11 @@ def _cmd_sweep(args) -> int:
     print(format_sweep_summary(sweep, result.point_summaries))
     print(f"\nwrote {result.results_path} ({len(result.results)} rows from {total} points) and "
           f"{result.summary_path}")
+    from .report import write_sweep_maps
+
+    for path in write_sweep_maps(result.summary, sweep.keys, out):
+        if not args.quiet:
+            print(f"wrote {path}")
     return EXIT_OK
 
 

@@ -396,6 +396,79 @@ def figures(df: pd.DataFrame) -> list[tuple[str, Figure]]:
     return out
 
 
+# ---------------------------------------------------------------------------- sweeps
+
+SWEEP_VALUES = {"compute_speedup": "compute-only speedup (the array alone)",
+                "speedup": "speedup with memory"}
+
+
+def sweep_axes(summary: pd.DataFrame, keys) -> tuple[str, str] | None:
+    """The two swept keys a sweep map spreads over (x, y): the first two numeric keys with
+    more than one value, sparsity and network aside (they get a panel each); None if the
+    sweep has fewer than two."""
+    grid = [k for k in keys if k not in ("workload.sparsity", "workload.network")
+            and k in summary and summary[k].nunique() > 1
+            and pd.api.types.is_numeric_dtype(summary[k])]
+    return (grid[0], grid[1]) if len(grid) >= 2 else None
+
+
+def sweep_map(summary: pd.DataFrame, x: str, y: str, value: str = "compute_speedup",
+              keys=()) -> Figure:
+    """Heat map of a sweep's `summary.csv`: `value` (x, a ratio of summed cycles) of the
+    forward, backward and iteration phases (panel columns) per network, sparsity and any
+    other swept value (panel rows), over the grid of swept keys `x` (cell columns) and `y`
+    (cell rows); each cell labelled, grey where the point was skipped. `keys`: all the
+    swept keys (columns of `summary`)."""
+    phases = [p for p in PHASES if p in set(summary["phase"])]
+    others = [k for k in keys if k not in (x, y, "workload.sparsity", "workload.network")]
+    panel_keys = ["network", "sparsity", *others]
+    panels = list(summary.groupby(panel_keys, sort=False, dropna=False))
+    xs, ys = sorted(summary[x].unique()), sorted(summary[y].unique())
+    vmax = float(np.ceil(summary.loc[summary["phase"].isin(phases), value].max()))
+    fig = _figure(1.2 + len(phases) * (0.9 + 0.55 * len(xs)), 0.9 + len(panels) * (0.6 + 0.4 * len(ys)))
+    axes = np.atleast_2d(fig.subplots(len(panels), len(phases), squeeze=False))
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    for r, (panel, rows) in enumerate(panels):
+        panel = panel if isinstance(panel, tuple) else (panel,)
+        for c, phase in enumerate(phases):
+            ax = axes[r, c]
+            cells = rows[rows["phase"] == phase].pivot_table(index=y, columns=x, values=value)
+            data = cells.reindex(index=ys, columns=xs).to_numpy(dtype=float)
+            im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=1.0, vmax=max(vmax, 1.01),
+                           origin="lower", aspect="auto", interpolation="nearest")
+            for (i, j), v in np.ndenumerate(data):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 1 + 0.6 * (vmax - 1) else "white")
+            ax.set_xticks(np.arange(len(xs)), [f"{v:g}" for v in xs], fontsize=8)
+            ax.set_yticks(np.arange(len(ys)), [f"{v:g}" for v in ys], fontsize=8)
+            ax.set_xlabel(x.rsplit(".", 1)[-1], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(y.rsplit(".", 1)[-1], fontsize=9)
+            extra = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(others, panel[2:]))
+            ax.set_title(f"{phase}: {panel[0]} at {_pct(panel[1])}" + (f", {extra}" if extra else ""),
+                         fontsize=9)
+    fig.colorbar(im, ax=axes, label=f"{SWEEP_VALUES.get(value, value)} (x)", fraction=0.03, pad=0.01)
+    fig.suptitle(f"sweep: {SWEEP_VALUES.get(value, value)} over the dense array, "
+                 f"{x} x {y} (ratio of summed cycles)", fontsize=11)
+    return fig
+
+
+def write_sweep_maps(summary: pd.DataFrame, keys, out_dir: str | Path,
+                     formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write `sweep-<x>-<y>-<value>` heat maps (compute-only speedup and speedup with
+    memory) of a sweep's summary into `out_dir`, atomically; none if fewer than two
+    numeric keys vary."""
+    axes = sweep_axes(summary, keys)
+    if axes is None:
+        return []
+    x, y = axes
+    slug = f"{x.rsplit('.', 1)[-1]}-{y.rsplit('.', 1)[-1]}"
+    return [path for value in SWEEP_VALUES
+            for path in _write_figure(sweep_map(summary, x, y, value, keys), Path(out_dir),
+                                      f"sweep-{slug}-{value.replace('_', '-')}", formats)]
+
+
 # ---------------------------------------------------------------------------- output
 
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
@@ -421,16 +494,24 @@ def write_report(results_dir: str | Path, formats: tuple[str, ...] = ("png", "sv
     df = load_results(results_dir / "results.csv")
     written = []
     for stem, fig in figures(df):
-        try:
-            fig.draw_without_rendering()  # lay out once, then freeze: PNG and SVG agree, and
-            fig.set_layout_engine("none")  # the same results give the same bytes
-            for fmt in formats:
-                path = results_dir / f"{stem}.{fmt}"
-                try:
-                    written.append(write_atomic(path, figure_bytes(fig, fmt)))
-                except OSError as e:
-                    raise ConfigError(f"{path}: expected a writable file in a writable directory, "
-                                      f"could not write it ({e.strerror or e})") from None
-        finally:
-            fig.clear()
+        written.extend(_write_figure(fig, results_dir, stem, formats))
+    return written
+
+
+def _write_figure(fig: Figure, out_dir: Path, stem: str, formats) -> list[Path]:
+    """Lay `fig` out once, freeze it (so PNG and SVG agree and the same results give the
+    same bytes), write it as each format atomically, and release it."""
+    written = []
+    try:
+        fig.draw_without_rendering()
+        fig.set_layout_engine("none")
+        for fmt in formats:
+            path = out_dir / f"{stem}.{fmt}"
+            try:
+                written.append(write_atomic(path, figure_bytes(fig, fmt)))
+            except OSError as e:
+                raise ConfigError(f"{path}: expected a writable file in a writable directory, "
+                                  f"could not write it ({e.strerror or e})") from None
+    finally:
+        fig.clear()
     return written

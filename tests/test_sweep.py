@@ -17,6 +17,7 @@ import simulator
 from simulator import sweep as sweep_mod
 from simulator.cli import main
 from tests.util import run_main
+from simulator.report import sweep_map
 from simulator.sweep import Point, apply, expand, load_sweep, point_id, set_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,6 +281,24 @@ def test_invalid_frontend_combinations_are_skipped_with_a_note(tmp_path, capsys)
     assert "0 of 3 points done, 3 to run in this process (1 front-end combination skipped)" in out
     merged = read(tmp_path / "out" / "results.csv")
     assert list(dict.fromkeys(merged["frontend"])) == ["T<1,8>", "T<2,8>", "T<2,9>"]
+    # two swept front-end keys: heat maps over lookahead x lookaside, the skipped cell grey
+    maps = sorted(p.name for p in (tmp_path / "out").glob("sweep-*"))
+    assert maps == [f"sweep-lookahead-lookaside-{v}.{f}" for v in ("compute-speedup", "speedup")
+                    for f in ("png", "svg")]
+    summary = read(tmp_path / "out" / "summary.csv")
+    fig = sweep_map(summary, LOOKAHEAD, "architecture.frontend.lookaside", "compute_speedup",
+                    keys=(LOOKAHEAD, "architecture.frontend.lookaside"))
+    (ax,) = [a for a in fig.axes if a.get_title().startswith("forward")]
+    cells = ax.images[0].get_array()  # rows lookaside 8, 9; columns lookahead 1, 2
+    fwd = summary[summary["phase"] == "forward"].set_index([LOOKAHEAD, "architecture.frontend.lookaside"])
+    assert cells.mask.tolist() == [[False, False], [True, False]]
+    assert cells[0, 0] == pytest.approx(fwd.loc[(1, 8), "compute_speedup"])
+    assert cells[1, 1] == pytest.approx(fwd.loc[(2, 9), "compute_speedup"])
+
+
+def test_a_sweep_over_one_key_draws_no_map(serial):
+    _, out, _ = serial
+    assert not list(out.glob("sweep-*"))  # lookahead x sparsity: sparsity gets panels, not an axis
 
 
 def test_help(capsys):
