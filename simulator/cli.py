@@ -50,16 +50,16 @@ def _cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _write_plots(results_dir: Path, quiet: bool, verbose: bool = False) -> None:
+def _write_plots(results_dir: Path, quiet: bool, verbose: bool = False, draw_all: bool = False) -> None:
     from .report import write_report
 
-    for path in write_report(results_dir):
+    for path in write_report(results_dir, draw_all=draw_all):
         if not quiet:
             print(f"wrote {path}" + (f" ({path.stat().st_size / 1e3:,.0f} kB)" if verbose else ""))
 
 
 def _cmd_report(args) -> int:
-    _write_plots(Path(args.results_dir), args.quiet, args.verbose)
+    _write_plots(Path(args.results_dir), args.quiet, args.verbose, args.all)
     return EXIT_OK
 
 
@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "cap h+1, DRAM traffic per tensor class, and utilization per layer and pass.")
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="directory holding results.csv, "
                    "e.g. reports/tactical")
+    p.add_argument("--all", action="store_true", help="for a merged sweep of more than 8 "
+                   "configurations, draw every configuration's plots instead of the sweep maps")
     p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
     p.add_argument("-v", "--verbose", action="store_true", help="also the size of each file")
     p.set_defaults(func=_cmd_report)

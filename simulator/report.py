@@ -378,6 +378,7 @@ def utilization_map(df: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+MAX_CONFIGURATIONS = 8  # beyond this, `write_report` draws a sweep's maps, not its configurations
 PLOTS = {"layer-speedup": layer_speedup, "speedup-vs-sparsity": speedup_vs_sparsity,
          "dram-traffic": dram_traffic, "utilization": utilization_map}
 
@@ -481,9 +482,12 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def write_report(results_dir: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+def write_report(results_dir: str | Path, formats: tuple[str, ...] = ("png", "svg"),
+                 draw_all: bool = False) -> list[Path]:
     """Read `results_dir/results.csv` and write every plot next to it as PNG and SVG,
-    each atomically; returns the paths written. Bad input raises `ConfigError`."""
+    each atomically; returns the paths written. A merged sweep of more than
+    MAX_CONFIGURATIONS configurations gets its sweep maps instead (4 plots each would be
+    hundreds of files), unless `draw_all`. Bad input raises `ConfigError`."""
     results_dir = Path(results_dir)
     if not results_dir.exists():
         raise ConfigError(f"{results_dir}: expected a results directory with the results.csv "
@@ -492,10 +496,29 @@ def write_report(results_dir: str | Path, formats: tuple[str, ...] = ("png", "sv
         raise ConfigError(f"{results_dir}: expected a results directory with the results.csv "
                           "that `accelsim run` writes, but it is not a directory")
     df = load_results(results_dir / "results.csv")
+    keys = [c for c in df.columns if c not in COLUMNS]  # a merged sweep's swept keys
+    if not draw_all and len(_split(df)) > MAX_CONFIGURATIONS:
+        maps = write_sweep_maps(_sweep_summary(df, keys), keys, results_dir, formats)
+        if maps:
+            return maps
+        raise ConfigError(f"{results_dir / 'results.csv'}: holds {len(_split(df))} configurations "
+                          f"(more than {MAX_CONFIGURATIONS}) and no two numeric swept keys to map; "
+                          "expected --all to draw every configuration's plots")
     written = []
     for stem, fig in figures(df):
         written.extend(_write_figure(fig, results_dir, stem, formats))
     return written
+
+
+def _sweep_summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`summarize` per combination of swept key values, with the key columns in front."""
+    parts = []
+    for values, rows in df.groupby(keys, sort=False, dropna=False):
+        part = summarize(rows[[c for c in df.columns if c not in keys]])
+        for k, v in zip(keys, values if isinstance(values, tuple) else (values,)):
+            part.insert(0, k, v)
+        parts.append(part[keys + [c for c in part.columns if c not in keys]])
+    return pd.concat(parts, ignore_index=True)
 
 
 def _write_figure(fig: Figure, out_dir: Path, stem: str, formats) -> list[Path]:

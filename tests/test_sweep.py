@@ -320,3 +320,20 @@ def test_list_values_sweep_and_become_json_columns(tmp_path, capsys):
     assert list(dict.fromkeys(merged["passes"])) == ['["forward"]', '["weight_grad"]']
     assert set(merged[SPARSITY]) == {"[0.0, 0.8]"} and set(merged["sparsity"]) == {0.0, 0.8}
     assert set(merged.loc[merged["passes"] == '["forward"]', "pass"]) == {"forward"}
+
+
+def test_report_of_a_large_sweep_draws_its_maps_unless_all(tmp_path):
+    base = {**BASE, "passes": ["forward"]}
+    path = write_sweep(tmp_path / "s.yaml", base=base,
+                       sweep={LOOKAHEAD: [1, 2, 3], "architecture.frontend.lookaside": [0, 1, 2]})
+    out = tmp_path / "out"
+    assert run_main(["sweep", path, "--out", out, "-q"])[0] == 0
+    for f in out.glob("sweep-*"):
+        f.unlink()
+    rc, stdout, _ = run_main(["report", out])  # 9 configurations > 8: the maps only
+    assert rc == 0
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "sweep-lookahead-lookaside-compute-speedup.png", "sweep-lookahead-lookaside-speedup.png"]
+    rc, stdout, _ = run_main(["report", out, "--all", "-q"])
+    assert rc == 0 and stdout == ""
+    assert len(list(out.glob("resnet18-cifar-*-layer-speedup.png"))) == 9
