@@ -8,6 +8,7 @@ from simulator.cli import main
 from simulator.flops import (METHODS, dense_pass_macs, layer_flops, pass_densities,
                              summarize_flops, training_flop_reduction)
 from simulator.trace import LayerSpec, conv_output_size
+from tests.util import one_line_error
 from workloads.networks import build_network
 
 
@@ -174,15 +175,6 @@ def test_sparse_learning_is_between_saw_like_and_swat(resnet50):
 
 
 # --- the command ---------------------------------------------------------------------------------
-
-def one_line_error(err: str, *fragments: str) -> None:
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("accelsim: error: ")
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-
 
 def test_cli_flops_resnet50(capsys):
     assert main(["flops", "resnet50", "--sparsity", "0.8,0.9"]) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.util import one_line_error
 from simulator.cli import main
 from simulator.topk_overhead import (PAPER_PERIOD, PAPER_REDUCTIONS, PAPER_SPEEDUPS, PAPER_STEP_MS,
                                      PAPER_TOPK_MS, Case, overhead_table, periodic_topk_speedup,
@@ -62,15 +63,6 @@ def test_bad_inputs(args, match):
 
 
 # --- the command ---------------------------------------------------------------------------------
-
-def one_line_error(err: str, *fragments: str) -> None:
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("accelsim: error: ")
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-
 
 def test_cli_no_arguments_reproduces_the_paper(capsys):
     assert main(["topk-overhead"]) == 0

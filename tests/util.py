@@ -7,6 +7,16 @@ from simulator.cli import main
 from simulator.trace import LayerSpec, conv_output_size
 
 
+def one_line_error(err: str, *fragments: str) -> None:
+    """Assert that `err` is one `accelsim: error:` line holding every fragment."""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("accelsim: error: ")
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
 def run_main(argv) -> tuple[int, str, str]:
     """main(argv) with stdout/stderr captured (for module-scoped fixtures, which cannot use capsys)."""
     out, err = io.StringIO(), io.StringIO()
