@@ -36,7 +36,8 @@ ELEMENT_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "int16": 16, "int8": 8}
 
 
 def _log2_ceil(x: int) -> int:
-    return max(0, math.ceil(math.log2(x))) if x > 1 else 0
+    """ceil(log2(x)) for an integer x >= 1 (exact; 0 for x <= 1)."""
+    return (int(x) - 1).bit_length() if x > 1 else 0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .array import ZERO, PassTiming, time_streams
 from .config import Architecture, Lowering, Memory
-from .lowering import LoweredPass, lower, reference, tensor_sparsity
+from .lowering import PASS_TENSORS, LoweredPass, choose_operand, lower, reference, tensor_sparsity
 from .memory import Dram, PassWork, is_memory_bound, time_passes
 from .results import finish_row, result_row
 from .trace import TraceLayer
@@ -56,6 +56,12 @@ class PassPlan:
         return not (pass_name == "input_grad" and index == 0
                     and not self.lowering.first_layer_input_grad)
 
+    def scheduled_tensor(self, layer: TraceLayer, pass_name: str) -> str:
+        """The trace tensor the front-end schedules in `pass_name` (what `lower` will pick)."""
+        kernel_t, input_t = PASS_TENSORS[pass_name]
+        operand = choose_operand(layer, pass_name, self.lowering.scheduled_operand[pass_name])
+        return kernel_t if operand == "kernel" else input_t
+
     def lower(self, layer: TraceLayer, pass_name: str, lanes: int, **overrides) -> LoweredPass:
         opts = {"operand": self.lowering.scheduled_operand[pass_name],
                 "input_grad_lowering": self.lowering.input_grad_lowering, **overrides}
@@ -74,6 +80,7 @@ def simulate_layers(layers: Iterable[TraceLayer], arch: Architecture, plan: Pass
     rows = []
     for index, layer in enumerate(layers):
         fp, dense_fp = LayerFootprints(layer, mm.run_bits), LayerFootprints(layer, mm.run_bits, dense=True)
+        scheduled = {plan.scheduled_tensor(layer, p) for p in plan.passes if plan.applies(p, index)}
         for pas in plan.passes:
             if not plan.applies(pas, index):
                 continue
@@ -84,8 +91,8 @@ def simulate_layers(layers: Iterable[TraceLayer], arch: Architecture, plan: Pass
                                    arch, schedule=False)
                 timing = PassTiming(timing.cycles, base.dense_cycles, timing.ideal_cycles,
                                     timing.filter_groups, timing.window_groups)
-            traffic = pass_traffic(layer, pas, lowered.scheduled_tensor, mm, fp)
-            dense_traffic = pass_traffic(layer, pas, lowered.scheduled_tensor, mm.dense(), dense_fp)
+            traffic = pass_traffic(layer, pas, scheduled, mm, fp)
+            dense_traffic = pass_traffic(layer, pas, (), mm.dense(), dense_fp)
             bn = (batchnorm_elements or {}).get(layer.spec.name, 0) * mm.element_bits // 8
             row = result_row(network, sparsity, layer.spec.kind, lowered, timing, effectual, arch, {
                 "weight_sparsity": tensor_sparsity(layer, "weight"),

@@ -37,8 +37,11 @@ The re-fetch factor is bytes read / bytes of the distinct tensors read.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+import numpy as np
 
 from .formats import Footprint, dense_footprint, footprint, schedule_bits, to_bytes
 from .lowering import PASS_TENSORS
@@ -93,6 +96,16 @@ class LayerFootprints:
     dense: bool = False
     _cache: dict = field(default_factory=dict)
 
+    @property
+    def saved_copy(self) -> bool:
+        """Whether the saved input is a tensor of its own (SWAT's Top-K copy), not the
+        input itself (dense training, dense layers, traces without one)."""
+        if "saved_copy" not in self._cache:
+            saved = self.layer.input_saved
+            self._cache["saved_copy"] = not self.dense and saved is not None and not (
+                saved is self.layer.input or np.array_equal(saved, self.layer.input))
+        return self._cache["saved_copy"]
+
     def __getitem__(self, tensor: str) -> Footprint:
         if tensor not in self._cache:
             self._cache[tensor] = self._compute(tensor)
@@ -126,6 +139,7 @@ class PassTraffic:
     dense_stored: dict
     tiling: str
     tiles: int
+    refetch: float = 1.0  # operand bytes read / operand bytes stored (spilled partial sums aside)
 
     @property
     def read_bytes(self) -> int:
@@ -134,12 +148,6 @@ class PassTraffic:
     @property
     def write_bytes(self) -> int:
         return sum(self.writes.values())
-
-    @property
-    def refetch(self) -> float:
-        """Bytes read / bytes of the distinct tensors read (1.0: each read once)."""
-        unique = sum(self.stored[t] for t in self.reads)
-        return self.read_bytes / unique if unique else 1.0
 
     @property
     def compression_ratio(self) -> float:
@@ -186,65 +194,100 @@ class Tiling(NamedTuple):
         return self.kernel_reads + self.input_reads + 2 * self.psum_bytes
 
 
-def _filter_chunks(kernel_bytes, filters, input_bytes, output_bytes, mm: MemoryModel) -> Tiling:
+def _streams(count: int, groups: int) -> int:
+    """How often an operand is streamed when the other one is cut into `count` chunks of
+    whole rows: once per chunk, but a chunk of a grouped convolution reads only its own
+    groups' share, so `groups` chunks together stream it once."""
+    return max(1, math.ceil(count / groups))
+
+
+def _filter_chunks(kernel_bytes, filters, input_bytes, output_bytes, groups, mm: MemoryModel) -> Tiling:
     """Kernel operand split into chunks of whole filters (reduction split too if one filter
     does not fit); the input operand re-streamed per chunk unless it fits."""
     per_filter = kernel_bytes / filters
     if per_filter <= mm.weight_tile_bytes:
-        n_f, n_k = math.ceil(filters / math.floor(mm.weight_tile_bytes / per_filter)), 1
+        per_chunk = math.floor(mm.weight_tile_bytes / per_filter) if per_filter else filters
+        n_f, n_k = math.ceil(filters / per_chunk), 1
     else:
         n_f, n_k = filters, math.ceil(per_filter / mm.weight_tile_bytes)
     spills = n_k > 1 and output_bytes / filters > mm.output_tile_bytes
-    x_reads = input_bytes if input_bytes <= mm.activation_tile_bytes else input_bytes * n_f
+    x_reads = input_bytes * (1 if input_bytes <= mm.activation_tile_bytes else _streams(n_f, groups))
     label = "none" if n_f * n_k == 1 else f"filters/{n_f}" + (f" reduction/{n_k}" if n_k > 1 else "")
     return Tiling(kernel_bytes, x_reads, (n_k - 1) * output_bytes if spills else 0.0, label, n_f * n_k)
 
 
-def _window_chunks(kernel_bytes, input_bytes, input_rows, halo, mm: MemoryModel) -> Tiling | None:
+def _output_chunks(kernel_bytes, filters, input_bytes, output_bytes, groups,
+                   mm: MemoryModel) -> Tiling | None:
+    """Outputs held on chip in chunks of whole filters that fit the output buffer, the
+    reduction streamed through (both operands in pieces): the kernel operand read once,
+    the input operand once per chunk. None if one filter's outputs do not fit."""
+    if output_bytes / filters > mm.output_tile_bytes:
+        return None
+    n_o = math.ceil(output_bytes / mm.output_tile_bytes) if output_bytes else 1
+    x_reads = input_bytes * _streams(n_o, groups)
+    return Tiling(kernel_bytes, x_reads, 0.0, f"outputs/{n_o}", n_o)
+
+
+def _window_chunks(kernel_bytes, input_bytes, input_rows, halo, groups, mm: MemoryModel) -> Tiling | None:
     """Input operand split into chunks of whole rows (+ halo re-read); the kernel operand
-    re-streamed per chunk unless it fits. None if one row and its halo do not fit."""
+    re-streamed per chunk unless it fits. None if one row and its halo do not fit. Rows
+    are image rows (every filter needs them: `groups` = 1) or, for the weight gradient,
+    input-channel planes (a chunk needs only its groups' filters)."""
     row = input_bytes / input_rows
     if row * (1 + halo) > mm.activation_tile_bytes:
         return None
-    n_p = math.ceil(input_rows / (math.floor(mm.activation_tile_bytes / row) - halo))
+    rows_per_chunk = math.floor(mm.activation_tile_bytes / row) - halo if row else input_rows
+    n_p = max(1, math.ceil((input_rows - halo) / rows_per_chunk))
     x_reads = input_bytes + min(input_bytes, (n_p - 1) * halo * row)
-    k_reads = kernel_bytes if kernel_bytes <= mm.weight_tile_bytes else kernel_bytes * n_p
+    k_reads = kernel_bytes * (1 if kernel_bytes <= mm.weight_tile_bytes else _streams(n_p, groups))
     return Tiling(k_reads, x_reads, 0.0, "none" if n_p == 1 else f"windows/{n_p}", n_p)
 
 
 def _tile(kernel_bytes: int, filters: int, input_bytes: int, input_rows: int, halo: int,
-          output_bytes: int, mm: MemoryModel) -> Tiling:
-    """The tiling with the fewest DRAM bytes ("none" when both operands fit)."""
+          output_bytes: int, mm: MemoryModel, groups: int = 1, channel_rows: bool = False) -> Tiling:
+    """The tiling with the fewest DRAM bytes ("none" when both operands fit). `groups`:
+    the convolution's groups; `channel_rows`: the input rows are channel planes (weight
+    gradient), so window chunks align with groups."""
     if kernel_bytes <= mm.weight_tile_bytes and input_bytes <= mm.activation_tile_bytes:
         return Tiling(kernel_bytes, input_bytes, 0.0, "none", 1)
-    options = [_filter_chunks(kernel_bytes, filters, input_bytes, output_bytes, mm),
-               _window_chunks(kernel_bytes, input_bytes, input_rows, halo, mm)]
+    options = [_filter_chunks(kernel_bytes, filters, input_bytes, output_bytes, groups, mm),
+               _output_chunks(kernel_bytes, filters, input_bytes, output_bytes, groups, mm),
+               _window_chunks(kernel_bytes, input_bytes, input_rows, halo,
+                              groups if channel_rows else 1, mm)]
     return min((o for o in options if o is not None), key=lambda o: o.dram_bytes)
 
 
-def pass_traffic(layer: TraceLayer, pass_name: str, scheduled_tensor: str, mm: MemoryModel,
+def pass_traffic(layer: TraceLayer, pass_name: str, scheduled: Collection[str], mm: MemoryModel,
                  footprints: LayerFootprints | None = None) -> PassTraffic:
-    """DRAM traffic of `pass_name` on `layer` whose lowering schedules `scheduled_tensor`."""
+    """DRAM traffic of `pass_name` on `layer`. `scheduled`: the tensors some simulated pass
+    schedules; they are stored with their schedule metadata, so it is written and read
+    with them. The forward pass writes the saved input only when it is a copy that differs
+    from the input (SWAT's Top-K copy); otherwise the backward pass reads X itself."""
     fp = footprints or LayerFootprints(layer, mm.run_bits)
     kernel_t, input_t = PASS_TENSORS[pass_name]
-    tensors = (kernel_t, input_t, *PASS_WRITES[pass_name])
+    writes_t = PASS_WRITES[pass_name]
+    if pass_name == "forward" and not fp.saved_copy:
+        writes_t = writes_t[:1]
     stored, dense_stored = {}, {}
-    for t in tensors:
+    for t in (kernel_t, input_t, *PASS_WRITES[pass_name]):
         f, fmt = fp[t], mm.formats[TENSOR_CLASS[t]]
         bits = f.bits(fmt, mm.element_bits)
-        if t == scheduled_tensor and fmt != "ideal":
+        if t in scheduled and fmt != "ideal":
             bits += f.nonzeros * mm.schedule_bits
         stored[t] = to_bytes(bits)
         dense_stored[t] = to_bytes(f.bits("dense", mm.element_bits))
     filters, rows, halo = _split_geometry(layer, pass_name)
-    out_t = PASS_WRITES[pass_name][0]
-    tiling = _tile(stored[kernel_t], filters, stored[input_t], rows, halo, stored[out_t], mm)
+    out_t = writes_t[0]
+    tiling = _tile(stored[kernel_t], filters, stored[input_t], rows, halo, stored[out_t], mm,
+                   layer.spec.groups, channel_rows=pass_name == "weight_grad")
     reads = {kernel_t: round(tiling.kernel_reads), input_t: round(tiling.input_reads)}
-    writes = {t: stored[t] for t in PASS_WRITES[pass_name]}
+    writes = {t: stored[t] for t in writes_t}
     if tiling.psum_bytes:
         reads[out_t] = round(tiling.psum_bytes)  # partial sums read back
         writes[out_t] += round(tiling.psum_bytes)
     tiles = max(tiling.chunks, math.ceil(tiling.kernel_reads / mm.weight_tile_bytes),
                 math.ceil(tiling.input_reads / mm.activation_tile_bytes),
-                math.ceil(sum(writes.values()) / mm.output_tile_bytes), 1)
-    return PassTraffic(reads, writes, stored, dense_stored, tiling.label, min(tiles, MAX_TILES))
+                math.ceil(writes[out_t] / mm.output_tile_bytes), 1)
+    refetch = (reads[kernel_t] + reads[input_t]) / max(1, stored[kernel_t] + stored[input_t])
+    return PassTraffic(reads, writes, stored, dense_stored, tiling.label, min(tiles, MAX_TILES),
+                       refetch)

@@ -77,25 +77,25 @@ BIG = MemoryModel(32, dict.fromkeys(TENSOR_CLASSES, "dense"), 5, 1e12, 1e12, 1e1
 
 def test_forward_reads_and_writes_each_tensor_once_when_it_fits():
     layer = random_layer(8, 16, 3, 1, 1, 1, 1, 6, batch=2, seed=3)  # C=8, K=16, 3x3, 6x6
-    t = pass_traffic(layer, "forward", "weight", BIG)
+    t = pass_traffic(layer, "forward", {"weight"}, BIG)
     assert t.reads == {"weight": 16 * 8 * 9 * 4, "input": 2 * 8 * 36 * 4}
     assert t.writes == {"output": 2 * 16 * 36 * 4, "input_saved": 2 * 8 * 36 * 4}
     assert t.tiling == "none" and t.refetch == 1.0 and t.compression_ratio == 1.0
-    g = pass_traffic(layer, "weight_grad", "input_saved", BIG)
+    g = pass_traffic(layer, "weight_grad", {"input_saved"}, BIG)
     assert g.reads == {"grad_output": 2 * 16 * 36 * 4, "input_saved": 2 * 8 * 36 * 4}
     assert g.writes == {"grad_weight": 16 * 8 * 9 * 4}
-    assert pass_traffic(layer, "input_grad", "weight", BIG).writes == {"grad_input": 2 * 8 * 36 * 4}
+    assert pass_traffic(layer, "input_grad", {"weight"}, BIG).writes == {"grad_input": 2 * 8 * 36 * 4}
 
 
 def test_schedule_metadata_goes_on_the_scheduled_tensor_only():
     layer = random_layer(8, 16, 3, 1, 1, 1, 1, 6, batch=1, seed=4)
     meta = MemoryModel(32, dict.fromkeys(TENSOR_CLASSES, "dense"), 5, 1e12, 1e12, 1e12, schedule_bits=3)
-    plain, withmeta = pass_traffic(layer, "forward", "weight", BIG), pass_traffic(layer, "forward", "weight", meta)
+    plain, withmeta = pass_traffic(layer, "forward", {"weight"}, BIG), pass_traffic(layer, "forward", {"weight"}, meta)
     nnz = np.count_nonzero(layer.weight)
     assert withmeta.reads["weight"] - plain.reads["weight"] == math.ceil(nnz * 3 / 8)
     assert withmeta.reads["input"] == plain.reads["input"]
     ideal = MemoryModel(32, dict.fromkeys(TENSOR_CLASSES, "ideal"), 5, 1e12, 1e12, 1e12, schedule_bits=3)
-    assert pass_traffic(layer, "forward", "weight", ideal).reads["weight"] == nnz * 4  # no metadata
+    assert pass_traffic(layer, "forward", {"weight"}, ideal).reads["weight"] == nnz * 4  # no metadata
 
 
 def _mm(weight_tile, activation_tile, output_tile):
@@ -105,14 +105,34 @@ def _mm(weight_tile, activation_tile, output_tile):
 
 def test_tiling_takes_the_cheaper_loop_order_hand_worked():
     # kernel: 10 filters x 100 B; input: 30 rows x 100 B; halves of the buffers: 400/1000 B.
-    # filters/3 re-reads the input 3 times (1000 + 9000); windows/3 re-reads the kernel (3000 + 3000)
-    assert _tile(1000, 10, 3000, 30, 0, 500, _mm(400, 1000, 1000)) == (3000, 3000, 0.0, "windows/3", 3)
-    # a halo of 2 rows: 8 new rows per chunk -> 4 chunks, 3 halos of 200 B re-read
-    assert _tile(1000, 10, 3000, 30, 2, 500, _mm(400, 1000, 1000)) == (4000, 3600, 0.0, "windows/4", 4)
+    # The 500 B of outputs fit their buffer: stream the reduction, each operand read once
+    assert _tile(1000, 10, 3000, 30, 0, 500, _mm(400, 1000, 1000)) == (1000, 3000, 0.0, "outputs/1", 1)
+    # 20 kB of outputs (2 kB a filter) cannot stay on chip. filters/3 re-reads the input 3
+    # times (1000 + 9000); windows/3 re-reads the kernel (3000 + 3000)
+    assert _tile(1000, 10, 3000, 30, 0, 20000, _mm(400, 1000, 1000)) == (3000, 3000, 0.0, "windows/3", 3)
+    # a halo of 2 rows: chunks of 10 rows advance by 8 -> ceil(28 / 8) = 4, 3 halos of 200 B
+    assert _tile(1000, 10, 3000, 30, 2, 20000, _mm(400, 1000, 1000)) == (4000, 3600, 0.0, "windows/4", 4)
+    # a 4 kB kernel, outputs in 2 chunks of the output buffer: the input streams twice
+    # (4000 + 6000), against windows/3 re-reading the kernel (12000 + 3000)
+    assert _tile(4000, 10, 3000, 30, 0, 2000, _mm(400, 1000, 1000)) == (4000, 6000, 0.0, "outputs/2", 2)
     # the input fits: the kernel streams through once in chunks, nothing is re-read
     assert _tile(1000, 10, 900, 30, 0, 500, _mm(400, 1000, 1000)) == (1000, 900, 0.0, "filters/3", 3)
     # the kernel fits: the input streams once
     assert _tile(1000, 10, 3000, 30, 0, 500, _mm(1000, 1000, 1000)) == (1000, 3000, 0.0, "none", 1)
+    # an empty operand (an all-zero tensor in a metadata-free format) is no division by zero
+    assert _tile(0, 8, 10000, 64, 2, 20000, _mm(400, 1000, 1000)).input_reads == 10000
+    assert _tile(10000, 8, 0, 64, 2, 20000, _mm(400, 1000, 1000)).kernel_reads == 10000
+
+
+def test_grouped_convolutions_stream_each_group_once():
+    # 4 groups: a chunk of filters reads only its group's inputs, so 4 chunks read them once
+    grouped = _tile(1000, 8, 3000, 30, 0, 20000, _mm(250, 1000, 1000), groups=4)
+    plain = _tile(1000, 8, 3000, 30, 0, 20000, _mm(250, 1000, 1000))
+    assert grouped.label == "filters/4" and grouped.input_reads == 3000
+    assert plain.dram_bytes > grouped.dram_bytes == 4000
+    # weight gradient of a depthwise conv: channel-plane chunks need only their own filters
+    dw = _tile(8000, 8, 8000, 8, 0, 20000, _mm(1000, 1000, 1000), groups=8, channel_rows=True)
+    assert (dw.kernel_reads, dw.input_reads) == (8000, 8000)
 
 
 def test_a_filter_larger_than_its_buffer_splits_the_reduction_and_spills_partial_sums():
@@ -128,8 +148,8 @@ def test_a_filter_larger_than_its_buffer_splits_the_reduction_and_spills_partial
 
 def test_small_buffers_refetch_and_never_read_less_than_once():
     layer = random_layer(32, 64, 3, 1, 1, 1, 1, 12, batch=2, seed=5)
-    big = pass_traffic(layer, "forward", "weight", BIG)
-    small = pass_traffic(layer, "forward", "weight", _mm(4096, 4096, 4096))
+    big = pass_traffic(layer, "forward", {"weight"}, BIG)
+    small = pass_traffic(layer, "forward", {"weight"}, _mm(4096, 4096, 4096))
     assert small.tiling != "none" and small.refetch > 1.0
     assert small.read_bytes > big.read_bytes and small.writes == big.writes
     assert small.tiles >= math.ceil(small.read_bytes / 2 / 4096)
@@ -140,8 +160,8 @@ def test_sparse_tensors_compress_and_the_dense_baseline_does_not():
     layer = random_layer(16, 32, 3, 1, 1, 1, 1, 8, batch=1, seed=6, density=1.0)
     layer.weight[rng.random(layer.weight.shape) < 0.8] = 0
     mm = memory_model(Memory(), Frontend())
-    t = pass_traffic(layer, "forward", "weight", mm, LayerFootprints(layer, mm.run_bits))
-    d = pass_traffic(layer, "forward", "weight", mm.dense(), LayerFootprints(layer, mm.run_bits, dense=True))
+    t = pass_traffic(layer, "forward", {"weight"}, mm, LayerFootprints(layer, mm.run_bits))
+    d = pass_traffic(layer, "forward", {"weight"}, mm.dense(), LayerFootprints(layer, mm.run_bits, dense=True))
     assert t.stored["weight"] < 0.3 * d.stored["weight"]
     assert d.compression_ratio == 1.0 and t.compression_ratio > 1.0
     assert t.stored["output"] == d.stored["output"]  # outputs are dense values
@@ -255,12 +275,12 @@ def _resnet50_memory(fmt):
         for i, layer in enumerate(synthetic_layers(net, s, 1, 0, None)):
             fp, dense_fp = LayerFootprints(layer, mm.run_bits), LayerFootprints(layer, mm.run_bits, dense=True)
             if i > 0:  # the first layer has no input-gradient pass
-                t = pass_traffic(layer, "input_grad", "weight", mm, fp)
-                d = pass_traffic(layer, "input_grad", "weight", mm.dense(), dense_fp)
+                t = pass_traffic(layer, "input_grad", {"weight"}, mm, fp)
+                d = pass_traffic(layer, "input_grad", {"weight"}, mm.dense(), dense_fp)
                 w = [w[0] + d.stored["weight"], w[1] + t.stored["weight"],
                      w[2] + d.reads["weight"], w[3] + t.reads["weight"]]
             bn = bns.get(layer.spec.name, 0) * 4
-            f = pass_traffic(layer, "forward", "weight", mm, fp)
+            f = pass_traffic(layer, "forward", {"weight"}, mm, fp)
             act = [act[0] + dense_fp["input_saved"].bits("dense", 32) // 8 + bn,
                    act[1] + f.stored["input_saved"] + bn]
         out[s] = (w[0] / w[1], w[2] / w[3], act[0] / act[1])
@@ -278,10 +298,10 @@ def test_backward_weight_traffic_matches_fig8a_with_an_ideal_format(resnet50_ide
         assert stored == pytest.approx(paper, rel=0.03), (s, stored)
 
 
-def test_dense_weights_refetch_more_so_buffers_raise_the_reduction(resnet50_ideal):
-    for s in FIG8A:
+def test_the_default_buffers_read_every_weight_at_least_once(resnet50_ideal):
+    for s, paper in FIG8A.items():
         stored, with_refetch, _ = resnet50_ideal[s]
-        assert with_refetch >= stored
+        assert with_refetch == pytest.approx(paper, rel=0.1)  # re-fetch moves it, a little
 
 
 def test_activation_memory_matches_fig8b_with_dense_batchnorm_inputs(resnet50_ideal):
@@ -307,9 +327,18 @@ def test_dense_formats_without_a_frontend_are_dense_training():
         "workload": {"network": "resnet18-cifar", "image_size": 16, "sparsity": [0.0, 0.8]},
         "memory": {"formats": dict.fromkeys(TENSOR_CLASSES, "dense")}})
     df = simulator.run(cfg)
-    assert (df["dram_read_bytes"] + df["dram_write_bytes"] == df["dense_dram_bytes"]).all()
-    assert (df["cycles"] == df["dense_cycles"]).all() and (df["speedup"] == 1.0).all()
-    assert (df["stall_cycles"] > 0).any()  # 19.2 GB/s stalls this array: both sides pay them
+    assert (df["compute_speedup"] == 1.0).all()
+    zero, swat = df[df["sparsity"] == 0.0], df[df["sparsity"] == 0.8]
+    # at 0% the saved input is the input: exactly dense training
+    assert (zero["dram_read_bytes"] + zero["dram_write_bytes"] == zero["dense_dram_bytes"]).all()
+    assert (zero["cycles"] == zero["dense_cycles"]).all() and (zero["stall_cycles"] > 0).any()
+    # at 80% the forward pass also writes SWAT's Top-K copy of X (dense here): extra bytes
+    fwd = swat[swat["pass"] == "forward"]
+    extra = fwd["dram_write_bytes"] - (fwd["dense_dram_bytes"] - fwd["dram_read_bytes"])
+    sparse_layers = fwd["layer"] != "conv1"
+    assert (extra[sparse_layers] > 0).all() and (extra[~sparse_layers] == 0).all()
+    bwd = swat[swat["pass"] != "forward"]
+    assert (bwd["dram_read_bytes"] + bwd["dram_write_bytes"] == bwd["dense_dram_bytes"]).all()
 
 
 def test_a_trace_of_a_zoo_network_counts_its_batchnorm_inputs():
