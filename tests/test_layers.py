@@ -819,3 +819,58 @@ def test_float32_network_step_runs_and_keeps_dtype():
     dx = net.backward(g)
     assert dx.dtype == np.float32 and np.isfinite(loss)
     assert all(p.grad.dtype == np.float32 and np.isfinite(p.grad).all() for p in net.params())
+
+
+@pytest.mark.parametrize("geometry", [
+    dict(k=3, s=1, p=1), dict(k=3, s=2, p=1), dict(k=1, s=1, p=0), dict(k=1, s=2, p=0),
+    dict(k=3, s=1, p=0, d=2), dict(k=3, s=1, p=1, g=2)])
+@pytest.mark.parametrize("scope", ["NCHW", "CHW", "HW"])
+def test_thresholded_saved_input_is_masked_as_it_is_unfolded(geometry, scope):
+    """A `Thresholded` saved input gives bit for bit the dW of its masked copy, for every
+    unfold path (padded, strided, pointwise one or many samples, dilated, grouped), and is
+    never copied masked in the forward pass."""
+    from workloads.topk import Thresholded, apply_threshold, topk_threshold
+
+    g = geometry.pop("g", 1)
+    spec = conv_spec(4, 6, g=g, hw=(7, 6), **geometry)
+    rng = np.random.default_rng(3)
+    for batch in (1, 5):
+        x = np.maximum(rng.standard_normal((batch, 4, 7, 6)), 0).astype(np.float32)
+        thr = topk_threshold(x, 0.7, scope)
+        thresholded, copied = (L.Conv2d(spec, np.random.default_rng(0)) for _ in range(2))
+        thresholded.save_input = lambda t: Thresholded(t, thr, 0)
+        copied.save_input = lambda t: apply_threshold(t, thr)
+        dy = rng.standard_normal(thresholded.forward(x).shape).astype(np.float32)
+        assert isinstance(thresholded._cache[1], Thresholded)
+        copied.forward(x)
+        for lay in (thresholded, copied):
+            lay.zero_grad()
+        np.testing.assert_array_equal(thresholded.backward(dy), copied.backward(dy))
+        np.testing.assert_array_equal(thresholded.weight.grad, copied.weight.grad)
+        assert not np.array_equal(copied.weight.grad, dense_dw(spec, x, dy))
+
+
+def dense_dw(spec, x, dy):
+    lay = L.Conv2d(spec, np.random.default_rng(0))
+    lay.forward(x)
+    lay.zero_grad()
+    lay.backward(dy)
+    return lay.weight.grad
+
+
+def test_thresholded_input_the_unfold_cannot_mask_is_masked_up_front():
+    """float64 layers and thresholds that vary within a channel map take a masked copy."""
+    from workloads.topk import Thresholded, apply_threshold
+
+    spec = conv_spec(4, 6, 3, 1, 1, hw=(7, 6))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    per_pixel = np.abs(rng.standard_normal((1, 1, 7, 6))).astype(np.float32)
+    lay = L.Conv2d(spec, np.random.default_rng(0))
+    lay.save_input = lambda t: Thresholded(t, per_pixel, 0)
+    lay.record = True
+    lay.forward(x)
+    saved = lay._cache[1]
+    assert isinstance(saved, np.ndarray)
+    np.testing.assert_array_equal(saved, apply_threshold(x, per_pixel))
+    np.testing.assert_array_equal(lay.recorded["input_saved"], saved)

@@ -134,3 +134,69 @@ def test_parallel_radix_select_and_mask_equal_the_reference(monkeypatch):
         out, kept = apply_threshold_count(x, fast)
         want = np.where(x >= ref, x, np.float32(0))
         assert np.array_equal(out, want) and kept == np.count_nonzero(want)
+
+
+def test_bracketed_selection_equals_np_partition_through_drift_and_misses(monkeypatch):
+    """TopKSelector answers from one pass around the last threshold when it can and falls
+    back to the radix select when the tensor moved too far; either way the threshold is
+    np.partition's, bit for bit, and the kept count is exact."""
+    import workloads.kernels as kernels
+    from workloads.topk import TopKSelector, apply_threshold_count, topk_threshold_reference
+
+    monkeypatch.setattr(kernels, "_WORKERS", 2)            # the split path, also under CI
+    monkeypatch.setattr(kernels, "_PARALLEL_ELEMENTS", 1)
+    rng = np.random.default_rng(8)
+    sel = TopKSelector()
+    base = np.maximum(rng.standard_normal((4, 8, 96, 96)), 0).astype(np.float32)
+    base[0, 0, 0, :40] = np.float32(1.25)                  # ties that may sit at the threshold
+    # small drifts (bracketed), a jump (missed: radix), a tensor of zeros and NaNs
+    scales = [1.0, 1.0005, 1.002, 0.999, 1.5, 1.5, 1.49, 0.2, 0.2]
+    for i, scale in enumerate(scales):
+        x = (base * np.float32(scale)).astype(np.float32)
+        x.flat[rng.integers(0, x.size, 50)] *= np.float32(1.01)
+        if i == len(scales) - 1:
+            x.flat[:7] = np.nan
+        for s in (0.8, 0.9):
+            thr, kept = sel.threshold(("x", s), x, s)
+            ref = topk_threshold_reference(x, s)
+            assert thr.dtype == ref.dtype and thr.shape == ref.shape
+            assert np.array_equal(thr, ref), (i, s)
+            assert kept == apply_threshold_count(x, thr)[1]
+    assert sel.bracketed >= 6 and sel.searched >= 6         # both paths were taken
+    # scopes with one threshold per group, float64 and all-kept tensors go by the radix path
+    x = rng.standard_normal((3, 5, 6)).astype(np.float32)
+    for s, scope in ((0.5, "CHW"), (0.0, "NCHW"), (1.0, "NCHW")):
+        for _ in range(2):
+            thr, kept = sel.threshold(("y", scope, s), x, s, scope)
+            assert np.array_equal(thr, topk_threshold_reference(x, s, scope))
+            assert kept == apply_threshold_count(x, thr)[1]
+    x64 = rng.standard_normal((4, 9))
+    for _ in range(2):
+        assert np.array_equal(sel.threshold("z", x64, 0.5)[0], topk_threshold_reference(x64, 0.5))
+
+
+def test_bracket_overflow_falls_back_exactly(monkeypatch):
+    """A bracket holding more values than its buffer (a wide bracket on a constant-ish
+    tensor) gives up and searches: still exact."""
+    from workloads.topk import TopKSelector, apply_threshold_count, topk_threshold_reference
+
+    rng = np.random.default_rng(9)
+    x = (1 + 1e-4 * rng.standard_normal(1 << 16)).astype(np.float32)
+    sel = TopKSelector()
+    sel.threshold("x", x, 0.5)
+    sel._last["x"] = (sel._last["x"][0], 0.2)              # everything lies in the bracket
+    before = sel.searched
+    thr, kept = sel.threshold("x", x, 0.5)
+    assert sel.searched == before + 1
+    assert np.array_equal(thr, topk_threshold_reference(x, 0.5))
+    assert kept == apply_threshold_count(x, thr)[1] >= 1 << 15   # ties at the threshold kept
+
+
+def test_zero_fraction_and_count_kept():
+    from workloads.topk import count_kept, zero_fraction
+
+    x = np.array([0, -0.0, np.nan, 1, -2, 0, 3, -0.5], np.float32)
+    assert zero_fraction(x) == 1 - np.count_nonzero(x) / x.size
+    assert zero_fraction(x.astype(np.float64)) == zero_fraction(x)
+    assert count_kept(x, np.float32(1.0)) == 4             # NaN, 1, -2, 3 (bit patterns)
+    assert count_kept(x[[0, 3, 4]], np.float32(0)) == 2    # zeros are never kept

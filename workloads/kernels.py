@@ -55,6 +55,33 @@ def _pad_kernel(x, p, xp):
 
 
 @numba.njit(cache=True, nogil=True)
+def _masked_pad_kernel(x, bits, threshold_bits, p, xp):
+    """xp = x zero-padded by p (p may be 0), with every element whose magnitude is below
+    its [sample, channel] threshold zeroed: x float32 [N, C, H, W], bits its bit patterns
+    (x viewed as uint32), threshold_bits the thresholds' patterns [N, C] (a Top-K-sparsified
+    input, masked as it is unfolded rather than copied beforehand)."""
+    N, C, H, W = x.shape
+    Wp = W + 2 * p
+    z = xp.dtype.type(0)
+    for n in range(N):
+        for c in range(C):
+            t = threshold_bits[n, c]
+            dst = xp[n, c]
+            for h in range(p):
+                for w in range(Wp):
+                    dst[h, w] = 0
+                    dst[h + H + p, w] = 0
+            for h in range(H):
+                for w in range(p):
+                    dst[h + p, w] = 0
+                    dst[h + p, w + W + p] = 0
+                row, rbits = x[n, c, h], bits[n, c, h]
+                out = dst[h + p]
+                for w in range(W):
+                    out[w + p] = row[w] if (rbits[w] & np.uint32(0x7FFFFFFF)) >= t else z
+
+
+@numba.njit(cache=True, nogil=True)
 def _im2col_kernel(x, k, s, p, d, xp, cols):
     """cols[c, i, j, n, ho, wo] = x[n, c, ho*s + i*d - p, wo*s + j*d - p] (0 in the padding).
 

@@ -5,8 +5,8 @@ What this models: the modules of a PyTorch CNN (``nn.Conv2d``, ``nn.Linear``,
 ``nn.AdaptiveAvgPool2d``, ``nn.Flatten``, ``nn.Dropout``, containers) with the same
 numerical semantics, plus the hooks SWAT-style sparse training needs on the conv and fc
 layers (`WeightLayer`): a sparse weight for the forward pass (`forward_weight`), a sparse
-weight for the input gradient (`backward_weight`), a sparsified copy of the input saved
-for the weight gradient (`save_input`), a hook on the output gradient (`grad_output_hook`,
+weight for the input gradient (`backward_weight`), a sparsified input saved for the
+weight gradient (`save_input`, possibly a `Thresholded` tensor masked as it is read), a hook on the output gradient (`grad_output_hook`,
 meProp) and recording of the four tensors of one iteration (`record` -> `recorded`) for
 trace export (`workloads.export`).
 
@@ -52,12 +52,14 @@ import numpy as np
 from simulator.trace import LayerSpec
 
 from . import kernels as _kernels
+from .topk import Thresholded
 from .kernels import (  # noqa: F401  (im2col ... maxpool_backward_reference are re-exported)
     _bn_apply_kernel,
     _bn_backward_kernel,
     _bn_stats_kernel,
     _col2im_kernel,
     _im2col_kernel,
+    _masked_pad_kernel,
     _relu_backward_kernel,
     _relu_forward_kernel,
     _run_split,
@@ -269,7 +271,9 @@ class WeightLayer(Module):
     - `forward_weight`: if set, the forward pass uses it instead of ``weight.value``.
     - `backward_weight`: if set, dX is computed with it; otherwise with the forward weight.
     - `save_input`: in training mode, the activation kept for the weight gradient is
-      ``save_input(x)`` (in eval mode x itself); dW is computed from this saved tensor.
+      ``save_input(x)`` (in eval mode x itself); dW is computed from this saved tensor. It
+      may return an array or a `Thresholded` x (Top-K kept as x plus its threshold): the
+      conv masks that as its backward pass unfolds it, so no sparse copy is written.
     - `grad_output_hook`: applied to dy at the start of backward; the hooked dy is used for
       both dX and dW (and the bias gradient).
     - The weight gradient is dense: ``weight.grad += dW`` for every weight.
@@ -322,7 +326,12 @@ class WeightLayer(Module):
                             else self.forward_weight, "forward_weight")
         saved = x
         if self.training and self.save_input is not None:
-            saved = np.ascontiguousarray(self.save_input(x), dtype=self.dtype)
+            saved = self.save_input(x)
+            if isinstance(saved, Thresholded):
+                if saved.channel_threshold_bits() is None or saved.values.dtype != self.dtype:
+                    saved = saved.dense()   # no masked unfold for this one: mask now
+            else:
+                saved = np.ascontiguousarray(saved, dtype=self.dtype)
             if saved.shape != x.shape:
                 raise ValueError(f"layer {self.spec.name}: save_input returned shape "
                                  f"{saved.shape}, expected {x.shape}")
@@ -331,7 +340,9 @@ class WeightLayer(Module):
             y += self.bias.value.reshape((1, -1) + (1,) * (y.ndim - 2))
         self._cache = (w, saved)
         if self.record:
-            self.recorded = {"weight": w.copy(), "input": x.copy(), "input_saved": saved.copy()}
+            self.recorded = {"weight": w.copy(), "input": x.copy(),
+                             "input_saved": saved.dense() if isinstance(saved, Thresholded)
+                             else saved.copy()}
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -422,11 +433,21 @@ class Conv2d(WeightLayer):
         pointwise = s.kernel == 1 and s.stride == 1 and s.padding == 0
         return N, C, H, W, Ho, Wo, pointwise
 
-    def _unfold(self, xc, Ho, Wo, pointwise):
+    def _unfold(self, xc, Ho, Wo, pointwise, mask=None):
         """The chunk's unfolded input as [G, C/G*k*k, n*Ho*Wo] (pointwise: no im2col; the
-        input itself for one sample, else its [C, n*H*W] transpose)."""
+        input itself for one sample, else its [C, n*H*W] transpose). `mask`: (bit patterns
+        of xc, threshold patterns [n, C]) of a `Thresholded` input, zeroed while padding."""
         s = self.spec
         n, C, H, W = xc.shape
+        if mask is not None:
+            k, p = s.kernel, s.padding
+            xp = _scratch.get("pad", (n, C, H + 2 * p, W + 2 * p), xc.dtype)
+            _masked_pad_kernel(xc, mask[0], mask[1], p, xp)
+            if pointwise:
+                return self._unfold(xp, Ho, Wo, pointwise)
+            cols = _scratch.get("cols", (C, k, k, n, Ho, Wo), xc.dtype)
+            _im2col_kernel(xp, k, s.stride, 0, s.dilation, xp, cols)
+            return cols.reshape(s.groups, -1, n * Ho * Wo)
         if pointwise:
             if n == 1:
                 return xc.reshape(s.groups, C // s.groups, H * W)
@@ -472,6 +493,10 @@ class Conv2d(WeightLayer):
     def _backward(self, dy, saved, wb):
         s = self.spec
         N, C, H, W, Ho, Wo, pointwise = self._geometry(saved.shape)
+        mask = None
+        if isinstance(saved, Thresholded):
+            saved, mask = saved.values, (saved.values.view(np.uint32),
+                                         saved.channel_threshold_bits())
         G, O, HW = s.groups, s.out_channels, Ho * Wo
         k, p, d, dt = s.kernel, s.padding, s.dilation, self.dtype
         og, cg = O // G, C // G
@@ -498,7 +523,8 @@ class Conv2d(WeightLayer):
                     dyt = _scratch.get("dyt", (O, n, HW), dt)
                     dyt[...] = dy3[q:q + n].transpose(1, 0, 2)
                 dyt = dyt.reshape(G, og, n * HW)
-                cols = self._unfold(saved[q:q + n], Ho, Wo, pointwise)
+                cols = self._unfold(saved[q:q + n], Ho, Wo, pointwise,
+                                    None if mask is None else (mask[0][q:q + n], mask[1][q:q + n]))
                 dw += np.matmul(dyt, cols.transpose(0, 2, 1), out=_scratch.get("dw", dw.shape, dt))
                 if pointwise and n == 1:
                     np.matmul(wgt, dyt, out=dx[q].reshape(G, cg, HW))
@@ -546,6 +572,8 @@ class Linear(WeightLayer):
         return x @ w.T
 
     def _backward(self, dy, saved, wb):
+        if isinstance(saved, Thresholded):
+            saved = saved.dense()
         return dy @ wb, dy.T @ saved
 
 

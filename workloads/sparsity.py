@@ -43,7 +43,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .topk import SCOPES, apply_threshold, apply_threshold_count, topk_threshold, zero_fraction
+from .topk import (SCOPES, Thresholded, TopKSelector, apply_threshold, apply_threshold_count,
+                   count_kept, topk_threshold, zero_fraction)
 
 METHODS = ("dense", "swat-u", "swat-erk", "swat-m", "swat-structured", "saw", "meprop", "topkast")
 
@@ -90,6 +91,8 @@ class SparsityMethod:
         self.input_threshold: dict[str, np.ndarray] = {}
         self.measured: dict[str, tuple[float, float]] = {}
         self.optimizer = None
+        self.selector = TopKSelector()   # exact thresholds, fast when tensors change little
+        self._inputs: list = []          # this iteration's (x, sparsity, threshold, kept)
 
     # -- set-up ---------------------------------------------------------------------------
     def attach(self, layers: Sequence, optimizer=None) -> None:
@@ -119,6 +122,7 @@ class SparsityMethod:
         recompute = self.recompute(iteration)
         if recompute:
             self.update_layer_sparsity()
+        self._inputs = []
         for lay in self.layers:
             name = lay.spec.name
             s = self.layer_sparsity[name]
@@ -127,37 +131,50 @@ class SparsityMethod:
                 self.measured[name] = (zero_fraction(lay.weight.value), np.nan)
                 continue
             w = lay.weight.value
+            kept = None
             if self.sparsify_forward_weight or self.sparsify_backward_weight:
                 if recompute or name not in self.weight_threshold:
                     self.weight_threshold[name] = self.weight_score_threshold(lay, s)
-                w = self.sparse_weight(lay)
+                w, kept = self.sparse_weight(lay)
             if self.sparsify_forward_weight:
                 lay.forward_weight = w
             if self.sparsify_backward_weight:
                 lay.backward_weight = w
             if self.sparsify_saved_input:
                 lay.save_input = self._input_sparsifier(name, s, recompute)
-            self.measured[name] = (zero_fraction(w), np.nan)
+            weight_sparsity = zero_fraction(w) if kept is None else 1.0 - kept / max(w.size, 1)
+            self.measured[name] = (weight_sparsity, np.nan)
 
     def after_backward(self, iteration: int) -> None:
         """Edit gradients before the optimizer step (nothing: SWAT updates all weights)."""
 
     # -- helpers --------------------------------------------------------------------------
     def weight_score_threshold(self, lay, sparsity: float) -> np.ndarray:
-        return topk_threshold(lay.weight.value, sparsity, self.scope)
+        return self.selector.threshold(("weight", lay.spec.name), lay.weight.value, sparsity,
+                                       self.scope)[0]
 
-    def sparse_weight(self, lay) -> np.ndarray:
-        return apply_threshold(lay.weight.value, self.weight_threshold[lay.spec.name])
-
+    def sparse_weight(self, lay) -> tuple[np.ndarray, int | None]:
+        """(the layer's sparse weight, its number of non-zeros, or None if not counted)."""
+        return apply_threshold_count(lay.weight.value, self.weight_threshold[lay.spec.name])
 
     def _input_sparsifier(self, name: str, sparsity: float, recompute: bool) -> Callable:
-        def sparsify(x: np.ndarray) -> np.ndarray:
+        """The layer's `save_input` hook: x as a `Thresholded` tensor (masked by the conv as
+        its backward pass reads it). A tensor that feeds two layers (a block's first conv
+        and its downsample shortcut) is thresholded once."""
+        def sparsify(x: np.ndarray) -> Thresholded:
             thr = self.input_threshold.get(name)
-            if recompute or thr is None or thr.shape[:1] not in ((x.shape[0],), (1,)):
-                thr = self.input_threshold[name] = topk_threshold(x, sparsity, self.scope)
-            saved, kept = apply_threshold_count(x, thr)  # periodic Top-K reuses thr
-            self.measured[name] = (self.measured[name][0], 1.0 - kept / max(saved.size, 1))
-            return saved
+            seen = next((i for i in self._inputs if i[0] is x and i[1] == sparsity), None)
+            if seen is not None and recompute:
+                thr, kept = seen[2], seen[3]
+                self.input_threshold[name] = thr
+            elif recompute or thr is None or thr.shape[:1] not in ((x.shape[0],), (1,)):
+                thr, kept = self.selector.threshold(("input", name), x, sparsity, self.scope)
+                self.input_threshold[name] = thr
+            else:
+                kept = count_kept(x, thr)  # periodic Top-K reuses thr
+            self._inputs.append((x, sparsity, thr, kept))
+            self.measured[name] = (self.measured[name][0], 1.0 - kept / max(x.size, 1))
+            return Thresholded(x, thr, kept)
         return sparsify
 
 
@@ -219,7 +236,7 @@ class SwatStructured(SparsityMethod):
     def sparse_weight(self, lay):
         keep = self._norms(lay) >= self.weight_threshold[lay.spec.name]
         w = lay.weight.value
-        return np.where(keep.reshape(keep.shape + (1,) * (w.ndim - 2)), w, np.zeros((), w.dtype))
+        return np.where(keep.reshape(keep.shape + (1,) * (w.ndim - 2)), w, np.zeros((), w.dtype)), None
 
 
 class SAW(SparsityMethod):

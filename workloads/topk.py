@@ -17,6 +17,8 @@ compare the two bit for bit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
@@ -64,12 +66,14 @@ def _select_bucket(hist, need):
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram(bits, lo, hi, hist):
-    """hist[4096] = counts of the top 12 magnitude bits of bits[lo:hi]; four interleaved
-    counters, so a repeated value (ReLU's zeros) does not chain the increments."""
+def _histogram(bits, hist):
+    """hist[4096] = counts of the top 12 magnitude bits of bits; four interleaved
+    counters, so a repeated value (ReLU's zeros) does not chain the increments. (Kernels
+    here take slices, not lo/hi bounds: numba compiled lo..hi loops into gathers.)"""
     lanes = np.zeros((4, 4096), dtype=np.int64)
-    end4 = lo + (hi - lo) // 4 * 4
-    for i in range(lo, end4, 4):
+    hi = bits.shape[0]
+    end4 = hi // 4 * 4
+    for i in range(0, end4, 4):
         lanes[0, (bits[i] & 0x7FFFFFFF) >> 19] += 1
         lanes[1, (bits[i + 1] & 0x7FFFFFFF) >> 19] += 1
         lanes[2, (bits[i + 2] & 0x7FFFFFFF) >> 19] += 1
@@ -81,10 +85,10 @@ def _histogram(bits, lo, hi, hist):
 
 
 @numba.njit(cache=True, nogil=True)
-def _extract(bits, lo, hi, top, out):
-    """Copy the magnitudes of bits[lo:hi] whose top 12 bits equal `top` into out."""
+def _extract(bits, top, out):
+    """Copy the magnitudes of bits whose top 12 bits equal `top` into out."""
     c = 0
-    for i in range(lo, hi):
+    for i in range(bits.shape[0]):
         m = bits[i] & 0x7FFFFFFF
         if (m >> 19) == top:
             out[c] = m
@@ -115,10 +119,10 @@ def _kth_largest_bits(bits, keep, out):
     hist = np.empty(4096, dtype=np.int64)
     for g in range(bits.shape[0]):
         row = bits[g]
-        _histogram(row, 0, row.shape[0], hist)
+        _histogram(row, hist)
         top, need = _select_bucket(hist, keep)
         cand = np.empty(hist[top], dtype=np.uint32)
-        _extract(row, 0, row.shape[0], top, cand)
+        _extract(row, top, cand)
         out[g] = _refine(cand, top, need)
 
 
@@ -128,13 +132,13 @@ def _kth_largest_parallel(flat: np.ndarray, keep: int) -> int:
     chunks = max(1, min(kernels._WORKERS, n // (1 << 18)))
     bounds = [n * i // chunks for i in range(chunks + 1)]
     partial = np.zeros((chunks, 4096), dtype=np.int64)
-    kernels._run_split(lambda a, b: [_histogram(flat, bounds[i], bounds[i + 1], partial[i])
+    kernels._run_split(lambda a, b: [_histogram(flat[bounds[i]:bounds[i + 1]], partial[i])
                                      for i in range(a, b)], chunks, n)
     top, need = _select_bucket(partial.sum(axis=0), keep)
     sizes = partial[:, top]
     offsets = np.concatenate(([0], np.cumsum(sizes)))
     cand = np.empty(int(offsets[-1]), dtype=np.uint32)
-    kernels._run_split(lambda a, b: [_extract(flat, bounds[i], bounds[i + 1], top,
+    kernels._run_split(lambda a, b: [_extract(flat[bounds[i]:bounds[i + 1]], top,
                                               cand[offsets[i]:offsets[i + 1]])
                                      for i in range(a, b)], chunks, n)
     return int(_refine(cand, top, need))
@@ -176,6 +180,170 @@ def topk_threshold(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.nd
     return out.view(np.float32).reshape(shape)
 
 
+# ------------------------------------------------------------------------------------------
+# Thresholds of tensors that change little between calls: one pass around the last threshold
+# ------------------------------------------------------------------------------------------
+
+_BLOCK = 64  # elements per block of the bracket pass
+
+
+@numba.njit(cache=True, nogil=True)
+def _bracket(bits, low, width, high, buf):
+    """One pass over float32 patterns `bits`: (count of magnitudes >= high, count in
+    [low, low + width) ), the latter's magnitudes copied to buf while it has room (64 slots
+    of slack). Per block of 64 a vectorised loop counts; only blocks with a hit compact."""
+    above = 0
+    c = 0
+    room = buf.shape[0] - _BLOCK
+    n = bits.shape[0]
+    for s in range(0, n, _BLOCK):
+        blk = bits[s:min(s + _BLOCK, n)]
+        hits = 0
+        for i in range(blk.shape[0]):
+            m = blk[i] & np.uint32(0x7FFFFFFF)
+            above += np.int64(m >= high)
+            hits += np.int64((m - low) < width)   # unsigned: low <= m < low + width
+        if hits > 0:
+            if c <= room:
+                for i in range(blk.shape[0]):
+                    m = blk[i] & np.uint32(0x7FFFFFFF)
+                    buf[c] = m
+                    c += np.int64((m - low) < width)
+            else:
+                c += hits
+    return above, c
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_at_least(bits, threshold):
+    """Number of float32 patterns whose magnitude pattern is >= threshold (a uint32)."""
+    kept = 0
+    for i in range(bits.shape[0]):
+        kept += np.int64((bits[i] & np.uint32(0x7FFFFFFF)) >= threshold)
+    return kept
+
+
+def _split_bounds(n: int) -> list[int]:
+    chunks = max(1, min(kernels._WORKERS, n // (1 << 18)))
+    return [n * i // chunks for i in range(chunks + 1)]
+
+
+def count_kept(x: np.ndarray, threshold: np.ndarray) -> int:
+    """Non-zeros `apply_threshold(x, threshold)` would keep, without writing it."""
+    threshold = np.asarray(threshold)
+    if _fast(x) and threshold.size == 1 and threshold.dtype == np.float32 and threshold.flat[0] >= 0:
+        t = max(int(threshold.reshape(-1).view(np.uint32)[0]), 1)   # zeros are never kept
+        flat = x.reshape(-1).view(np.uint32)
+        b = _split_bounds(flat.size)
+        parts = kernels._run_split(lambda i, j: [_count_at_least(flat[b[k]:b[k + 1]], np.uint32(t))
+                                                 for k in range(i, j)], len(b) - 1, flat.size)
+        return int(sum(sum(p) for p in parts))
+    return int(np.count_nonzero((np.abs(x) >= threshold) & (x != 0)))
+
+
+class TopKSelector:
+    """Exact Top-K thresholds (bit-identical to `topk_threshold`) and kept counts, fast for
+    tensors met again and again that change little between calls: the same layer's weights
+    or input activations from one iteration to the next (units: elements).
+
+    `threshold(key, x, sparsity, scope)` remembers each key's last threshold t. Next time
+    (float32, scope NCHW), one pass counts the magnitudes above t(1 + w) and collects those
+    in [t(1 - w), t(1 + w)); if the K-th largest lies in that bracket it is selected from
+    the few collected values, and the kept count comes with it. If it does not (the tensor
+    changed more than w), the radix select runs instead and w doubles. w follows the
+    observed change: four times the last relative move, shrinking by at most a quarter per
+    call, between 0.004 and 0.25. Selecting
+    from a bracket is exact, so the result never depends on the hint, only the time."""
+
+    MIN_WIDTH, MAX_WIDTH = 0.004, 0.25
+
+    def __init__(self):
+        self._last: dict = {}          # key -> (threshold as float, relative width)
+        self._buf = np.empty(0, dtype=np.uint32)
+        self.bracketed = self.searched = 0   # calls answered each way (for tests, benchmarks)
+
+    def threshold(self, key, x: np.ndarray, sparsity: float,
+                  scope: str = "NCHW") -> tuple[np.ndarray, int]:
+        """(topk_threshold(x, sparsity, scope), non-zeros apply_threshold would keep)."""
+        groups, shape = _groups(x, scope)
+        n = x.size // groups if groups else 0
+        keep = keep_count(n, sparsity)
+        last = self._last.get(key)
+        t = None
+        if last is not None and groups == 1 and _fast(x) and 0 < keep < n:
+            t, kept = self._bracketed(x.reshape(-1).view(np.uint32), keep, *last)
+        if t is None:
+            self.searched += 1
+            thr = topk_threshold(x, sparsity, scope)
+            kept = count_kept(x, thr)
+        else:
+            self.bracketed += 1
+            thr = np.full(shape, t, dtype=np.float32)
+        if thr.size == 1 and thr.dtype == np.float32 and 0 < thr.flat[0] < np.inf:
+            new = float(thr.flat[0])
+            width = self.MIN_WIDTH if last is None else 4 * abs(new / last[0] - 1)
+            if last is not None:
+                width = max(width, (2.0 if t is None else 0.75) * last[1])
+            self._last[key] = (new, min(max(width, self.MIN_WIDTH), self.MAX_WIDTH))
+        else:
+            self._last.pop(key, None)
+        return thr, kept
+
+    def _bracketed(self, flat: np.ndarray, keep: int, hint: float, width: float):
+        """(threshold, kept) from one pass around `hint`, or (None, 0) if it is not there."""
+        low = int(np.float32(hint * (1 - width)).view(np.uint32))
+        high = int(np.float32(hint * (1 + width)).view(np.uint32))
+        if low < 1 or high <= low:
+            return None, 0
+        b = _split_bounds(flat.size)
+        room = max(4096, flat.size // 32)                  # per chunk, plus _BLOCK of slack
+        if self._buf.size < (len(b) - 1) * (room + _BLOCK):
+            self._buf = np.empty((len(b) - 1) * (room + _BLOCK), dtype=np.uint32)
+        bufs = [self._buf[k * (room + _BLOCK):(k + 1) * (room + _BLOCK)] for k in range(len(b) - 1)]
+        lo, wd, hi = np.uint32(low), np.uint32(high - low), np.uint32(high)
+        parts = kernels._run_split(lambda i, j: [_bracket(flat[b[k]:b[k + 1]], lo, wd, hi, bufs[k])
+                                                 for k in range(i, j)], len(b) - 1, flat.size)
+        counts = [c for part in parts for c in part]
+        above = sum(a for a, _ in counts)
+        inside = sum(c for _, c in counts)
+        need = keep - above
+        if not 0 < need <= inside or any(c > room for _, c in counts):
+            return None, 0
+        vals = np.concatenate([buf[:c] for buf, (_, c) in zip(bufs, counts)])
+        t = np.partition(vals, inside - need)[inside - need]
+        kept = above + int(np.count_nonzero(vals >= t))
+        return np.uint32(t).view(np.float32), kept
+
+
+@dataclass(frozen=True)
+class Thresholded:
+    """A Top-K-sparsified tensor kept as the dense `values` and the `threshold` (broadcasting
+    against them): elements whose magnitude is below it read as zero. Who reads it masks on
+    the fly (the conv's unfold in the backward pass), so no masked copy is written;
+    `dense()` writes one. `kept` is the number of non-zeros it stands for."""
+
+    values: np.ndarray
+    threshold: np.ndarray
+    kept: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
+
+    def dense(self) -> np.ndarray:
+        return apply_threshold(self.values, self.threshold)
+
+    def channel_threshold_bits(self) -> np.ndarray | None:
+        """The threshold per [sample, channel] as float32 bit patterns (uint32 [N, C]), or
+        None if it varies within a channel map or the tensor is not float32 NC..."""
+        x, t = self.values, np.asarray(self.threshold)
+        if (not _fast(x) or x.ndim < 2 or t.dtype != np.float32 or t.ndim != x.ndim
+                or any(d != 1 for d in t.shape[2:]) or not np.all(t >= 0)):
+            return None
+        per_channel = np.broadcast_to(t.reshape(t.shape[:2]), x.shape[:2])
+        return np.ascontiguousarray(per_channel).view(np.uint32)
+
+
 def apply_threshold(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """Copy of `x` with every element whose magnitude is below `threshold` set to zero."""
     return apply_threshold_count(x, threshold)[0]
@@ -212,4 +380,7 @@ def topk_sparsify(x: np.ndarray, sparsity: float, scope: str = "NCHW") -> np.nda
 
 def zero_fraction(x: np.ndarray) -> float:
     """Measured sparsity: the fraction of elements that are exactly zero."""
-    return 1.0 - np.count_nonzero(x) / x.size if x.size else 0.0
+    if not x.size:
+        return 0.0
+    nonzero = count_kept(x, np.zeros((), x.dtype)) if _fast(x) else np.count_nonzero(x)
+    return 1.0 - nonzero / x.size
