@@ -226,31 +226,37 @@ def _bn_backward_kernel(dy, x, mean, invstd, gamma, batch_stats, dx, c0, c1, sdy
 
 
 @numba.njit(cache=True, nogil=True)
-def _relu_forward_kernel(x, cap, y, lo, hi):
-    """y = max(x, 0), and min(., cap) if cap > 0, on flat elements lo..hi-1 (NaN stays NaN)."""
-    for i in range(lo, hi):
-        v = x[i]
-        if v < 0:
-            v = 0
-        if cap > 0 and v > cap:
-            v = cap
-        y[i] = v
+def _relu_forward_kernel(x, cap, y):
+    """y = max(x, 0), and min(., cap) if cap > 0, over flat x and y (NaN stays NaN). The
+    element kernels take slices, not lo/hi bounds: numba compiled lo..hi loops into gathers."""
+    z = y.dtype.type(0)
+    c = y.dtype.type(cap)
+    if cap > 0:
+        for i in range(x.shape[0]):
+            v = x[i]
+            v = z if v < 0 else v
+            y[i] = c if v > c else v
+    else:
+        for i in range(x.shape[0]):
+            v = x[i]
+            y[i] = z if v < 0 else v
 
 
 @numba.njit(cache=True, nogil=True)
-def _relu_backward_kernel(y, dy, cap, dx, lo, hi):
-    """dx = dy where 0 < y < cap (cap <= 0 means no cap), else 0; flat elements lo..hi-1.
+def _relu_backward_kernel(y, dy, cap, dx):
+    """dx = dy where 0 < y < cap (cap <= 0 means no cap), else 0; over flat arrays.
 
     The zero is typed like dx so both arms of the select have one type and LLVM emits a
     vectorised, branch-free select (with an untyped 0 the float32 loop became a
     data-dependent branch: ~5x slower on ReLU outputs, which are zero about half the time)."""
     z = dx.dtype.type(0)
     if cap > 0:
-        for i in range(lo, hi):
+        c = y.dtype.type(cap)
+        for i in range(y.shape[0]):
             v = y[i]
-            dx[i] = dy[i] if (v > 0 and v < cap) else z
+            dx[i] = dy[i] if (v > 0 and v < c) else z
     else:
-        for i in range(lo, hi):
+        for i in range(y.shape[0]):
             dx[i] = dy[i] if y[i] > 0 else z
 
 

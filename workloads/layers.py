@@ -677,7 +677,7 @@ class ReLU(Module):
         x = np.ascontiguousarray(x)
         y = np.empty_like(x)
         xf, yf, cap = x.reshape(-1), y.reshape(-1), 0.0 if self.cap is None else self.cap
-        _run_split(lambda lo, hi: _relu_forward_kernel(xf, cap, yf, lo, hi), x.size, x.size)
+        _run_split(lambda lo, hi: _relu_forward_kernel(xf[lo:hi], cap, yf[lo:hi]), x.size, x.size)
         self._cache = y
         return y
 
@@ -688,7 +688,8 @@ class ReLU(Module):
         dx = np.empty_like(y)
         yf, dyf, dxf = y.reshape(-1), dy.reshape(-1), dx.reshape(-1)
         cap = 0.0 if self.cap is None else self.cap
-        _run_split(lambda lo, hi: _relu_backward_kernel(yf, dyf, cap, dxf, lo, hi), y.size, y.size)
+        _run_split(lambda lo, hi: _relu_backward_kernel(yf[lo:hi], dyf[lo:hi], cap, dxf[lo:hi]),
+                   y.size, y.size)
         return dx
 
     def extra_repr(self):

@@ -147,16 +147,16 @@ def _kth_largest_parallel(flat: np.ndarray, keep: int) -> int:
 @numba.njit(cache=True, nogil=True)
 def _mask_count(x, bits, threshold_bits, lo, hi, out):
     """out = x where |x| >= threshold (compared as bit patterns), else 0, for the rows
-    lo..hi of x; returns the number of non-zeros kept."""
+    lo..hi of x; returns the number of non-zeros kept. Branch-free, so it vectorises."""
     kept = 0
+    z = out.dtype.type(0)
     for g in range(lo, hi):
-        t = threshold_bits[g]
-        for i in range(x.shape[1]):
-            if (bits[g, i] & 0x7FFFFFFF) >= t and x[g, i] != 0:
-                out[g, i] = x[g, i]
-                kept += 1
-            else:
-                out[g, i] = 0
+        t = max(threshold_bits[g], np.uint32(1))   # a zero is never kept
+        row, rbits, dst = x[g], bits[g], out[g]
+        for i in range(row.shape[0]):
+            keep = (rbits[i] & np.uint32(0x7FFFFFFF)) >= t
+            dst[i] = row[i] if keep else z
+            kept += np.int64(keep)
     return kept
 
 
