@@ -211,3 +211,24 @@ def test_schedule_argument_checks():
         LRSchedule(0.1, 10, kind="step", milestones=(0.75, 0.5))
     with pytest.raises(ValueError, match="iteration"):
         LRSchedule(0.1, 10)(-1)
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                                  (0.9, True, 5e-4), (0.5, False, 1e-2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_kernel_equals_the_numpy_update_bit_for_bit(momentum, nesterov, wd, dtype):
+    """Contiguous parameters take the numba kernel, others the NumPy expressions."""
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((4, 3, 5, 5)).astype(dtype)
+    grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(3)]
+    fused, numpy_path = P("a", w0.copy()), P("b", w0.copy())
+    opts = [SGD([p], lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+            for p in (fused, numpy_path)]
+    for g in grads:
+        fused.grad, numpy_path.grad = g.copy(), np.asfortranarray(g)   # not C-contiguous
+        for opt in opts:
+            opt.step()
+    np.testing.assert_array_equal(fused.value, numpy_path.value)
+    assert not np.array_equal(fused.value, w0)
+    if momentum:
+        np.testing.assert_array_equal(opts[0].momentum_buffer(fused), opts[1].momentum_buffer(numpy_path))

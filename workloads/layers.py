@@ -58,6 +58,7 @@ from .kernels import (  # noqa: F401  (im2col ... maxpool_backward_reference are
     _bn_backward_kernel,
     _bn_stats_kernel,
     _col2im_kernel,
+    _flip_transpose_kernel,
     _im2col_kernel,
     _masked_pad_kernel,
     _relu_backward_kernel,
@@ -505,8 +506,9 @@ class Conv2d(WeightLayer):
         if transposed:
             # dX = correlation of dy (padded by d*(k-1) - p) with the flipped, transposed weight
             pt = d * (k - 1) - p
-            wtf = np.ascontiguousarray(wb.reshape(G, og, cg, k, k)[:, :, :, ::-1, ::-1]
-                                       .transpose(0, 2, 1, 3, 4)).reshape(G, cg, og * k * k)
+            wtf = np.empty((G, cg, og, k, k), dtype=dt)
+            _flip_transpose_kernel(wb.reshape(G, og, cg, k, k), wtf)
+            wtf = wtf.reshape(G, cg, og * k * k)
         else:
             wgt = wb.reshape(G, og, -1).transpose(0, 2, 1)         # [G, C/G*k*k, O/G]
         dx = np.empty((N, C, H, W), dtype=dt)
@@ -932,12 +934,12 @@ class Residual(Module):
         s = x if self.shortcut is None else self.shortcut.forward(x)
         if y.shape != s.shape:
             raise ValueError(f"Residual: main gives {y.shape}, shortcut {s.shape}")
-        return y + s
+        return _kernels.add(y, s)
 
     def backward(self, dy):
         dx = self.main.backward(dy)
         ds = dy if self.shortcut is None else self.shortcut.backward(dy)
-        return dx + ds
+        return _kernels.add(dx, ds)
 
 
 class DenseConcat(Module):

@@ -15,7 +15,27 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
+
+from .kernels import _run_split
+
+
+@numba.njit(cache=True, nogil=True)
+def _sgd_kernel(w, grad, buf, lr, wd, momentum, nesterov, first):
+    """One SGD step over flat arrays, in place, in w's precision, with the same operations
+    in the same order as `SGD.step`'s NumPy fallback (so the results are bit-identical):
+    g = grad + wd * w (wd > 0); buf = g (first) or buf * momentum + g; the update is
+    g + momentum * buf (nesterov) or buf (or g without momentum); w -= lr * update."""
+    t = w.dtype.type
+    lr_, wd_, m_ = t(lr), t(wd), t(momentum)
+    for i in range(w.shape[0]):
+        g = grad[i] + wd_ * w[i] if wd > 0 else grad[i]
+        if momentum > 0:
+            b = g if first else buf[i] * m_ + g
+            buf[i] = b
+            g = g + m_ * b if nesterov else b
+        w[i] -= lr_ * g
 
 
 class SGD:
@@ -80,9 +100,20 @@ class SGD:
             if grad.shape != w.shape:
                 raise ValueError(f"{p.name}: gradient shape {grad.shape} != value shape {w.shape}")
             wd = self._decay(p)
+            buf = self._buffers.get(p.name)
+            first = buf is None
+            if (w.dtype == grad.dtype and w.dtype in (np.float32, np.float64)
+                    and w.flags.c_contiguous and grad.flags.c_contiguous):
+                if self.momentum and first:
+                    buf = self._buffers[p.name] = np.empty_like(w)
+                wf, gf = w.reshape(-1), grad.reshape(-1)
+                bf = wf if buf is None else buf.reshape(-1)   # (unused without momentum)
+                _run_split(lambda a, b: _sgd_kernel(wf[a:b], gf[a:b], bf[a:b], lr, wd,
+                                                    self.momentum, self.nesterov, first),
+                           wf.size, 3 * wf.size)
+                continue
             g = grad + wd * w if wd else grad
             if self.momentum:
-                buf = self._buffers.get(p.name)
                 if buf is None:
                     buf = np.array(g, dtype=w.dtype, copy=True)
                     self._buffers[p.name] = buf
