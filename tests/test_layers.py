@@ -874,3 +874,21 @@ def test_thresholded_input_the_unfold_cannot_mask_is_masked_up_front():
     assert isinstance(saved, np.ndarray)
     np.testing.assert_array_equal(saved, apply_threshold(x, per_pixel))
     np.testing.assert_array_equal(lay.recorded["input_saved"], saved)
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 21, 3, 3), (2, 6, 4, 3, 3), (1, 5, 7, 1, 1), (4, 3, 2, 5, 5)])
+def test_flip_transpose_kernel_equals_numpy(shape):
+    w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = np.empty((shape[0], shape[2], shape[1], shape[3], shape[4]), np.float32)
+    K._flip_transpose_kernel(w, out)
+    np.testing.assert_array_equal(out, w[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4))
+
+
+def test_add_equals_numpy(monkeypatch):
+    monkeypatch.setattr(K, "_WORKERS", 3)             # the split path, also under CI
+    monkeypatch.setattr(K, "_PARALLEL_ELEMENTS", 1)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 3, 50, 7)).astype(np.float32), rng.standard_normal((2, 3, 50, 7)).astype(np.float32)
+    np.testing.assert_array_equal(K.add(a, b), a + b)
+    np.testing.assert_array_equal(K.add(a, b.astype(np.float64)), a + b.astype(np.float64))
+    np.testing.assert_array_equal(K.add(a.T, b.T), a.T + b.T)   # non-contiguous: NumPy
