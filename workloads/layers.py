@@ -503,6 +503,10 @@ class Conv2d(WeightLayer):
         og, cg = O // G, C // G
         dy3 = dy.reshape(N, O, HW)
         transposed = self._transposed_dx(C, O)
+        # dW^T = cols @ dy^T rather than dW = dy @ cols^T when the filters are few and the
+        # unfolded rows many: OpenBLAS runs that shape faster (measured on ResNet-18: 1.32x
+        # for 64 filters of 576 rows, 1.09x for 128 of 1152; neutral or slower beyond)
+        dw_transposed = og <= 128 and cg * k * k >= 2 * og
         if transposed:
             # dX = correlation of dy (padded by d*(k-1) - p) with the flipped, transposed weight
             pt = d * (k - 1) - p
@@ -516,7 +520,7 @@ class Conv2d(WeightLayer):
         nb = _chunk_size(N, rows, max(HW, H * W))
 
         def run(lo, hi):
-            dw = np.zeros((G, og, cg * k * k), dtype=dt)
+            dw = np.zeros((G, cg * k * k, og) if dw_transposed else (G, og, cg * k * k), dtype=dt)
             for q in range(lo, hi, nb):
                 n = min(nb, hi - q)
                 if n == 1:
@@ -527,7 +531,10 @@ class Conv2d(WeightLayer):
                 dyt = dyt.reshape(G, og, n * HW)
                 cols = self._unfold(saved[q:q + n], Ho, Wo, pointwise,
                                     None if mask is None else (mask[0][q:q + n], mask[1][q:q + n]))
-                dw += np.matmul(dyt, cols.transpose(0, 2, 1), out=_scratch.get("dw", dw.shape, dt))
+                if dw_transposed:
+                    dw += np.matmul(cols, dyt.transpose(0, 2, 1), out=_scratch.get("dw", dw.shape, dt))
+                else:
+                    dw += np.matmul(dyt, cols.transpose(0, 2, 1), out=_scratch.get("dw", dw.shape, dt))
                 if pointwise and n == 1:
                     np.matmul(wgt, dyt, out=dx[q].reshape(G, cg, HW))
                 elif transposed:
@@ -557,7 +564,9 @@ class Conv2d(WeightLayer):
         dw = parts[0]
         for part in parts[1:]:
             dw += part
-        return dx, dw.reshape(s.weight_shape)
+        if dw_transposed:
+            dw = dw.transpose(0, 2, 1)
+        return dx, np.ascontiguousarray(dw).reshape(s.weight_shape)
 
 
 class Linear(WeightLayer):
