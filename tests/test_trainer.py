@@ -305,3 +305,30 @@ def test_evaluation_uses_the_final_weights_top_k(tmp_path, monkeypatch):
 def test_dense_runs_are_labelled_dense():
     s = TrainSettings(network="simple-cnn", method="dense", sparsity=0.8)
     assert s.sparsity == 0.0 and s.name == "simple-cnn-dense-0"
+
+
+def test_an_input_feeding_two_layers_is_thresholded_once():
+    """A block's first conv and its downsample shortcut read the same tensor: one Top-K
+    selection serves both (the same threshold object), and later iterations select around
+    the last threshold (bracketed) rather than searching, with identical results."""
+    net = build_network("resnet18-cifar", image_size=8, num_classes=10)
+    model = build_model(net, seed=0)
+    layers = weight_layers(model)
+    opt = SGD(model.params(), lr=0.01, momentum=0.9)
+    method = make_method("swat-u", 0.8)
+    method.attach(layers, opt)
+    keys = []
+    select = method.selector.threshold
+    method.selector.threshold = lambda key, *a, **k: keys.append(key) or select(key, *a, **k)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 2)
+    for it in range(2):
+        step(model, layers, opt, method, x, y, it, record=it == 1)
+    assert ("input", "layer2.0.conv1") in keys and ("input", "layer2.0.downsample.0") not in keys
+    assert method.input_threshold["layer2.0.conv1"] is method.input_threshold["layer2.0.downsample.0"]
+    assert method.selector.bracketed > 0
+    for lay in layers[1:]:
+        rec = lay.recorded
+        want = topk_threshold(rec["input"], 0.8)
+        assert np.array_equal(rec["input_saved"], np.where(np.abs(rec["input"]) >= want, rec["input"], 0))

@@ -39,6 +39,7 @@ is added to the gradient (the paper's Loss_R writes |theta| but expresses it as 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -92,7 +93,7 @@ class SparsityMethod:
         self.measured: dict[str, tuple[float, float]] = {}
         self.optimizer = None
         self.selector = TopKSelector()   # exact thresholds, fast when tensors change little
-        self._inputs: list = []          # this iteration's (x, sparsity, threshold, kept)
+        self._inputs: list = []          # this iteration's (weakref(x), sparsity, threshold, kept)
 
     # -- set-up ---------------------------------------------------------------------------
     def attach(self, layers: Sequence, optimizer=None) -> None:
@@ -163,7 +164,7 @@ class SparsityMethod:
         and its downsample shortcut) is thresholded once."""
         def sparsify(x: np.ndarray) -> Thresholded:
             thr = self.input_threshold.get(name)
-            seen = next((i for i in self._inputs if i[0] is x and i[1] == sparsity), None)
+            seen = next((i for i in self._inputs if i[0]() is x and i[1] == sparsity), None)
             if seen is not None and recompute:
                 thr, kept = seen[2], seen[3]
                 self.input_threshold[name] = thr
@@ -172,7 +173,7 @@ class SparsityMethod:
                 self.input_threshold[name] = thr
             else:
                 kept = count_kept(x, thr)  # periodic Top-K reuses thr
-            self._inputs.append((x, sparsity, thr, kept))
+            self._inputs.append((weakref.ref(x), sparsity, thr, kept))
             self.measured[name] = (self.measured[name][0], 1.0 - kept / max(x.size, 1))
             return Thresholded(x, thr, kept)
         return sparsify
