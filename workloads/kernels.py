@@ -1,9 +1,10 @@
 """Numba kernels and batch-parallel execution behind `workloads.layers` (units: elements).
 
 What is here: im2col / col2im (unfolding a padded NCHW input into the [C, k, k, N, Ho, Wo]
-column layout and folding it back), max-pool gradient routing, batch-norm statistics /
-apply / backward and ReLU(6) forward / backward, each a small numba kernel; NumPy
-references of im2col/col2im and max-pool backward sit beside them for the tests. Then the
+column layout and folding it back), padding with a Top-K mask, the flipped transposed
+weight of the input gradient, max-pool gradient routing, batch-norm statistics / apply /
+backward, ReLU(6) forward / backward and the residual sum, each a small numba kernel;
+NumPy references sit beside them in the tests (`im2col`/`col2im`/max-pool references here). Then the
 thread machinery: a large pass is split over the batch (or channels, or elements) on one
 Python thread per core, each running GIL-free numba kernels and single-threaded BLAS
 (OpenBLAS's own thread count is pinned to 1 for the duration through ctypes and restored);

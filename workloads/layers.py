@@ -34,6 +34,7 @@ Conventions:
   For stride-1 convs (unless out_channels > 2 * in_channels) the input gradient is the
   forward conv of dy with the flipped, transposed weight (unfold dy + matmul) instead of
   matmul + col2im: the same FLOPs with less memory traffic. Strided convs use col2im.
+  A `Thresholded` saved input (SWAT's Top-K activations) is masked as it is unfolded.
 - Threads (`workloads.kernels`): a large pass splits the batch (BatchNorm: the channels; ReLU: the elements)
   over one Python thread per core; each runs GIL-free numba kernels and single-threaded
   BLAS calls (numpy's OpenBLAS is set to one thread for the duration and restored). With

@@ -22,10 +22,14 @@ forward pass, and may edit gradients after the backward pass:
 
 Top-K (SWAT A.6) is over the whole tensor (`NCHW`, default), per sample / per filter
 (`CHW`) or per channel map / per kernel slice (`HW`; for [N, C] tensors `HW` acts as
-`CHW`). Thresholds are the K-th largest magnitude (`np.partition`), recomputed every
-`topk_period` iterations and reused in between (SWAT A.7), so between recomputations
+`CHW`). Thresholds are the K-th largest magnitude (exactly `np.partition`'s, found by
+`workloads.topk.TopKSelector`), recomputed every `topk_period` iterations and reused in
+between (SWAT A.7), so between recomputations
 the measured sparsity drifts a little; `measured` reports what was actually used. BN
 layers are never sparsified; the dense layers (default: the first conv) are left alone.
+The saved activations are handed to the layers as `Thresholded` tensors (x and its
+threshold), which the conv masks as its backward pass unfolds them; an input that feeds
+two layers (a block's first conv and its downsample) is thresholded once.
 
 ERK (Evci et al., RigL): density of layer l proportional to (C_in + C_out + k + k) /
 (C_in * C_out * k * k) (fc: (C_in + C_out) / (C_in * C_out)), scaled so the sparsified

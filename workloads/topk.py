@@ -7,12 +7,22 @@ filter (`CHW`: axis 0), each channel map or kernel slice (`HW`: axes 0 and 1; a 
 largest magnitude (O(n), no sort); elements at or above it are kept (ties at the
 threshold are kept, a measure-zero event for continuous values).
 
-Two implementations of the same thresholds: `np.partition` (the reference, any dtype)
-and, for float32, a numba radix select: the bit patterns of non-negative floats sort
-like their values, so two 16-bit histogram passes find exactly the value np.partition
-finds, and a fused kernel then zeroes and counts in one pass. The trainer thresholds
-every activation tensor every iteration, so this is where Top-K's cost lives; the tests
-compare the two bit for bit.
+Three ways to the same thresholds, compared bit for bit by the tests:
+
+- `topk_threshold_reference`: `np.partition` (any dtype);
+- `topk_threshold`: for float32, a numba radix select. The bit patterns of non-negative
+  floats sort like their values, so a 12-bit histogram pass and a pass collecting the
+  chosen bucket find exactly the value np.partition finds;
+- `TopKSelector`: for a tensor met again (the same layer's weights or input, iteration
+  after iteration), one pass that counts what lies above a narrow bracket around the last
+  threshold and collects what lies inside it; the K-th largest is selected from those
+  few values (and the radix select runs if it is not in the bracket).
+
+The trainer thresholds every activation tensor every iteration, so this is where Top-K's
+cost lives. `Thresholded` keeps a sparsified tensor as its values plus the threshold, so
+the conv masks the saved activation while unfolding it in the backward pass instead of
+writing a masked copy; `apply_threshold_count` masks and counts in one pass where a
+copy is needed (the weights).
 """
 
 from __future__ import annotations
