@@ -8,6 +8,10 @@ torch==2.13.0`; not a dependency), with the same thread count. The three steps r
 interleaved rounds (dense, SWAT-U, PyTorch, in rotating order), so a slow phase of a shared
 machine hits all three alike; medians over the rounds are reported.
 
+Every step takes the next of 16 batches of Fashion-MNIST (resized to 32x32x3, with the
+trainer's augmentation; random images if the Debian package is missing), so the Top-K
+thresholds move from step to step as they do in training.
+
 Reports the ratio of our dense step to PyTorch's (target <= 1.5x) and SWAT-U's Top-K
 overhead (target < 5% of the step at period 1), measured two ways: every Top-K call of the
 method timed inside the step (thresholds, weight masks, counts), and the SWAT-U step minus
@@ -25,9 +29,24 @@ import sys
 import time
 
 
-def numpy_step(method: str, batch: int):
-    """(one-step function, its Top-K time accumulator [seconds])."""
+def batches(batch: int, count: int = 16):
+    """`count` training batches (x float32 [batch, 3, 32, 32], labels) and their source."""
     import numpy as np
+
+    from workloads.data import DataError, Loader, load_dataset
+
+    try:
+        loader = Loader(load_dataset("fashion-mnist", "test"), batch, 32, train=True, seed=0)
+        it = iter(loader)
+        return [next(it) for _ in range(count)], "Fashion-MNIST"
+    except DataError:
+        rng = np.random.default_rng(0)
+        return [(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32),
+                 rng.integers(0, 10, batch)) for _ in range(count)], "random images"
+
+
+def numpy_step(method: str, data: list):
+    """(one-step function, its Top-K time accumulator [seconds])."""
 
     from workloads.layers import softmax_cross_entropy
     from workloads.models import build_model, weight_layers
@@ -40,9 +59,6 @@ def numpy_step(method: str, batch: int):
     opt = SGD(model.params(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     sparsity = make_method(method, 0.8 if method != "dense" else 0.0)
     sparsity.attach(weight_layers(model), opt)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
-    y = rng.integers(0, 10, batch)
     topk = [0.0]
     it = [0]
     import workloads.sparsity as sp
@@ -61,6 +77,7 @@ def numpy_step(method: str, batch: int):
     sparsity.selector.threshold = timed(sparsity.selector.threshold)
 
     def step():
+        x, y = data[it[0] % len(data)]
         sparsity.before_forward(it[0])
         logits = model.forward(x)
         _, dlogits = softmax_cross_entropy(logits, y)
@@ -73,7 +90,7 @@ def numpy_step(method: str, batch: int):
     return step, topk
 
 
-def torch_step(batch: int, threads: int):
+def torch_step(data: list, threads: int):
     """One-step function of the same model in PyTorch, or None without torch."""
     try:
         import torch
@@ -107,11 +124,13 @@ def torch_step(batch: int, threads: int):
     ours = build_network("resnet18-cifar", image_size=32, num_classes=10).param_count
     assert sum(p.numel() for p in model.parameters()) == ours, "architectures differ"
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(batch, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,))
+    data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data]
     loss_fn = nn.CrossEntropyLoss()
+    it = [0]
 
     def step():
+        x, y = data[it[0] % len(data)]
+        it[0] += 1
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
@@ -129,10 +148,11 @@ def main() -> int:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ[var] = str(args.threads)
         os.execv(sys.executable, [sys.executable, *sys.argv])
-    dense, _ = numpy_step("dense", args.batch)
-    swat, topk = numpy_step("swat-u", args.batch)
+    data, source = batches(args.batch)
+    dense, _ = numpy_step("dense", data)
+    swat, topk = numpy_step("swat-u", data)
     steps = {"dense": dense, "swat-u": swat}
-    torch = torch_step(args.batch, args.threads)
+    torch = torch_step(data, args.threads)
     if torch is not None:
         steps["pytorch"] = torch
     for fn in steps.values():  # warm-up: numba compilation, allocator, SWAT-U's first search
@@ -149,7 +169,7 @@ def main() -> int:
     topk_step = topk[0] / args.repeat
     paired = statistics.median(s - d for s, d in zip(times["swat-u"], times["dense"]))
     print(f"ResNet-18 (CIFAR stem) 32x32, batch {args.batch}, {args.threads} threads, "
-          f"median of {args.repeat} interleaved rounds")
+          f"median of {args.repeat} interleaved rounds, {source}")
     print(f"numpy dense step:        {med['dense'] * 1000:8.0f} ms")
     print(f"numpy swat-u 80% step:   {med['swat-u'] * 1000:8.0f} ms")
     print(f"  Top-K calls timed inside the step: {topk_step * 1000:.0f} ms, "
