@@ -162,6 +162,11 @@ def test_bracketed_selection_equals_np_partition_through_drift_and_misses(monkey
             assert thr.dtype == ref.dtype and thr.shape == ref.shape
             assert np.array_equal(thr, ref), (i, s)
             assert kept == apply_threshold_count(x, thr)[1]
+            # the fused select-and-mask (the weights' path) gives the same copy
+            out, thr2, kept2 = sel.sparsify(("w", s), x, s)
+            want = apply_threshold_count(x, ref)[0]      # (keeps NaNs, like the fast mask)
+            assert np.array_equal(thr2, ref) and kept2 == kept
+            assert np.array_equal(out, want, equal_nan=True), (i, s)
     assert sel.bracketed >= 6 and sel.searched >= 6         # both paths were taken
     # scopes with one threshold per group, float64 and all-kept tensors go by the radix path
     x = rng.standard_normal((3, 5, 6)).astype(np.float32)

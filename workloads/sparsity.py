@@ -139,8 +139,9 @@ class SparsityMethod:
             kept = None
             if self.sparsify_forward_weight or self.sparsify_backward_weight:
                 if recompute or name not in self.weight_threshold:
-                    self.weight_threshold[name] = self.weight_score_threshold(lay, s)
-                w, kept = self.sparse_weight(lay)
+                    w, self.weight_threshold[name], kept = self.select_weight(lay, s)
+                else:
+                    w, kept = self.sparse_weight(lay)
             if self.sparsify_forward_weight:
                 lay.forward_weight = w
             if self.sparsify_backward_weight:
@@ -154,9 +155,10 @@ class SparsityMethod:
         """Edit gradients before the optimizer step (nothing: SWAT updates all weights)."""
 
     # -- helpers --------------------------------------------------------------------------
-    def weight_score_threshold(self, lay, sparsity: float) -> np.ndarray:
-        return self.selector.threshold(("weight", lay.spec.name), lay.weight.value, sparsity,
-                                       self.scope)[0]
+    def select_weight(self, lay, sparsity: float) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """(the layer's new sparse weight, its threshold, its non-zeros or None)."""
+        return self.selector.sparsify(("weight", lay.spec.name), lay.weight.value, sparsity,
+                                      self.scope)
 
     def sparse_weight(self, lay) -> tuple[np.ndarray, int | None]:
         """(the layer's sparse weight, its number of non-zeros, or None if not counted)."""
@@ -235,8 +237,11 @@ class SwatStructured(SparsityMethod):
         w = lay.weight.value
         return np.abs(w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)
 
-    def weight_score_threshold(self, lay, sparsity):
-        return topk_threshold(self._norms(lay), sparsity, "NCHW")
+    def select_weight(self, lay, sparsity):
+        threshold = topk_threshold(self._norms(lay), sparsity, "NCHW")
+        self.weight_threshold[lay.spec.name] = threshold   # sparse_weight reads it
+        weight, _ = self.sparse_weight(lay)
+        return weight, threshold, None
 
     def sparse_weight(self, lay):
         keep = self._norms(lay) >= self.weight_threshold[lay.spec.name]

@@ -228,6 +228,37 @@ def _bracket(bits, low, width, high, buf):
 
 
 @numba.njit(cache=True, nogil=True)
+def _bracket_mask(x, bits, low, width, high, out, pos, offset):
+    """`_bracket` that also writes out = x where the magnitude is >= low, else 0 (in-bracket
+    values kept provisionally) and notes the in-bracket positions (+ offset) in pos instead
+    of their values: Top-K of a tensor and its masked copy in one pass, once the few
+    in-bracket elements below the threshold are zeroed."""
+    above = 0
+    c = 0
+    room = pos.shape[0] - _BLOCK
+    n = bits.shape[0]
+    z = out.dtype.type(0)
+    for s in range(0, n, _BLOCK):
+        e = min(s + _BLOCK, n)
+        blk, xb, ob = bits[s:e], x[s:e], out[s:e]
+        hits = 0
+        for i in range(blk.shape[0]):
+            m = blk[i] & np.uint32(0x7FFFFFFF)
+            ob[i] = xb[i] if m >= low else z
+            above += np.int64(m >= high)
+            hits += np.int64((m - low) < width)
+        if hits > 0:
+            if c <= room:
+                for i in range(blk.shape[0]):
+                    m = blk[i] & np.uint32(0x7FFFFFFF)
+                    pos[c] = offset + s + i
+                    c += np.int64((m - low) < width)
+            else:
+                c += hits
+    return above, c
+
+
+@numba.njit(cache=True, nogil=True)
 def _count_at_least(bits, threshold):
     """Number of float32 patterns whose magnitude pattern is >= threshold (a uint32)."""
     kept = 0
@@ -275,7 +306,8 @@ class TopKSelector:
 
     def __init__(self):
         self._last: dict = {}          # key -> (threshold as float, relative width)
-        self._buf = np.empty(0, dtype=np.uint32)
+        self._buf = np.empty(0, dtype=np.uint32)    # in-bracket values, per chunk
+        self._pos = np.empty(0, dtype=np.int64)     # in-bracket positions (`sparsify`)
         self.bracketed = self.searched = 0   # calls answered each way (for tests, benchmarks)
 
     def threshold(self, key, x: np.ndarray, sparsity: float,
@@ -295,18 +327,54 @@ class TopKSelector:
         else:
             self.bracketed += 1
             thr = np.full(shape, t, dtype=np.float32)
-        if thr.size == 1 and thr.dtype == np.float32 and 0 < thr.flat[0] < np.inf:
-            new = float(thr.flat[0])
-            width = self.MIN_WIDTH if last is None else 4 * abs(new / last[0] - 1)
-            if last is not None:
-                width = max(width, (2.0 if t is None else 0.9) * last[1])
-            self._last[key] = (new, min(max(width, self.MIN_WIDTH), self.MAX_WIDTH))
+        if thr.dtype == np.float32:
+            self._remember(key, thr, last, bracketed=t is not None)
         else:
             self._last.pop(key, None)
         return thr, kept
 
-    def _bracketed(self, flat: np.ndarray, keep: int, hint: float, width: float):
-        """(threshold, kept) from one pass around `hint`, or (None, 0) if it is not there."""
+    def sparsify(self, key, x: np.ndarray, sparsity: float,
+                 scope: str = "NCHW") -> tuple[np.ndarray, np.ndarray, int]:
+        """(topk_sparsify(x, sparsity, scope), its threshold, its non-zeros). Bracketed, the
+        threshold and the masked copy come from one pass: the copy keeps everything from the
+        bracket's low end up and notes the in-bracket positions, and those below the exact
+        threshold are zeroed afterwards."""
+        groups, _ = _groups(x, scope)
+        n = x.size // groups if groups else 0
+        keep = keep_count(n, sparsity)
+        last = self._last.get(key)
+        if last is None or groups != 1 or not _fast(x) or not 0 < keep < n:
+            thr, _ = self.threshold(key, x, sparsity, scope)   # no bracket to try
+        else:
+            out = np.empty_like(x)
+            t, kept = self._bracketed(x.reshape(-1).view(np.uint32), keep, *last,
+                                      values=x.reshape(-1), out=out.reshape(-1))
+            if t is not None:
+                self.bracketed += 1
+                self._remember(key, t, last, bracketed=True)
+                return out, np.full((1,) * x.ndim, t, dtype=np.float32), kept
+            self.searched += 1
+            thr = topk_threshold(x, sparsity, scope)
+            self._remember(key, thr, last, bracketed=False)
+        out, kept = apply_threshold_count(x, thr)
+        return out, thr, kept
+
+    def _remember(self, key, t, last, bracketed: bool) -> None:
+        """Keep threshold t (a float32 array of one element, or scalar) and the next width."""
+        t = np.asarray(t, dtype=np.float32)
+        if t.size == 1 and 0 < t.flat[0] < np.inf:
+            new = float(t.flat[0])
+            width = self.MIN_WIDTH if last is None else 4 * abs(new / last[0] - 1)
+            if last is not None:
+                width = max(width, (0.9 if bracketed else 2.0) * last[1])
+            self._last[key] = (new, min(max(width, self.MIN_WIDTH), self.MAX_WIDTH))
+        else:
+            self._last.pop(key, None)
+
+    def _bracketed(self, flat: np.ndarray, keep: int, hint: float, width: float,
+                   values: np.ndarray | None = None, out: np.ndarray | None = None):
+        """(threshold, kept) from one pass around `hint`, or (None, 0) if it is not there.
+        With `out` (and the flat float32 `values`), also writes the masked copy."""
         low = int(np.float32(hint * (1 - width)).view(np.uint32))
         high = int(np.float32(hint * (1 + width)).view(np.uint32))
         if low < 1 or high <= low:
@@ -317,18 +385,32 @@ class TopKSelector:
             self._buf = np.empty((len(b) - 1) * (room + _BLOCK), dtype=np.uint32)
         bufs = [self._buf[k * (room + _BLOCK):(k + 1) * (room + _BLOCK)] for k in range(len(b) - 1)]
         lo, wd, hi = np.uint32(low), np.uint32(high - low), np.uint32(high)
-        parts = kernels._run_split(lambda i, j: [_bracket(flat[b[k]:b[k + 1]], lo, wd, hi, bufs[k])
-                                                 for k in range(i, j)], len(b) - 1, flat.size,
-                                   _PARALLEL)
+        if out is None:
+            def run(i, j):
+                return [_bracket(flat[b[k]:b[k + 1]], lo, wd, hi, bufs[k]) for k in range(i, j)]
+        else:  # positions rather than values
+            if self._pos.size < (len(b) - 1) * (room + _BLOCK):
+                self._pos = np.empty((len(b) - 1) * (room + _BLOCK), dtype=np.int64)
+            bufs = [self._pos[k * (room + _BLOCK):(k + 1) * (room + _BLOCK)]
+                    for k in range(len(b) - 1)]
+
+            def run(i, j):
+                return [_bracket_mask(values[b[k]:b[k + 1]], flat[b[k]:b[k + 1]], lo, wd, hi,
+                                      out[b[k]:b[k + 1]], bufs[k], b[k]) for k in range(i, j)]
+        parts = kernels._run_split(run, len(b) - 1, flat.size, _PARALLEL)
         counts = [c for part in parts for c in part]
         above = sum(a for a, _ in counts)
         inside = sum(c for _, c in counts)
         need = keep - above
         if not 0 < need <= inside or any(c > room for _, c in counts):
             return None, 0
-        vals = np.concatenate([buf[:c] for buf, (_, c) in zip(bufs, counts)])
+        found = np.concatenate([buf[:c] for buf, (_, c) in zip(bufs, counts)])
+        vals = found if out is None else flat[found] & np.uint32(0x7FFFFFFF)
         t = np.partition(vals, inside - need)[inside - need]
-        kept = above + int(np.count_nonzero(vals >= t))
+        below = vals < t
+        if out is not None:
+            out[found[below]] = 0
+        kept = above + inside - int(np.count_nonzero(below))
         return np.uint32(t).view(np.float32), kept
 
 
