@@ -205,3 +205,20 @@ def test_zero_fraction_and_count_kept():
     assert zero_fraction(x.astype(np.float64)) == zero_fraction(x)
     assert count_kept(x, np.float32(1.0)) == 4             # NaN, 1, -2, 3 (bit patterns)
     assert count_kept(x[[0, 3, 4]], np.float32(0)) == 2    # zeros are never kept
+
+
+def test_bracketed_selection_of_odd_sizes():
+    """Tensors whose length is not a multiple of the kernel's 64-element blocks."""
+    from workloads.topk import TopKSelector, apply_threshold_count, topk_threshold_reference
+
+    rng = np.random.default_rng(12)
+    sel = TopKSelector()
+    for size in (1, 63, 65, 1155, 4099):
+        base = rng.standard_normal(size).astype(np.float32)
+        for drift in (1.0, 1.001, 0.999, 1.002):
+            x = base * np.float32(drift)
+            for s in (0.5, 0.8):
+                thr, kept = sel.threshold(("odd", size, s), x, s)
+                assert np.array_equal(thr, topk_threshold_reference(x, s)), (size, drift, s)
+                assert kept == apply_threshold_count(x, thr)[1]
+    assert sel.bracketed > 0

@@ -204,26 +204,40 @@ _BLOCK = 64  # elements per block of the bracket pass
 def _bracket(bits, low, width, high, buf):
     """One pass over float32 patterns `bits`: (count of magnitudes >= high, count in
     [low, low + width) ), the latter's magnitudes copied to buf while it has room (64 slots
-    of slack). Per block of 64 a vectorised loop counts; only blocks with a hit compact."""
+    of slack). Per block of 64 a vectorised loop counts and flags the in-bracket elements;
+    only the 8-element groups of a block with a flag are compacted (at the 2-10% densities
+    of a bracket this halves the scalar work of compacting whole blocks)."""
     above = 0
     c = 0
     room = buf.shape[0] - _BLOCK
     n = bits.shape[0]
-    for s in range(0, n, _BLOCK):
-        blk = bits[s:min(s + _BLOCK, n)]
+    flags = np.zeros(_BLOCK, np.uint8)
+    groups = flags.view(np.uint64)          # 8 flags per word
+    for s in range(0, n - _BLOCK + 1, _BLOCK):
+        blk = bits[s:s + _BLOCK]
         hits = 0
-        for i in range(blk.shape[0]):
+        for i in range(_BLOCK):
             m = blk[i] & np.uint32(0x7FFFFFFF)
             above += np.int64(m >= high)
-            hits += np.int64((m - low) < width)   # unsigned: low <= m < low + width
+            f = np.uint8((m - low) < width)   # unsigned: low <= m < low + width
+            flags[i] = f
+            hits += np.int64(f)
         if hits > 0:
             if c <= room:
-                for i in range(blk.shape[0]):
-                    m = blk[i] & np.uint32(0x7FFFFFFF)
-                    buf[c] = m
-                    c += np.int64((m - low) < width)
+                for g in range(_BLOCK // 8):
+                    if groups[g] != 0:
+                        for i in range(8 * g, 8 * g + 8):
+                            buf[c] = blk[i] & np.uint32(0x7FFFFFFF)
+                            c += np.int64(flags[i])
             else:
                 c += hits
+    for i in range(n - n % _BLOCK, n):       # the last partial block
+        m = bits[i] & np.uint32(0x7FFFFFFF)
+        above += np.int64(m >= high)
+        if (m - low) < width:
+            if c < buf.shape[0]:
+                buf[c] = m
+            c += 1
     return above, c
 
 
