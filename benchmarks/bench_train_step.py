@@ -5,8 +5,10 @@ Usage: python benchmarks/bench_train_step.py [--threads T] [--repeat N] [--batch
 Times forward + backward + SGD update of our NumPy model, dense and with SWAT-U at 80%,
 and the same step in PyTorch 2.13 CPU when `torch` is installed (`pip install
 torch==2.13.0`; not a dependency), with the same thread count. The three steps run in
-interleaved rounds (dense, SWAT-U, PyTorch, in rotating order), so a slow phase of a shared
-machine hits all three alike; medians over the rounds are reported.
+interleaved rounds, so a slow phase of a shared machine hits all three alike; medians over
+the rounds are reported. Each round runs PyTorch first, then dense and SWAT-U back to
+back in alternating order, so the two NumPy steps that are compared sit next to each other
+and follow PyTorch and each other equally often.
 
 Every step takes the next of 16 batches of Fashion-MNIST (resized to 32x32x3, with the
 trainer's augmentation; random images if the Debian package is missing), so the Top-K
@@ -165,9 +167,9 @@ def main() -> int:
         fn()
     topk[0] = 0.0
     times = {name: [] for name in steps}
-    names = list(steps)
+    first = ["pytorch"] if "pytorch" in steps else []
     for r in range(args.repeat):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in first + (["dense", "swat-u"] if r % 2 == 0 else ["swat-u", "dense"]):
             t0 = time.perf_counter()
             steps[name]()
             times[name].append(time.perf_counter() - t0)
