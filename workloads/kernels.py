@@ -83,6 +83,27 @@ def _masked_pad_kernel(x, bits, threshold_bits, p, xp):
 
 
 @numba.njit(cache=True, nogil=True)
+def _mask_cols_kernel(cols, threshold_bits):
+    """Zero, in place, every element of the unfolded input cols [C, k, k, n, Ho, Wo]
+    (float32) whose magnitude is below its [sample, channel] threshold (bit patterns
+    [n, C]): the masking of an unpadded Top-K input after im2col, which for a strided
+    conv touches fewer elements than masking the input first."""
+    C, k, _, nb, Ho, Wo = cols.shape
+    flat = cols.reshape(-1)
+    bits = flat.view(np.uint32)
+    z = flat.dtype.type(0)
+    block = Ho * Wo
+    o = 0
+    for c in range(C):
+        for ij in range(k * k):
+            for n in range(nb):
+                t = threshold_bits[n, c]
+                for q in range(o, o + block):
+                    flat[q] = flat[q] if (bits[q] & np.uint32(0x7FFFFFFF)) >= t else z
+                o += block
+
+
+@numba.njit(cache=True, nogil=True)
 def _im2col_kernel(x, k, s, p, d, xp, cols):
     """cols[c, i, j, n, ho, wo] = x[n, c, ho*s + i*d - p, wo*s + j*d - p] (0 in the padding).
 

@@ -61,6 +61,7 @@ from .kernels import (  # noqa: F401  (im2col ... maxpool_backward_reference are
     _col2im_kernel,
     _flip_transpose_kernel,
     _im2col_kernel,
+    _mask_cols_kernel,
     _masked_pad_kernel,
     _relu_backward_kernel,
     _relu_forward_kernel,
@@ -443,6 +444,11 @@ class Conv2d(WeightLayer):
         n, C, H, W = xc.shape
         if mask is not None:
             k, p = s.kernel, s.padding
+            if p == 0 and not pointwise:        # unpadded: unfold, then mask what was taken
+                cols = _scratch.get("cols", (C, k, k, n, Ho, Wo), xc.dtype)
+                _im2col_kernel(xc, k, s.stride, 0, s.dilation, xc, cols)
+                _mask_cols_kernel(cols, mask[1])
+                return cols.reshape(s.groups, -1, n * Ho * Wo)
             xp = _scratch.get("pad", (n, C, H + 2 * p, W + 2 * p), xc.dtype)
             _masked_pad_kernel(xc, mask[0], mask[1], p, xp)
             if pointwise:
