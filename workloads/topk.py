@@ -322,6 +322,7 @@ class TopKSelector:
         self._last: dict = {}          # key -> (threshold as float, relative width)
         self._buf = np.empty(0, dtype=np.uint32)    # in-bracket values, per chunk
         self._pos = np.empty(0, dtype=np.int64)     # in-bracket positions (`sparsify`)
+        self._outputs: dict = {}                     # key -> the array `sparsify` returned last
         self.bracketed = self.searched = 0   # calls answered each way (for tests, benchmarks)
 
     def threshold(self, key, x: np.ndarray, sparsity: float,
@@ -352,7 +353,9 @@ class TopKSelector:
         """(topk_sparsify(x, sparsity, scope), its threshold, its non-zeros). Bracketed, the
         threshold and the masked copy come from one pass: the copy keeps everything from the
         bracket's low end up and notes the in-bracket positions, and those below the exact
-        threshold are zeroed afterwards."""
+        threshold are zeroed afterwards. The copy is written into the array the last call
+        with the same key returned, when the shapes match (no fresh pages every step): a
+        caller that keeps one across calls must copy it."""
         groups, _ = _groups(x, scope)
         n = x.size // groups if groups else 0
         keep = keep_count(n, sparsity)
@@ -360,7 +363,9 @@ class TopKSelector:
         if last is None or groups != 1 or not _fast(x) or not 0 < keep < n:
             thr, _ = self.threshold(key, x, sparsity, scope)   # no bracket to try
         else:
-            out = np.empty_like(x)
+            out = self._outputs.get(key)      # the copy is rewritten in place every call
+            if out is None or out.shape != x.shape or out.dtype != x.dtype:
+                out = self._outputs[key] = np.empty_like(x)
             t, kept = self._bracketed(x.reshape(-1).view(np.uint32), keep, *last,
                                       values=x.reshape(-1), out=out.reshape(-1))
             if t is not None:
