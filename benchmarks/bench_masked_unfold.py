@@ -4,8 +4,8 @@ Usage: python benchmarks/bench_masked_unfold.py [--threads T] [--repeat N]
 
 For every sparse conv of ResNet-18 (CIFAR stem, 32x32, batch 64), times the layer's
 backward pass (dX and dW) three ways, median of N, interleaved: with the dense saved input,
-with a `Thresholded` saved input (masked while each chunk is padded for the unfold: what
-the trainer does), and with a masked copy made beforehand (not counting the copy). The
+with a `Thresholded` saved input (masked as each chunk is unfolded, while padding or, for
+unpadded convs, in the columns: what the trainer does), and with a masked copy made beforehand (not counting the copy). The
 second minus the first is the masking's share of the Top-K overhead that the step
 benchmark's in-step timing does not see. Also checks that the two sparse variants give
 the same dW bit for bit.

@@ -143,8 +143,11 @@ def test_bracketed_selection_equals_np_partition_through_drift_and_misses(monkey
     import workloads.kernels as kernels
     from workloads.topk import TopKSelector, apply_threshold_count, topk_threshold_reference
 
-    monkeypatch.setattr(kernels, "_WORKERS", 2)            # the split path, also under CI
-    monkeypatch.setattr(kernels, "_PARALLEL_ELEMENTS", 1)
+    import workloads.topk as topk
+
+    monkeypatch.setattr(kernels, "_WORKERS", 3)            # the split path (3 chunks per
+    monkeypatch.setattr(topk, "_CHUNK", 1 << 12)           # pass), also under CI
+    monkeypatch.setattr(topk, "_PARALLEL", 1)
     rng = np.random.default_rng(8)
     sel = TopKSelector()
     base = np.maximum(rng.standard_normal((4, 8, 96, 96)), 0).astype(np.float32)
@@ -198,7 +201,15 @@ def test_bracket_overflow_falls_back_exactly(monkeypatch):
 
 
 def test_zero_fraction_and_count_kept():
-    from workloads.topk import count_kept, zero_fraction
+    from workloads.topk import apply_threshold_count, count_kept, topk_threshold, zero_fraction
+
+    # per-group thresholds count what the mask keeps, NaN included (bit patterns)
+    x = np.random.default_rng(3).standard_normal((4, 3, 5, 5)).astype(np.float32)
+    x[1, 2, 3, 4] = np.nan
+    for scope in ("CHW", "HW"):
+        thr = topk_threshold(np.nan_to_num(x), 0.5, scope)
+        out, kept = apply_threshold_count(x, thr)
+        assert count_kept(x, thr) == kept == np.count_nonzero(out)
 
     x = np.array([0, -0.0, np.nan, 1, -2, 0, 3, -0.5], np.float32)
     assert zero_fraction(x) == 1 - np.count_nonzero(x) / x.size

@@ -316,7 +316,8 @@ def _add_kernel(a, b, out):
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a + b (a residual sum), split over the cores when large; NumPy's `+` otherwise."""
+    """a + b (a residual sum): a numba kernel for contiguous operands of one float dtype,
+    split over the cores when large; NumPy's `+` for anything else."""
     if (a.shape != b.shape or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64)
             or not (a.flags.c_contiguous and b.flags.c_contiguous)):
         return a + b

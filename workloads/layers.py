@@ -439,7 +439,8 @@ class Conv2d(WeightLayer):
     def _unfold(self, xc, Ho, Wo, pointwise, mask=None):
         """The chunk's unfolded input as [G, C/G*k*k, n*Ho*Wo] (pointwise: no im2col; the
         input itself for one sample, else its [C, n*H*W] transpose). `mask`: (bit patterns
-        of xc, threshold patterns [n, C]) of a `Thresholded` input, zeroed while padding."""
+        of xc, threshold patterns [n, C]) of a `Thresholded` input, zeroed while padding
+        (unpadded convs: in the columns, after im2col)."""
         s = self.spec
         n, C, H, W = xc.shape
         if mask is not None:

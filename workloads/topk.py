@@ -21,8 +21,9 @@ Three ways to the same thresholds, compared bit for bit by the tests:
 The trainer thresholds every activation tensor every iteration, so this is where Top-K's
 cost lives. `Thresholded` keeps a sparsified tensor as its values plus the threshold, so
 the conv masks the saved activation while unfolding it in the backward pass instead of
-writing a masked copy; `apply_threshold_count` masks and counts in one pass where a
-copy is needed (the weights).
+writing a masked copy. The weights need a masked copy: `TopKSelector.sparsify` writes it
+in the same pass that finds the threshold, and `apply_threshold_count` masks and counts
+in one pass where the threshold is already known.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ import numpy as np
 from . import kernels
 
 SCOPES = ("NCHW", "CHW", "HW")
-# Elements from which a Top-K pass is split over the cores (every pass here is one long
-# loop, so even ResNet-18's layer4 inputs, 0.5M elements, gain from the split).
+# Top-K passes are one long loop each: from _PARALLEL elements on they are split over the
+# cores, in chunks of at least _CHUNK elements (so on two cores even ResNet-18's layer4
+# inputs at batch 64, 0.26M elements, take both).
 _PARALLEL = 1 << 18
+_CHUNK = 1 << 17
 
 
 def keep_count(size: int, sparsity: float) -> int:
@@ -142,8 +145,8 @@ def _kth_largest_bits(bits, keep, out):
 def _kth_largest_parallel(flat: np.ndarray, keep: int) -> int:
     """`_kth_largest_bits` of one long row, its two passes split over the cores."""
     n = flat.shape[0]
-    chunks = max(1, min(kernels._WORKERS, n // (1 << 18)))
-    bounds = [n * i // chunks for i in range(chunks + 1)]
+    bounds = _split_bounds(n)
+    chunks = len(bounds) - 1
     partial = np.zeros((chunks, 4096), dtype=np.int64)
     kernels._run_split(lambda a, b: [_histogram(flat[bounds[i]:bounds[i + 1]], partial[i])
                                      for i in range(a, b)], chunks, n, _PARALLEL)
@@ -282,7 +285,8 @@ def _count_at_least(bits, threshold):
 
 
 def _split_bounds(n: int) -> list[int]:
-    chunks = max(1, min(kernels._WORKERS, n // (1 << 18)))
+    """Bounds of the chunks a pass over n elements is split into (see _CHUNK)."""
+    chunks = max(1, min(kernels._WORKERS, n // _CHUNK))
     return [n * i // chunks for i in range(chunks + 1)]
 
 
@@ -297,7 +301,7 @@ def count_kept(x: np.ndarray, threshold: np.ndarray) -> int:
                                                  for k in range(i, j)], len(b) - 1, flat.size,
                                    _PARALLEL)
         return int(sum(sum(p) for p in parts))
-    return int(np.count_nonzero((np.abs(x) >= threshold) & (x != 0)))
+    return apply_threshold_count(x, threshold)[1]   # per-group thresholds: the same mask
 
 
 class TopKSelector:
@@ -353,9 +357,9 @@ class TopKSelector:
         """(topk_sparsify(x, sparsity, scope), its threshold, its non-zeros). Bracketed, the
         threshold and the masked copy come from one pass: the copy keeps everything from the
         bracket's low end up and notes the in-bracket positions, and those below the exact
-        threshold are zeroed afterwards. The copy is written into the array the last call
-        with the same key returned, when the shapes match (no fresh pages every step): a
-        caller that keeps one across calls must copy it."""
+        threshold are zeroed afterwards. That copy is written into the array the last
+        bracketed call with the same key returned, when the shapes match (no fresh pages
+        every step): a caller that keeps one across calls must copy it."""
         groups, _ = _groups(x, scope)
         n = x.size // groups if groups else 0
         keep = keep_count(n, sparsity)
