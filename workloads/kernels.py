@@ -36,21 +36,27 @@ _REASSOC = {"reassoc", "contract"}
 
 
 @numba.njit(cache=True, nogil=True)
+def _zero_border(dst, p, H, W):
+    """Zero the p-wide border of one padded map dst [H + 2p, W + 2p]."""
+    for h in range(p):
+        for w in range(W + 2 * p):
+            dst[h, w] = 0
+            dst[h + H + p, w] = 0
+    for h in range(H):
+        for w in range(p):
+            dst[h + p, w] = 0
+            dst[h + p, w + W + p] = 0
+
+
+@numba.njit(cache=True, nogil=True)
 def _pad_kernel(x, p, xp):
     """xp = x zero-padded by p on both spatial sides (every element of xp is written)."""
     N, C, H, W = x.shape
-    Wp = W + 2 * p
     for n in range(N):
         for c in range(C):
             dst = xp[n, c]
-            for h in range(p):
-                for w in range(Wp):
-                    dst[h, w] = 0
-                    dst[h + H + p, w] = 0
+            _zero_border(dst, p, H, W)
             for h in range(H):
-                for w in range(p):
-                    dst[h + p, w] = 0
-                    dst[h + p, w + W + p] = 0
                 for w in range(W):
                     dst[h + p, w + p] = x[n, c, h, w]
 
@@ -62,20 +68,13 @@ def _masked_pad_kernel(x, bits, threshold_bits, p, xp):
     (x viewed as uint32), threshold_bits the thresholds' patterns [N, C] (a Top-K-sparsified
     input, masked as it is unfolded rather than copied beforehand)."""
     N, C, H, W = x.shape
-    Wp = W + 2 * p
     z = xp.dtype.type(0)
     for n in range(N):
         for c in range(C):
             t = threshold_bits[n, c]
             dst = xp[n, c]
-            for h in range(p):
-                for w in range(Wp):
-                    dst[h, w] = 0
-                    dst[h + H + p, w] = 0
+            _zero_border(dst, p, H, W)
             for h in range(H):
-                for w in range(p):
-                    dst[h + p, w] = 0
-                    dst[h + p, w + W + p] = 0
                 row, rbits = x[n, c, h], bits[n, c, h]
                 out = dst[h + p]
                 for w in range(W):
