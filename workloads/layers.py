@@ -331,7 +331,7 @@ class WeightLayer(Module):
         if self.training and self.save_input is not None:
             saved = self.save_input(x)
             if isinstance(saved, Thresholded):
-                if saved.channel_threshold_bits() is None or saved.values.dtype != self.dtype:
+                if saved.channel_threshold_bits is None or saved.values.dtype != self.dtype:
                     saved = saved.dense()   # no masked unfold for this one: mask now
             else:
                 saved = np.ascontiguousarray(saved, dtype=self.dtype)
@@ -505,7 +505,7 @@ class Conv2d(WeightLayer):
         mask = None
         if isinstance(saved, Thresholded):
             saved, mask = saved.values, (saved.values.view(np.uint32),
-                                         saved.channel_threshold_bits())
+                                         saved.channel_threshold_bits)
         G, O, HW = s.groups, s.out_channels, Ho * Wo
         k, p, d, dt = s.kernel, s.padding, s.dilation, self.dtype
         og, cg = O // G, C // G

@@ -29,6 +29,7 @@ in one pass where the threshold is already known.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numba
 import numpy as np
@@ -404,16 +405,19 @@ class TopKSelector:
             return None, 0
         b = _split_bounds(flat.size)
         room = max(4096, (b[1] - b[0]) // 6)                # per chunk, plus _BLOCK of slack
-        if self._buf.size < (len(b) - 1) * (room + _BLOCK):
-            self._buf = np.empty((len(b) - 1) * (room + _BLOCK), dtype=np.uint32)
-        bufs = [self._buf[k * (room + _BLOCK):(k + 1) * (room + _BLOCK)] for k in range(len(b) - 1)]
+        size = (len(b) - 1) * (room + _BLOCK)
         lo, wd, hi = np.uint32(low), np.uint32(high - low), np.uint32(high)
-        if out is None:
+        if out is None:                                     # in-bracket values
+            if self._buf.size < size:
+                self._buf = np.empty(size, dtype=np.uint32)
+            bufs = [self._buf[k * (room + _BLOCK):(k + 1) * (room + _BLOCK)]
+                    for k in range(len(b) - 1)]
+
             def run(i, j):
                 return [_bracket(flat[b[k]:b[k + 1]], lo, wd, hi, bufs[k]) for k in range(i, j)]
-        else:  # positions rather than values
-            if self._pos.size < (len(b) - 1) * (room + _BLOCK):
-                self._pos = np.empty((len(b) - 1) * (room + _BLOCK), dtype=np.int64)
+        else:                                               # in-bracket positions
+            if self._pos.size < size:
+                self._pos = np.empty(size, dtype=np.int64)
             bufs = [self._pos[k * (room + _BLOCK):(k + 1) * (room + _BLOCK)]
                     for k in range(len(b) - 1)]
 
@@ -455,9 +459,11 @@ class Thresholded:
     def dense(self) -> np.ndarray:
         return apply_threshold(self.values, self.threshold)
 
+    @cached_property
     def channel_threshold_bits(self) -> np.ndarray | None:
         """The threshold per [sample, channel] as float32 bit patterns (uint32 [N, C]), or
-        None if it varies within a channel map or the tensor is not float32 NC..."""
+        None if it varies within a channel map or the tensor is not float32 NC... (computed
+        once: the forward pass checks it, the backward pass masks with it)."""
         x, t = self.values, np.asarray(self.threshold)
         if (not _fast(x) or x.ndim < 2 or t.dtype != np.float32 or t.ndim != x.ndim
                 or any(d != 1 for d in t.shape[2:]) or not np.all(t >= 0)):
