@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from .formats import ELEMENT_BITS, FORMATS
-from .frontend import SHAPES, Frontend, FrontendError, connectivity
-from .lowering import INPUT_GRAD_LOWERINGS, OPERANDS, PASSES
+from .frontend import PATTERNS, SCHEDULERS, SHAPES, Frontend, FrontendError, connectivity
+from .lowering import FIRST_LAYER_MAPPINGS, INPUT_GRAD_LOWERINGS, OPERANDS, PASSES, TAP_ORDERS
 BACKENDS = ("bit-parallel",)
 MAX_IMAGE_SIZE = 4096  # pixels; larger inputs would need tens of GB of synthetic activations
 PLANNED_BACKENDS = ("tclp", "tcle")
@@ -43,6 +43,7 @@ class Architecture:
     frequency_mhz: float = 1000.0
     frontend: Frontend = field(default_factory=Frontend)
     backend: str = "bit-parallel"
+    lockstep: bool = True
 
     @property
     def peak_macs_per_cycle(self) -> int:
@@ -79,11 +80,16 @@ class Lowering:
     saved X for the weight gradient) or auto (the sparser tensor). Defaults follow SWAT.
     `input_grad_lowering`: phase (sub-kernel decomposition) or zero-insert.
     `first_layer_input_grad`: simulate the gradient of the network's input image.
+    `first_layer`: pad (stream it like any layer) or space-to-depth (a strided first
+    layer's forward pass as a stride-1 conv over s*s*C channels, as DNNsim does).
+    `tap_order`: row-major (kernel taps with v fastest) or column-major (u fastest, DNNsim's).
     """
 
     scheduled_operand: dict = field(default_factory=lambda: dict(DEFAULT_OPERANDS))
     input_grad_lowering: str = "phase"
     first_layer_input_grad: bool = False
+    first_layer: str = "pad"
+    tap_order: str = "row-major"
 
 
 TENSOR_CLASSES = ("weights", "activations", "saved_activations", "gradients")
@@ -217,22 +223,49 @@ def _architecture(source: str, data: Any) -> Architecture:
     if backend in PLANNED_BACKENDS:
         raise sec.fail("backend", f"bit-parallel ({backend} needs fixed-point values and is not "
                        "implemented yet)", backend)
-    fe_sec = _Section(source, "architecture.frontend", sec.data.get("frontend"),
-                      ("shape", "lookahead", "lookaside"))
-    shape = fe_sec.choice("shape", d.frontend.shape, SHAPES)
-    default_h = 0 if shape == "none" else d.frontend.lookahead
-    default_d = 0 if shape == "none" else d.frontend.lookaside
-    frontend = Frontend(shape, fe_sec.int("lookahead", default_h, 0), fe_sec.int("lookaside", default_d, 0))
+    frontend = _frontend(source, sec.data.get("frontend"))
+    lockstep = sec.data.get("lockstep", d.lockstep)
+    if not isinstance(lockstep, bool):
+        raise sec.fail("lockstep", "true (tiles wait for the slowest) or false (decoupled tiles)",
+                       lockstep)
     arch = Architecture(
         tiles=sec.int("tiles", d.tiles, 1), rows=sec.int("rows", d.rows, 1),
         lanes=sec.int("lanes", d.lanes, 1), columns=sec.int("columns", d.columns, 1),
         frequency_mhz=sec.positive_number("frequency_mhz", d.frequency_mhz),
-        frontend=frontend, backend=sec.choice("backend", d.backend, BACKENDS))
+        frontend=frontend, backend=sec.choice("backend", d.backend, BACKENDS), lockstep=lockstep)
     try:
         connectivity(frontend, arch.lanes)
     except FrontendError as e:
         raise ConfigError(f"{source}: architecture.frontend.{e}") from None
     return arch
+
+
+def _frontend(source: str, data: Any) -> Frontend:
+    """architecture.frontend: shape, lookahead, lookaside, pattern, scheduler, or custom
+    lateral `offsets` (with a lookahead; shape custom or absent, no lookaside/pattern)."""
+    d = Frontend()
+    sec = _Section(source, "architecture.frontend", data,
+                   ("shape", "lookahead", "lookaside", "pattern", "offsets", "scheduler"))
+    scheduler = sec.choice("scheduler", d.scheduler, SCHEDULERS)
+    if "offsets" in sec.data:
+        offsets = sec.data["offsets"]
+        if sec.data.get("shape", "custom") != "custom":
+            raise sec.fail("shape", "custom or no shape with 'offsets' (the offsets are the "
+                           "connectivity)", sec.data["shape"])
+        for key in ("lookaside", "pattern"):
+            if key in sec.data:
+                raise sec.fail(key, "no value with 'offsets' (the offsets fix the lateral "
+                               "connections)")
+        if not isinstance(offsets, list):
+            raise sec.fail("offsets", "a list of [dt, dl] pairs (lateral connections)", offsets)
+        pairs = tuple(tuple(o) if isinstance(o, list) else o for o in offsets)
+        h = sec.int("lookahead", d.lookahead, 1)
+        return Frontend("custom", h, len(pairs), "spread", pairs, scheduler)
+    shape = sec.choice("shape", d.shape, SHAPES)
+    default_h = 0 if shape == "none" else d.lookahead
+    default_d = 0 if shape == "none" else d.lookaside
+    return Frontend(shape, sec.int("lookahead", default_h, 0), sec.int("lookaside", default_d, 0),
+                    sec.choice("pattern", d.pattern, PATTERNS), None, scheduler)
 
 
 def _workload(source: str, data: Any) -> Workload:
@@ -275,7 +308,7 @@ def _workload(source: str, data: Any) -> Workload:
 
 def _lowering(source: str, data: Any) -> Lowering:
     sec = _Section(source, "lowering", data, ("scheduled_operand", "input_grad_lowering",
-                                              "first_layer_input_grad"))
+                                              "first_layer_input_grad", "first_layer", "tap_order"))
     ops = _Section(source, "lowering.scheduled_operand", sec.data.get("scheduled_operand"), PASSES)
     first = sec.data.get("first_layer_input_grad", False)
     if not isinstance(first, bool):
@@ -283,7 +316,9 @@ def _lowering(source: str, data: Any) -> Lowering:
     return Lowering(
         scheduled_operand={p: ops.choice(p, DEFAULT_OPERANDS[p], OPERANDS) for p in PASSES},
         input_grad_lowering=sec.choice("input_grad_lowering", "phase", INPUT_GRAD_LOWERINGS),
-        first_layer_input_grad=first)
+        first_layer_input_grad=first,
+        first_layer=sec.choice("first_layer", "pad", FIRST_LAYER_MAPPINGS),
+        tap_order=sec.choice("tap_order", "row-major", TAP_ORDERS))
 
 
 def _memory(source: str, data: Any) -> Memory:

@@ -8,7 +8,17 @@ streams, reordered by the front-end); the other is *broadcast* (its rows are the
 windows). The scheduled operand is a per-pass choice (see `choose_operand`).
 
 Stream layout: taps (kernel positions) outer, reduction channels in blocks of `lanes`
-inner, zero-padded to a multiple of `lanes` at each tap (DESIGN.md).
+inner, zero-padded to a multiple of `lanes` at each tap (DESIGN.md). `tap_order`
+row-major (the default) runs the taps (u, v) with v fastest; column-major with u
+fastest, as DNNsim does (it loops over the last array axis outermost).
+
+First layer (`first_layer`): `pad` streams it like any other layer (a 3-channel input
+fills 3 of 16 lanes at each of k*k taps); `space-to-depth` rewrites the forward pass of
+a strided first layer as a stride-1 convolution over s*s*C channels and ceil(k/s)^2
+taps (`space_to_depth`; DNNsim's rewrite of 3-channel strided layers): ResNet-50's
+7x7/2 conv1 becomes 4x4/1 over 12 channels, 16 steps instead of 49. It changes the
+forward pass only: the input gradient reduces over the layer's output channels and the
+weight gradient over N*Ho*Wo positions, which already fill the lanes.
 
 - forward, Y = conv(X, W): kernel W [C_out/g rows], input im2col(X) [N*Ho*Wo rows];
   reduction over taps (u, v) x C_in/g channels.
@@ -39,6 +49,8 @@ from .trace import TraceLayer
 PASSES = ("forward", "input_grad", "weight_grad")
 OPERANDS = ("weights", "activations", "auto")
 INPUT_GRAD_LOWERINGS = ("phase", "zero-insert")
+FIRST_LAYER_MAPPINGS = ("pad", "space-to-depth")
+TAP_ORDERS = ("row-major", "column-major")
 # (kernel-operand tensor, input-operand tensor) of each pass's lowered convolution
 PASS_TENSORS = {"forward": ("weight", "input"), "input_grad": ("weight", "grad_output"),
                 "weight_grad": ("grad_output", "input_saved")}
@@ -108,9 +120,16 @@ def to_streams(x: np.ndarray, lanes: int) -> np.ndarray:
 
 def receptive_fields(x: np.ndarray, spec) -> np.ndarray:
     """Padded input's receptive fields [N, C, Ho, Wo, k, k] (a strided view)."""
-    p, s, d, k = spec.padding, spec.stride, spec.dilation, spec.kernel
+    return _fields(x, spec.kernel, spec.stride, spec.padding, spec.dilation, spec.out_hw)
+
+
+def _fields(x: np.ndarray, k: int, s: int, p: int, d: int, out_hw) -> np.ndarray:
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    ho, wo = spec.out_hw
+    ho, wo = out_hw
+    need = ((ho - 1) * s + d * (k - 1) + 1, (wo - 1) * s + d * (k - 1) + 1)
+    if xp.shape[2] < need[0] or xp.shape[3] < need[1]:  # never read past the array
+        xp = np.pad(xp, ((0, 0), (0, 0), (0, max(0, need[0] - xp.shape[2])),
+                         (0, max(0, need[1] - xp.shape[3]))))
     n, c = x.shape[:2]
     st = xp.strides
     return np.lib.stride_tricks.as_strided(
@@ -118,23 +137,57 @@ def receptive_fields(x: np.ndarray, spec) -> np.ndarray:
         strides=(st[0], st[1], st[2] * s, st[3] * s, st[2] * d, st[3] * d), writeable=False)
 
 
-def _forward_parts(layer: TraceLayer, lanes: int) -> list[LoweredPart]:
+def space_to_depth_applies(spec, first: bool) -> bool:
+    """Whether `first_layer: space-to-depth` rewrites this layer's forward pass: the
+    network's first layer, a strided, ungrouped, undilated convolution."""
+    return first and spec.kind == "conv" and spec.stride > 1 and spec.groups == 1 and spec.dilation == 1
+
+
+def space_to_depth(w: np.ndarray, x: np.ndarray, spec, column_major: bool = False):
+    """Rewrite a stride-s convolution as a stride-1 one over s*s times the channels
+    (DNNsim's `reshape_first_layer_act/wgt`): the padded input and the kernel are split
+    by phase (a, b) = (row mod s, column mod s) into channel (a*s + b)*C + c at position
+    (row div s, column div s); the kernel becomes ceil(k/s) x ceil(k/s), zero where the
+    phases run past k. `column_major` numbers the phases (b*s + a)*C + c, as DNNsim does
+    (its axis order). Returns (w' [O, s*s*C, k', k'], x' [N, s*s*C, H', W'])."""
+    s, k, p = spec.stride, spec.kernel, spec.padding
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    n, c, h, wd = xp.shape
+    hs, ws, ks = -(-h // s), -(-wd // s), -(-k // s)
+    xp = np.pad(xp, ((0, 0), (0, 0), (0, hs * s - h), (0, ws * s - wd)))
+    wp = np.pad(w, ((0, 0), (0, 0), (0, ks * s - k), (0, ks * s - k)))
+    phases = (5, 3) if column_major else (3, 5)
+    x2 = xp.reshape(n, c, hs, s, ws, s).transpose(0, *phases, 1, 2, 4).reshape(n, s * s * c, hs, ws)
+    w2 = wp.reshape(w.shape[0], c, ks, s, ks, s).transpose(0, *phases, 1, 2, 4)
+    return w2.reshape(w.shape[0], s * s * c, ks, ks), x2
+
+
+def _forward_parts(layer: TraceLayer, lanes: int, first_layer: str = "pad",
+                   tap_order: str = "row-major", first: bool = False) -> list[LoweredPart]:
     spec = layer.spec
-    g, k = spec.groups, spec.kernel
+    g, k, s, p, d = spec.groups, spec.kernel, spec.stride, spec.padding, spec.dilation
     w, x = _conv_view(layer, "weight"), _conv_view(layer, "input")
+    column_major = tap_order == "column-major"
+    if first_layer == "space-to-depth" and space_to_depth_applies(spec, first):
+        w, x = space_to_depth(w, x, spec, column_major)
+        k, s, p = w.shape[2], 1, 0
+    cpg = w.shape[1]
     n = x.shape[0]
     n_windows = n * spec.out_hw[0] * spec.out_hw[1]
+    taps = (0, 1, 2, 4, 3) if column_major else (0, 1, 2, 3, 4)  # column-major: v outer, u inner
 
     def kernel_op():  # [G, O/g, k*k*blocks, L]: W[o, c, u, v] at tap (u, v), channel c
-        wg = w.reshape(g, -1, spec.channels_per_group, k * k).transpose(0, 1, 3, 2)
-        return to_streams(wg, lanes)
+        wg = w.reshape(g, -1, cpg, k, k).transpose(taps).reshape(g, -1, cpg, k * k)
+        return to_streams(wg.transpose(0, 1, 3, 2), lanes)
 
     def input_op():  # [G, N*Ho*Wo, k*k*blocks, L]
-        f = receptive_fields(x, spec)  # N, C, Ho, Wo, k, k
+        f = _fields(x, k, s, p, d, spec.out_hw)  # N, C, Ho, Wo, k, k
+        if column_major:
+            f = f.swapaxes(4, 5)
         f = f.reshape(n, g, -1, *spec.out_hw, k, k).transpose(1, 0, 3, 4, 5, 6, 2)
         return to_streams(f.reshape(g, n_windows, k * k, -1), lanes)
 
-    steps = k * k * blocks(spec.channels_per_group, lanes)
+    steps = k * k * blocks(cpg, lanes)
     return [LoweredPart(kernel_op, input_op, np.arange(n_windows), steps)]
 
 
@@ -148,7 +201,7 @@ def _grad_positions(taps: list[int], outs: np.ndarray, p: int, s: int, d: int, s
 
 
 def _input_grad_part(layer: TraceLayer, lanes: int, taps_h: list[int], taps_w: list[int],
-                     rows: np.ndarray, cols: np.ndarray) -> LoweredPart:
+                     rows: np.ndarray, cols: np.ndarray, column_major: bool = False) -> LoweredPart:
     spec = layer.spec
     g, k, p, s, d = spec.groups, spec.kernel, spec.padding, spec.stride, spec.dilation
     w, dy = _conv_view(layer, "weight"), _conv_view(layer, "grad_output")
@@ -157,7 +210,8 @@ def _input_grad_part(layer: TraceLayer, lanes: int, taps_h: list[int], taps_w: l
 
     def kernel_op():  # [G, C_in/g, taps*blocks, L]: W'[c, o, u, v] = W[o, c, u, v]
         wg = w.reshape(g, fo, fc, k, k)[:, :, :, taps_h][:, :, :, :, taps_w]
-        wg = wg.transpose(0, 2, 3, 4, 1).reshape(g, fc, len(taps_h) * len(taps_w), fo)
+        wg = wg.transpose((0, 2, 4, 3, 1) if column_major else (0, 2, 3, 4, 1))
+        wg = wg.reshape(g, fc, len(taps_h) * len(taps_w), fo)
         return to_streams(wg, lanes)
 
     def input_op():  # [G, windows, taps*blocks, L]: dY at the positions the taps read
@@ -167,7 +221,8 @@ def _input_grad_part(layer: TraceLayer, lanes: int, taps_h: list[int], taps_w: l
         dyz[:, :, :ho, :wo] = dy
         gathered = dyz[:, :, yi][..., xj]  # N, O, rows, Th, cols, Tw
         gathered = gathered.reshape(n, g, fo, len(rows), len(taps_h), len(cols), len(taps_w))
-        gathered = gathered.transpose(1, 0, 3, 5, 4, 6, 2)  # G, N, rows, cols, Th, Tw, O/g
+        gathered = gathered.transpose((1, 0, 3, 5, 6, 4, 2) if column_major  # .., Tw, Th, O/g
+                                      else (1, 0, 3, 5, 4, 6, 2))  # G, N, rows, cols, Th, Tw, O/g
         return to_streams(gathered.reshape(g, -1, len(taps_h) * len(taps_w), fo), lanes)
 
     ids = (np.arange(n)[:, None, None] * (h * wd) + rows[None, :, None] * wd
@@ -176,7 +231,8 @@ def _input_grad_part(layer: TraceLayer, lanes: int, taps_h: list[int], taps_w: l
     return LoweredPart(kernel_op, input_op, ids, steps)
 
 
-def _input_grad_parts(layer: TraceLayer, lanes: int, lowering: str) -> list[LoweredPart]:
+def _input_grad_parts(layer: TraceLayer, lanes: int, lowering: str,
+                      column_major: bool = False) -> list[LoweredPart]:
     spec = layer.spec
     k, p, s, d = spec.kernel, spec.padding, spec.stride, spec.dilation
     h, w = spec.in_hw
@@ -185,7 +241,7 @@ def _input_grad_parts(layer: TraceLayer, lanes: int, lowering: str) -> list[Lowe
         raise ValueError(f"input_grad lowering: expected one of {', '.join(INPUT_GRAD_LOWERINGS)}, "
                          f"got {lowering!r}")
     if lowering == "zero-insert":
-        return [_input_grad_part(layer, lanes, rotated, rotated, np.arange(h), np.arange(w))]
+        return [_input_grad_part(layer, lanes, rotated, rotated, np.arange(h), np.arange(w), column_major)]
     parts = []
     for phi_h in range(s):
         rows = np.array([i for i in range(h) if (i + p) % s == phi_h], dtype=np.int64)
@@ -194,7 +250,7 @@ def _input_grad_parts(layer: TraceLayer, lanes: int, lowering: str) -> list[Lowe
             cols = np.array([j for j in range(w) if (j + p) % s == phi_w], dtype=np.int64)
             taps_w = [v for v in rotated if (v * d) % s == phi_w]
             if len(rows) and len(cols) and taps_h and taps_w:
-                parts.append(_input_grad_part(layer, lanes, taps_h, taps_w, rows, cols))
+                parts.append(_input_grad_part(layer, lanes, taps_h, taps_w, rows, cols, column_major))
     return parts  # outputs of phases with no taps receive no gradient: they stay 0
 
 
@@ -238,8 +294,14 @@ def choose_operand(layer: TraceLayer, pass_name: str, choice: str) -> str:
 
 
 def lower(layer: TraceLayer, pass_name: str, lanes: int, operand: str = "weights",
-          input_grad_lowering: str = "phase") -> LoweredPass:
-    """Lower `pass_name` of `layer` for an array with `lanes` weight lanes."""
+          input_grad_lowering: str = "phase", first_layer: str = "pad",
+          tap_order: str = "row-major", first: bool = False) -> LoweredPass:
+    """Lower `pass_name` of `layer` for an array with `lanes` weight lanes. `first`: the
+    layer is the network's first (where `first_layer` applies)."""
+    for name, value, allowed in (("first_layer", first_layer, FIRST_LAYER_MAPPINGS),
+                                 ("tap_order", tap_order, TAP_ORDERS)):
+        if value not in allowed:
+            raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
     spec = layer.spec
     if pass_name != "forward" and layer.grad_output is None:
         raise ValueError(f"layer {spec.name}: the {pass_name} pass needs grad_output, "
@@ -247,10 +309,10 @@ def lower(layer: TraceLayer, pass_name: str, lanes: int, operand: str = "weights
     g = spec.groups
     n = layer.batch
     if pass_name == "forward":
-        parts = _forward_parts(layer, lanes)
+        parts = _forward_parts(layer, lanes, first_layer, tap_order, first)
         out_shape = (g, spec.out_channels // g, n * spec.out_hw[0] * spec.out_hw[1])
     elif pass_name == "input_grad":
-        parts = _input_grad_parts(layer, lanes, input_grad_lowering)
+        parts = _input_grad_parts(layer, lanes, input_grad_lowering, tap_order == "column-major")
         out_shape = (g, spec.channels_per_group, n * spec.in_hw[0] * spec.in_hw[1])
     elif pass_name == "weight_grad":
         parts = _weight_grad_parts(layer, lanes)

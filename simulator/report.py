@@ -61,7 +61,7 @@ NUMERIC = ["sparsity", "cycles", "compute_cycles", "stall_cycles", "dense_cycles
            "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
            "activation_memory_bytes", "dense_activation_memory_bytes"]
 REQUIRED = ["network", "layer", "pass", "frontend", *NUMERIC]
-FRONTEND = re.compile(r"^\s*([A-Za-z]+)\s*<\s*(\d+)\s*,\s*(\d+)\s*>\s*$")
+FRONTEND = re.compile(r"^\s*([A-Za-z]+)\s*<\s*(\d+)\s*,\s*(\d+)\s*>(\s*\S.*)?$")  # T<2,5> [detail]
 
 
 # ---------------------------------------------------------------------------- input

@@ -29,7 +29,7 @@ from .trace import write_atomic
 from .traffic import PassTraffic
 
 COLUMNS = ["network", "sparsity", "layer", "kind", "pass", "scheduled_operand", "frontend",
-           "cycles", "compute_cycles", "stall_cycles", "bound", "dense_cycles",
+           "scheduler", "cycles", "compute_cycles", "stall_cycles", "bound", "dense_cycles",
            "dense_compute_cycles", "ideal_cycles", "speedup", "compute_speedup", "ideal_speedup",
            "macs", "effectual_macs", "utilization", "weight_sparsity", "scheduled_sparsity",
            "broadcast_sparsity", "dram_read_bytes", "dram_write_bytes", "weight_bytes",
@@ -49,7 +49,7 @@ def result_row(network: str, sparsity: float, kind: str, lowered: LoweredPass, t
     return {
         "network": network, "sparsity": sparsity, "layer": lowered.layer, "kind": kind,
         "pass": lowered.pass_name, "scheduled_operand": lowered.scheduled_tensor,
-        "frontend": str(arch.frontend), "compute_cycles": timing.cycles,
+        "frontend": str(arch.frontend), "scheduler": arch.frontend.scheduler, "compute_cycles": timing.cycles,
         "dense_compute_cycles": timing.dense_cycles, "ideal_cycles": timing.ideal_cycles,
         "compute_speedup": timing.dense_cycles / timing.cycles if timing.cycles else np.nan,
         "ideal_speedup": timing.dense_cycles / timing.ideal_cycles if timing.ideal_cycles else np.nan,

@@ -1,34 +1,194 @@
-"""Greedy lookahead/lookaside scheduler for one tile of the array (units: steps, cycles).
+"""Lookahead/lookaside schedulers for one tile of the array (units: steps, cycles).
 
 A tile has R filter lanes; each holds its scheduled-operand stream as a matrix of
 S steps x L weight lanes (a True in `nonzero` is a value that must be multiplied).
 All filter lanes of a tile see the same broadcast window, so they advance together.
 
-One cycle at window base t0, for every filter lane r and weight lane l, in order
-r = 0.., l = 0..: if slot (t0, l) still holds its non-zero, it executes in place;
-otherwise the first (dt, dl) of the connectivity set whose slot
-(t0 + dt, (l + dl) mod L) still holds a non-zero lends it (the value keeps its
-original slot, so the multiplier reads the broadcast value of that slot).
-Then the window advances past steps that are now empty for every filter lane of
-the tile, skipping at most h in a row: t0 moves forward by 1..h+1 steps. The tile
-is done when t0 passes the last step; its cost is the number of cycles executed.
-So a tile never takes fewer than ceil(S / (h + 1)) cycles, and with h = 0 (no
-front-end) it takes exactly S: the dense array.
+One cycle at window base t0, for every filter lane r (r = 0, 1, ...): every slot
+(t0, l) that still holds its non-zero executes in place; each *zero slot* (t0, l)
+may instead execute a *candidate*: a non-zero still waiting at (t0 + dt, (l + dl)
+mod L) for an offset (dt, dl) of the connectivity set, tried in the scheduler's
+priority order (`frontend.search_order`). The moved value keeps its original slot,
+so its multiplier reads the broadcast value of that slot. The schedulers differ only
+in which zero slot gets which candidate:
+
+- ``in-order``: zero slots l = 0, 1, ... in turn each take their first candidate
+  (accelsim's reference greedy scheduler; natural offset order, lookahead first).
+- ``dnnsim``: DNNsim 4748a60's `original_schedule`: repeatedly count, for every zero
+  slot still empty, the candidates it can reach; the first slot (lowest lane) with the
+  MOST candidates takes its first candidate; until no empty zero slot has one.
+- ``fewest-candidates``: the same with the FEWEST (>= 1) candidates first: a slot with
+  few options is served before a slot with many takes one of them away.
+- ``matching``: a maximum bipartite matching between zero slots and candidates, so the
+  cycle executes as many values as any assignment could. Augmenting paths are searched
+  breadth-first from the zero slots in lane order, candidates in priority order: the
+  result is deterministic.
+
+Then the window advances past steps that are now empty for every filter lane of the
+tile, skipping at most h in a row: t0 moves forward by 1..h+1 steps. The tile is done
+when t0 passes the last step; its cost is the number of cycles executed. The window
+starts at step 0, so a tile never takes fewer than ceil(S / (h + 1)) cycles, and with
+h = 0 (no front-end) it takes exactly S: the dense array. DNNsim's static form, a pass
+over the buffer rows that skips up to h all-zero rows and promotes into the others,
+executes the same rows (its `wgt_end_time` walk counts these cycles) but for one
+detail the ``dnnsim`` scheduler reproduces: its walk also skips up to h all-zero rows
+*before* the first cycle, so the window may start at step 1..h. Only a tile whose
+first step is empty for every filter lane sees it (at 80% sparsity, about 0.8^256 on a
+16 x 16 tile); such a tile can beat h + 1 by those h steps.
 
 `schedule_tiles` is the numba kernel used by the simulator; `schedule_tile_reference`
-is the same algorithm in plain Python, kept for the tests, which compare the two
+is the same algorithms in plain Python, kept for the tests, which compare the two
 exactly. Schedules are recorded as, per cycle, the window base and, per (filter lane,
 weight lane), the flat original slot t * L + l of the value multiplied (-1: idle).
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 import numba
 import numpy as np
 
+RULES = {"in-order": 0, "dnnsim": 1, "fewest-candidates": 2, "matching": 3}
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _take(nonzero, remaining, r, t, l, lanes):
+    nonzero[r, t, l] = 0
+    remaining[t] -= 1
+    return t * lanes + l
+
 
 @numba.njit(cache=True, nogil=True)
-def _schedule_one(nonzero, offsets, lookahead, source, base):
+def _first_candidate(nonzero, r, t0, l, offsets, steps, lanes):
+    """Flat slot of zero slot l's first candidate in priority order, or -1."""
+    for k in range(offsets.shape[0]):
+        t = t0 + offsets[k, 0]
+        if t < steps:
+            src = (l + offsets[k, 1]) % lanes
+            if nonzero[r, t, src]:
+                return t * lanes + src
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_in_order(nonzero, remaining, r, t0, offsets, out):
+    steps, lanes = nonzero.shape[1], nonzero.shape[2]
+    for l in range(lanes):
+        if nonzero[r, t0, l]:
+            out[l] = _take(nonzero, remaining, r, t0, l, lanes)
+        else:
+            slot = _first_candidate(nonzero, r, t0, l, offsets, steps, lanes)
+            out[l] = -1 if slot < 0 else _take(nonzero, remaining, r, slot // lanes, slot % lanes, lanes)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_by_count(nonzero, remaining, r, t0, offsets, most, out, zero_lane, count, index):
+    """dnnsim (most=True) and fewest-candidates (most=False)."""
+    steps, lanes = nonzero.shape[1], nonzero.shape[2]
+    zeros = 0
+    for l in range(lanes):
+        index[l] = -1
+        if nonzero[r, t0, l]:
+            out[l] = _take(nonzero, remaining, r, t0, l, lanes)
+        else:
+            out[l] = -1
+            zero_lane[zeros] = l
+            index[l] = zeros
+            c = 0
+            for k in range(offsets.shape[0]):
+                t = t0 + offsets[k, 0]
+                if t < steps and nonzero[r, t, (l + offsets[k, 1]) % lanes]:
+                    c += 1
+            count[zeros] = c
+            zeros += 1
+    while True:
+        best = -1
+        for i in range(zeros):
+            if count[i] == 0 or out[zero_lane[i]] >= 0:
+                continue
+            if best < 0 or (most and count[i] > count[best]) or (not most and count[i] < count[best]):
+                best = i
+        if best < 0:
+            return
+        l = zero_lane[best]
+        slot = _first_candidate(nonzero, r, t0, l, offsets, steps, lanes)
+        t, s = slot // lanes, slot % lanes
+        out[l] = _take(nonzero, remaining, r, t, s, lanes)
+        # the zero slots that could also reach (t, s) lose a candidate
+        for k in range(offsets.shape[0]):
+            if t0 + offsets[k, 0] == t:
+                other = index[(s - offsets[k, 1]) % lanes]
+                if other >= 0 and out[zero_lane[other]] < 0:
+                    count[other] -= 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, out, zero_lane, owner, prev, queue):
+    """Maximum matching of zero slots to candidates by breadth-first augmenting paths.
+    owner[(t - t0 - 1) * L + s]: zero-slot index holding candidate (t, s), or -1;
+    out[l] doubles as the matched slot of zero lane l during the search."""
+    steps, lanes = nonzero.shape[1], nonzero.shape[2]
+    zeros = 0
+    for l in range(lanes):
+        if nonzero[r, t0, l]:
+            out[l] = _take(nonzero, remaining, r, t0, l, lanes)
+        else:
+            out[l] = -1
+            zero_lane[zeros] = l
+            zeros += 1
+    window = lookahead * lanes
+    owner[:window] = -1
+    for i in range(zeros):
+        # BFS over zero slots; prev[j] = candidate through which zero slot j was reached
+        for j in range(zeros):
+            prev[j] = -2
+        prev[i] = -1
+        head, tail = 0, 0
+        queue[tail] = i
+        tail += 1
+        found = -1
+        while head < tail and found < 0:
+            j = queue[head]
+            head += 1
+            l = zero_lane[j]
+            for k in range(offsets.shape[0]):
+                t = t0 + offsets[k, 0]
+                if t >= steps:
+                    continue
+                s = (l + offsets[k, 1]) % lanes
+                if not nonzero[r, t, s]:
+                    continue
+                node = (t - t0 - 1) * lanes + s
+                holder = owner[node]
+                if holder == j:
+                    continue
+                if holder < 0:
+                    found = node
+                    # augment: walk back from j, re-assigning candidates
+                    cur_node, cur = node, j
+                    while cur >= 0:
+                        before = out[zero_lane[cur]]
+                        owner[cur_node] = cur
+                        out[zero_lane[cur]] = cur_node
+                        if prev[cur] < 0:
+                            break
+                        cur_node = before
+                        cur = prev[cur]
+                    break
+                if prev[holder] == -2:
+                    prev[holder] = j
+                    queue[tail] = holder
+                    tail += 1
+    for i in range(zeros):
+        l = zero_lane[i]
+        node = out[l]
+        if node >= 0:
+            out[l] = _take(nonzero, remaining, r, t0 + 1 + node // lanes, node % lanes, lanes)
+
+
+@numba.njit(cache=True, nogil=True)
+def _schedule_one(nonzero, offsets, lookahead, rule, source, base):
     """Schedule one tile in place. nonzero: uint8 [R, S, L] (consumed: entries are
     cleared as they execute). Writes source[R, S, L] and base[S]; returns cycles."""
     rows, steps, lanes = nonzero.shape
@@ -37,29 +197,29 @@ def _schedule_one(nonzero, offsets, lookahead, source, base):
         for t in range(steps):
             for l in range(lanes):
                 remaining[t] += nonzero[r, t, l]
+    zero_lane = np.empty(lanes, dtype=np.int64)
+    count = np.empty(lanes, dtype=np.int64)
+    index = np.empty(lanes, dtype=np.int64)
+    owner = np.empty(max(lookahead, 1) * lanes, dtype=np.int64)
+    queue = np.empty(lanes, dtype=np.int64)
+    out = np.empty(lanes, dtype=np.int64)
     t0 = 0
+    if rule == 1:  # DNNsim's row walk skips leading all-zero rows too
+        while t0 < steps and remaining[t0] == 0 and t0 < lookahead:
+            t0 += 1
     cycles = 0
     while t0 < steps:
         base[cycles] = t0
         for r in range(rows):
-            for l in range(lanes):
-                slot = -1
-                if nonzero[r, t0, l]:
-                    nonzero[r, t0, l] = 0
-                    remaining[t0] -= 1
-                    slot = t0 * lanes + l
-                else:
-                    for k in range(offsets.shape[0]):
-                        t = t0 + offsets[k, 0]
-                        if t >= steps:
-                            continue
-                        src = (l + offsets[k, 1]) % lanes
-                        if nonzero[r, t, src]:
-                            nonzero[r, t, src] = 0
-                            remaining[t] -= 1
-                            slot = t * lanes + src
-                            break
-                source[r, cycles, l] = slot
+            if rule == 0 or offsets.shape[0] == 0:
+                _fill_in_order(nonzero, remaining, r, t0, offsets, out)
+            elif rule == 3:
+                _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, out, zero_lane,
+                               owner, index, queue)
+            else:
+                _fill_by_count(nonzero, remaining, r, t0, offsets, rule == 1, out, zero_lane,
+                               count, index)
+            source[r, cycles, :] = out
         cycles += 1
         nxt = t0 + 1
         while nxt < steps and remaining[nxt] == 0 and nxt - t0 <= lookahead:
@@ -69,62 +229,119 @@ def _schedule_one(nonzero, offsets, lookahead, source, base):
 
 
 @numba.njit(cache=True, nogil=True)
-def _schedule_units(nonzero, offsets, lookahead, keep, sources, bases):
+def _schedule_units(nonzero, offsets, lookahead, rule, keep, sources, bases):
     units, rows, steps, lanes = nonzero.shape
     cycles = np.zeros(units, dtype=np.int64)
     scratch = np.empty((rows, steps, lanes), dtype=np.uint8)
     for u in range(units):
         scratch[:] = nonzero[u]
         k = u if keep else 0
-        cycles[u] = _schedule_one(scratch, offsets, lookahead, sources[k], bases[k])
+        cycles[u] = _schedule_one(scratch, offsets, lookahead, rule, sources[k], bases[k])
     return cycles
 
 
+def _rule(scheduler: str) -> int:
+    if scheduler not in RULES:
+        raise ValueError(f"scheduler: expected one of {', '.join(RULES)}, got {scheduler!r}")
+    return RULES[scheduler]
+
+
 def schedule_tiles(nonzero: np.ndarray, offsets: np.ndarray, lookahead: int,
-                   keep_schedule: bool = False):
-    """Schedule every tile of `nonzero` (bool/uint8 [U, R, S, L]).
+                   keep_schedule: bool = False, scheduler: str = "in-order"):
+    """Schedule every tile of `nonzero` (bool/uint8 [U, R, S, L]) with `offsets` (int [K, 2],
+    in the scheduler's priority order: see `frontend.search_order`).
 
     Returns `cycles` (int64 [U]); with `keep_schedule`, also `sources` (int64
     [U, R, S, L], only the first cycles[u] entries along axis 2 are meaningful) and
     `bases` (int64 [U, S], window base step of each cycle).
     """
+    rule = _rule(scheduler)
     nonzero = np.ascontiguousarray(nonzero, dtype=np.uint8)
     units, rows, steps, lanes = nonzero.shape
     offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 2)
     n = units if keep_schedule else 1
     sources = np.full((n, rows, max(steps, 1), lanes), -1, dtype=np.int64)
     bases = np.full((n, max(steps, 1)), -1, dtype=np.int64)
-    cycles = _schedule_units(nonzero, offsets, int(lookahead), keep_schedule, sources, bases)
+    cycles = _schedule_units(nonzero, offsets, int(lookahead), rule, keep_schedule, sources, bases)
     if keep_schedule:
         return cycles, sources, bases
     return cycles
 
 
-def schedule_tile_reference(nonzero, offsets, lookahead):
+def _reference_row(left, r, t0, steps, lanes, offsets, scheduler):
+    """Plain-Python fill of one filter lane's zero slots at window base t0: the lane ->
+    (t, l) taken, built from the rule's definition (not from the kernel's bookkeeping)."""
+    taken = {l: (t0, l) for l in range(lanes) if (r, t0, l) in left}
+    zeros = [l for l in range(lanes) if l not in taken]
+    for slot in taken.values():
+        left.discard((r, *slot))
+
+    def candidates(l):
+        cands = [(t0 + dt, (l + dl) % lanes) for dt, dl in offsets]
+        return [c for c in cands if c[0] < steps and (r, *c) in left]
+
+    if scheduler == "in-order":
+        for l in zeros:
+            c = candidates(l)
+            if c:
+                taken[l] = c[0]
+                left.discard((r, *c[0]))
+    elif scheduler in ("dnnsim", "fewest-candidates"):
+        while True:
+            counts = {l: len(candidates(l)) for l in zeros if l not in taken}
+            counts = {l: n for l, n in counts.items() if n}
+            if not counts:
+                break
+            pick = (max if scheduler == "dnnsim" else min)(counts.values())
+            l = next(l for l in zeros if counts.get(l) == pick)
+            taken[l] = candidates(l)[0]
+            left.discard((r, *taken[l]))
+    else:  # matching: breadth-first augmenting paths, zero slots in lane order
+        match = {}  # zero lane -> candidate; the inverse below
+        holder = {}
+        for root in zeros:
+            prev, queue, found = {root: None}, deque([root]), None
+            while queue and found is None:
+                l = queue.popleft()
+                for c in candidates(l):
+                    h = holder.get(c)
+                    if h == l:
+                        continue
+                    if h is None:
+                        found = (l, c)
+                        break
+                    if h not in prev:
+                        prev[h] = l
+                        queue.append(h)
+            if found is not None:
+                l, c = found
+                while l is not None:
+                    old = match.get(l)
+                    match[l], holder[c] = c, l
+                    l, c = prev[l], old
+        for l, c in match.items():
+            taken[l] = c
+            left.discard((r, *c))
+    return [taken[l][0] * lanes + taken[l][1] if l in taken else -1 for l in range(lanes)]
+
+
+def schedule_tile_reference(nonzero, offsets, lookahead, scheduler: str = "in-order"):
     """Plain-Python reference of one tile's schedule: returns (cycles, sources, bases),
     the order of `schedule_tiles`, with sources a list (per cycle) of R x L lists of
     original flat slots (-1: idle) and bases the list of window bases."""
+    _rule(scheduler)
     rows, steps, lanes = len(nonzero), len(nonzero[0]), len(nonzero[0][0])
     left = {(r, t, l) for r in range(rows) for t in range(steps) for l in range(lanes)
             if nonzero[r][t][l]}
     offsets = [tuple(int(v) for v in o) for o in np.asarray(offsets).reshape(-1, 2)]
     bases, sources = [], []
     t0 = 0
+    while scheduler == "dnnsim" and t0 < min(steps, lookahead) and not any(t == t0 for _, t, _ in left):
+        t0 += 1
     while t0 < steps:
         bases.append(t0)
-        cycle = []
-        for r in range(rows):
-            row = []
-            for l in range(lanes):
-                candidates = [(t0, l)] + [(t0 + dt, (l + dl) % lanes) for dt, dl in offsets]
-                taken = next(((t, s) for t, s in candidates if (r, t, s) in left), None)
-                if taken is None:
-                    row.append(-1)
-                else:
-                    left.discard((r, *taken))
-                    row.append(taken[0] * lanes + taken[1])
-            cycle.append(row)
-        sources.append(cycle)
+        sources.append([_reference_row(left, r, t0, steps, lanes, offsets, scheduler)
+                        for r in range(rows)])
         step_busy = {t for (_, t, _) in left}
         nxt = t0 + 1
         while nxt < steps and nxt not in step_busy and nxt - t0 <= lookahead:

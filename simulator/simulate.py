@@ -62,9 +62,13 @@ class PassPlan:
         operand = choose_operand(layer, pass_name, self.lowering.scheduled_operand[pass_name])
         return kernel_t if operand == "kernel" else input_t
 
-    def lower(self, layer: TraceLayer, pass_name: str, lanes: int, **overrides) -> LoweredPass:
+    def lower(self, layer: TraceLayer, pass_name: str, lanes: int, index: int = -1,
+              **overrides) -> LoweredPass:
+        """Lower `pass_name` of `layer`, the network's layer number `index`."""
         opts = {"operand": self.lowering.scheduled_operand[pass_name],
-                "input_grad_lowering": self.lowering.input_grad_lowering, **overrides}
+                "input_grad_lowering": self.lowering.input_grad_lowering,
+                "first_layer": self.lowering.first_layer, "tap_order": self.lowering.tap_order,
+                "first": index == 0, **overrides}
         return lower(layer, pass_name, lanes, **opts)
 
 
@@ -84,10 +88,10 @@ def simulate_layers(layers: Iterable[TraceLayer], arch: Architecture, plan: Pass
         for pas in plan.passes:
             if not plan.applies(pas, index):
                 continue
-            lowered = plan.lower(layer, pas, arch.lanes)
+            lowered = plan.lower(layer, pas, arch.lanes, index)
             timing, effectual = evaluate(lowered, arch)
             if pas == "input_grad" and plan.lowering.input_grad_lowering != "phase":
-                base, _ = evaluate(plan.lower(layer, pas, arch.lanes, input_grad_lowering="phase"),
+                base, _ = evaluate(plan.lower(layer, pas, arch.lanes, index, input_grad_lowering="phase"),
                                    arch, schedule=False)
                 timing = PassTiming(timing.cycles, base.dense_cycles, timing.ideal_cycles,
                                     timing.filter_groups, timing.window_groups)
@@ -126,4 +130,4 @@ def check_layers(layers: Iterable[TraceLayer], arch: Architecture,
     for index, layer in enumerate(layers):
         for pas in plan.passes:
             if plan.applies(pas, index):
-                yield recompute(plan.lower(layer, pas, arch.lanes), arch, reference(layer, pas))
+                yield recompute(plan.lower(layer, pas, arch.lanes, index), arch, reference(layer, pas))

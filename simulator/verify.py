@@ -6,7 +6,8 @@ We check, per layer and pass (and each part of it):
 
 1. legality: every value is taken from the window (0 <= dt <= h) through a
    connection the front-end has ((0, 0) or an offset of the connectivity set), and
-   the window starts at step 0 and advances 1..h+1 steps per cycle past the last step;
+   the window starts at step 0 (the `dnnsim` scheduler: at most h) and advances
+   1..h+1 steps per cycle past the last step;
 2. conservation: every non-zero of the scheduled operand is multiplied exactly once;
 3. output: sum over cycles and multipliers of value x broadcast[original slot],
    placed where the part's outputs go, equals an independent NumPy reference of the
@@ -44,6 +45,7 @@ def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[n
     error message."""
     lanes, rows, h = arch.lanes, arch.rows, arch.frontend.lookahead
     legal = _legal_connections(arch)
+    first_base = h if arch.frontend.scheduler == "dnnsim" else 0  # see scheduler.py
     groups, filters, steps, _ = sched.shape
     _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
     out = np.zeros((groups, filters, bcast.shape[1]))
@@ -54,9 +56,11 @@ def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[n
         used = np.zeros_like(values)
         for u in range(sources.shape[0]):
             c = int(cycles[u])
+            if c == 0:  # a tile with nothing to do (dnnsim's walk skipped all <= h steps)
+                continue
             base = bases[u, :c]
             moved = np.diff(np.append(base, max(steps, base[-1] + 1)))
-            if base[0] != 0 or moved.min() < 1 or moved.max() > h + 1:
+            if base[0] > first_base or moved.min() < 1 or moved.max() > h + 1:
                 return out, f"window of tile unit {u} moves outside 1..{h + 1} steps per cycle"
             src = sources[u, :, :c, :]                      # rows, cycles, lanes
             live = src >= 0
