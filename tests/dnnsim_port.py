@@ -100,3 +100,55 @@ def dnnsim_tile(nonzero, shape: str, h: int, d: int) -> int:
                for r in range(rows) for l in range(lanes)] for t in range(steps)]
     original_schedule(buffer, lanes, h, search_map(shape, h, d))
     return tile_cycles(buffer, h)
+
+
+def reshape_first_layer_wgt(weight, stride: int):
+    """Array.cpp `reshape_first_layer_wgt`: [M][3][Kx][Ky] -> [M][3*s*s][ceil(Kx/s)][ceil(Ky/s)],
+    new channel (j % s) * s * C + C * (i % s) + k at (i / s, j / s)."""
+    m, c, kx, ky = (len(weight), len(weight[0]), len(weight[0][0]), len(weight[0][0][0]))
+    nkx, nky = -(-kx // stride), -(-ky // stride)
+    out = [[[[0.0] * nky for _ in range(nkx)] for _ in range(c * stride * stride)] for _ in range(m)]
+    for f in range(m):
+        for k in range(c):
+            for i in range(kx):
+                for j in range(ky):
+                    nk = (j % stride) * stride * c + c * (i % stride) + k
+                    out[f][nk][i // stride][j // stride] = weight[f][k][i][j]
+    return out
+
+
+def weight_buffers(weight, rows: int, lanes: int):
+    """OutputStationary.cpp's weight buffer of a conv layer (one group): per filter set of
+    `rows` filters, rows [time][filter * lanes + lane], looping y (last axis) outermost,
+    then x, then channel blocks of `lanes`, each block padded to a whole row."""
+    m, c, kx, ky = (len(weight), len(weight[0]), len(weight[0][0]), len(weight[0][0][0]))
+    steps = kx * ky * -(-c // lanes)
+    sets = -(-m // rows)
+    buffers = [[[0] * (rows * lanes) for _ in range(steps)] for _ in range(sets)]
+    for f in range(m):
+        t = 0
+        for y in range(ky):
+            for x in range(kx):
+                for k in range(0, c, lanes):
+                    for i, ch in enumerate(range(k, min(k + lanes, c))):
+                        if weight[f][ch][x][y] != 0:
+                            buffers[f // rows][t][(f % rows) * lanes + i] = f * 100000 + t * lanes + i + 1
+                    t += 1
+    return buffers
+
+
+def forward_cycles(weight, windows: int, stride: int, tiles: int, rows: int, lanes: int,
+                   shape: str, h: int, d: int) -> int:
+    """DNNsim's forward compute cycles of a conv or fc layer with one group: weight
+    [M][C][Kx][Ky] (fc: Kx = Ky = 1), `windows` output positions, one per cycle; the first
+    layer's rewrite when C == 3 and stride > 1; each filter set scheduled, tiles taking
+    `tiles` consecutive filter sets in lockstep (the max of their row walks)."""
+    if len(weight[0]) == 3 and stride > 1:
+        weight = reshape_first_layer_wgt(weight, stride)
+    smap = search_map(shape, h, d)
+    costs = []
+    for buffer in weight_buffers(weight, rows, lanes):
+        original_schedule(buffer, lanes, h, smap)
+        costs.append(tile_cycles(buffer, h))
+    per_group = [max(costs[i:i + tiles]) for i in range(0, len(costs), tiles)]
+    return sum(per_group) * windows
