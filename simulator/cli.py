@@ -40,7 +40,9 @@ def _cmd_run(args) -> int:
     path = write_results(results, out / "results.csv")
     arch = config.architecture
     title = (f"{config.name}: {arch.tiles} tiles x {arch.rows} filter lanes x {arch.lanes} weight "
-             f"lanes x {arch.columns} windows, front-end {arch.frontend}, {arch.backend}")
+             f"lanes x {arch.columns} windows, front-end {arch.frontend} ({arch.frontend.scheduler} "
+             f"scheduler{'' if arch.lockstep else ', decoupled tiles'}), first layer "
+             f"{config.lowering.first_layer}, {arch.backend}")
     if args.verbose:
         print(format_layers(results) + "\n")
     print(format_summary(summarize(results), title))

@@ -139,3 +139,34 @@ def test_effectual_macs_count_nonzero_pairs():
                             count += bool(layer.weight[o, c, u, v]) and bool(xp[0, c, 2 * y + u, 2 * x + v])
     assert effectual == count
     assert lowered.macs == 2 * 3 * 9 * 9
+
+
+def test_decoupled_tiles_sum_their_own_filter_groups():
+    # 4 filters, 1 filter lane per tile, 2 tiles: filter groups {f0, f1} and {f2, f3};
+    # tile 0 holds f0 and f2, tile 1 holds f1 and f3. C_in = 4 = lanes, 2x2 kernel: 4 steps.
+    # f0, f3 dense: 4 cycles each; f1, f2 all zero: L<1,0> skips every other step: 2 cycles.
+    # lockstep: max(4, 2) + max(2, 4) = 8 per window; decoupled: max(4 + 2, 2 + 4) = 6.
+    # ideal (ceil(nnz / lanes)): lockstep 4 + 4, decoupled max(4 + 0, 0 + 4) = 4.
+    w = np.zeros((4, 4, 2, 2), dtype=np.float32)
+    w[0] = w[3] = 1.0
+    layer = conv_layer(4, 4, k=2, hw=3, weight=w)   # 2x2 = 4 windows
+    a = Architecture(tiles=2, rows=1, lanes=4, frontend=Frontend("L", 1, 0))
+    t = time_forward(layer, a)
+    assert (t.cycles, t.ideal_cycles, t.dense_cycles) == (32, 32, 32)
+    from dataclasses import replace
+    t = time_forward(layer, replace(a, lockstep=False))
+    assert (t.cycles, t.ideal_cycles, t.dense_cycles) == (24, 16, 32)
+
+
+def test_decoupled_bounds_on_random_layers():
+    from dataclasses import replace
+    rng = np.random.default_rng(4)
+    for i in range(8):
+        w = rng.standard_normal((37, 20, 3, 3)).astype(np.float32)
+        w[rng.random(w.shape) < 0.85] = 0
+        layer = conv_layer(20, 37, k=3, hw=5, weight=w, seed=i)
+        for sched in ("in-order", "matching"):
+            a = Architecture(tiles=3, rows=4, lanes=16, frontend=Frontend("T", 2, 5, scheduler=sched))
+            locked, free = time_forward(layer, a), time_forward(layer, replace(a, lockstep=False))
+            assert free.ideal_cycles <= free.cycles <= locked.cycles <= locked.dense_cycles
+            assert free.dense_cycles == locked.dense_cycles

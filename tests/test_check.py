@@ -169,3 +169,44 @@ def test_check_catches_a_wrong_reference():
     ref[0, 1, 2] += 1e-3 * np.abs(ref).max()
     r = recompute(lower(layer, "input_grad", 4), arch, ref)
     assert not r.ok and "differs" in r.message
+
+
+FIDELITY_FRONTENDS = {
+    "T<2,5>": Frontend("T", 2, 5),
+    "T<3,6> dnnsim": Frontend("T", 3, 6, "dnnsim"),
+    "custom": Frontend("custom", 2, 3, "spread", ((1, -1), (2, 3), (1, 5))),
+}
+
+
+@pytest.mark.parametrize("scheduler", ["in-order", "dnnsim", "fewest-candidates", "matching"])
+@pytest.mark.parametrize("pass_name", PASSES)
+def test_every_scheduler_pattern_and_mapping_passes_the_check(scheduler, pass_name):
+    from dataclasses import replace
+    geometries = [GEOMETRIES[1], GEOMETRIES[5], GEOMETRIES[9], GEOMETRIES[11]]
+    for i, geometry in enumerate(geometries):
+        for j, (name, fe) in enumerate(FIDELITY_FRONTENDS.items()):
+            arch = Architecture(tiles=2, rows=3, lanes=16, columns=2, lockstep=(i + j) % 2 == 0,
+                                frontend=replace(fe, scheduler=scheduler))
+            layer = random_layer(*geometry, seed=i + 10 * j, density=(0.1, 0.4, 1.0)[(i + j) % 3])
+            for first_layer in ("pad", "space-to-depth"):
+                for tap_order in ("row-major", "column-major"):
+                    lowered = lower(layer, pass_name, arch.lanes, "weights" if j else "auto",
+                                    first_layer=first_layer, tap_order=tap_order, first=True)
+                    r = recompute(lowered, arch, reference(layer, pass_name))
+                    assert r.ok, f"{name} {geometry} {first_layer} {tap_order}: {r.message}"
+
+
+def test_space_to_depth_rewrites_only_a_strided_first_layer_forward():
+    layer = random_layer(3, 8, 7, 2, 3, 1, 1, 11)   # the ImageNet stem
+    pad = lower(layer, "forward", 16)
+    s2d = lower(layer, "forward", 16, first_layer="space-to-depth", first=True)
+    assert pad.parts[0].steps == 49 and s2d.parts[0].steps == 16   # 4x4 taps x 12 channels
+    assert s2d.parts[0].kernel_op().shape == (1, 8, 16, 16)
+    not_first = lower(layer, "forward", 16, first_layer="space-to-depth", first=False)
+    assert not_first.parts[0].steps == 49
+    for p in ("input_grad", "weight_grad"):
+        a = lower(layer, p, 16)
+        b = lower(layer, p, 16, first_layer="space-to-depth", first=True)
+        assert [x.steps for x in a.parts] == [x.steps for x in b.parts]
+    stride1 = random_layer(3, 8, 3, 1, 1, 1, 1, 6)
+    assert lower(stride1, "forward", 16, first_layer="space-to-depth", first=True).parts[0].steps == 9

@@ -162,6 +162,36 @@ T_MAX = max_lookaside("T", 2, 16)
 L_MAX = max_lookaside("L", 1, 16)
 
 ERRORS = [
+    ("scheduler-unknown", _set("architecture", "frontend", "scheduler", "optimal"),
+     ["architecture.frontend.scheduler", "in-order, dnnsim, fewest-candidates, matching", "'optimal'"]),
+    ("pattern-unknown", _set("architecture", "frontend", "pattern", "trident"),
+     ["architecture.frontend.pattern", "spread, dnnsim", "'trident'"]),
+    ("dnnsim-pattern-too-wide", _set("architecture", "frontend", {"shape": "T", "lookahead": 8,
+                                                                  "lookaside": 16, "pattern": "dnnsim"}),
+     ["architecture.frontend.lookaside", "T<8,16> dnnsim-pattern", "expected lookaside <= 15"]),
+    ("offsets-dt-beyond-lookahead", _set("architecture", "frontend",
+                                         {"lookahead": 2, "offsets": [[1, -1], [3, 1]]}),
+     ["architecture.frontend.offsets[1]", "dt in 1..2", "[3, 1]"]),
+    ("offsets-zero-lane-shift", _set("architecture", "frontend", {"lookahead": 2, "offsets": [[1, 16]]}),
+     ["architecture.frontend.offsets[0]", "not 0 mod 16", "[1, 16]"]),
+    ("offsets-duplicate-mod-lanes", _set("architecture", "frontend",
+                                         {"lookahead": 1, "offsets": [[1, 3], [1, -13]]}),
+     ["architecture.frontend.offsets[1]", "no duplicate", "[1, -13]"]),
+    ("offsets-not-pairs", _set("architecture", "frontend", {"lookahead": 1, "offsets": [[1]]}),
+     ["architecture.frontend.offsets[0]", "[dt, dl]", "[1]"]),
+    ("offsets-not-a-list", _set("architecture", "frontend", {"lookahead": 1, "offsets": "T"}),
+     ["architecture.frontend.offsets", "a list of [dt, dl] pairs", "'T'"]),
+    ("offsets-with-lookaside", _set("architecture", "frontend",
+                                    {"lookahead": 1, "lookaside": 2, "offsets": [[1, 1]]}),
+     ["architecture.frontend.lookaside", "no value with 'offsets'"]),
+    ("offsets-with-shape-T", _set("architecture", "frontend", {"shape": "T", "offsets": [[1, 1]]}),
+     ["architecture.frontend.shape", "custom or no shape", "'T'"]),
+    ("lockstep-string", _set("architecture", "lockstep", "yes"),
+     ["architecture.lockstep", "true (tiles wait for the slowest) or false", "'yes'"]),
+    ("first-layer-unknown", _set("lowering", "first_layer", "im2col"),
+     ["lowering.first_layer", "pad, space-to-depth", "'im2col'"]),
+    ("tap-order-unknown", _set("lowering", "tap_order", "zigzag"),
+     ["lowering.tap_order", "row-major, column-major", "'zigzag'"]),
     ("tiles-negative", _set("architecture", "tiles", -3),
      ["architecture.tiles", "expected an integer >= 1", "-3"]),
     ("lanes-zero", _set("architecture", "lanes", 0),
@@ -419,3 +449,30 @@ def test_control_character_error_is_one_line(tmp_path):
 def test_unknown_key_with_newline_is_one_line(tmp_path):
     path = write(tmp_path, '"work\\nload": 1\nworkload:\n  network: resnet18-cifar\n')
     assert_one_line_about(error_of(path), path, "unknown key")
+
+
+def test_fidelity_keys_parse(tmp_path):
+    data = yaml.safe_load((CONFIGS / "tactical.yaml").read_text())
+    data["architecture"]["frontend"] = {"lookahead": 2, "offsets": [[1, -1], [2, 3]],
+                                        "scheduler": "matching"}
+    data["architecture"]["lockstep"] = False
+    data["lowering"]["first_layer"] = "space-to-depth"
+    data["lowering"]["tap_order"] = "column-major"
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    cfg = load_config(p)
+    fe = cfg.architecture.frontend
+    assert (fe.shape, fe.lookahead, fe.lookaside, fe.offsets, fe.scheduler) == (
+        "custom", 2, 2, ((1, -1), (2, 3)), "matching")
+    assert str(fe) == "custom<2,2>[1:-1 2:+3]"
+    assert cfg.architecture.lockstep is False
+    assert (cfg.lowering.first_layer, cfg.lowering.tap_order) == ("space-to-depth", "column-major")
+
+
+def test_shipped_configs_state_their_front_end_choices():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        text = path.read_text()
+        if "sweep:" in text:
+            continue
+        for key in ("scheduler:", "pattern:", "first_layer:", "lockstep:"):
+            assert key in text, (path.name, key)
