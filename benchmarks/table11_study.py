@@ -21,7 +21,8 @@ Two scorings, both over summed cycles (never averaged per-layer speedups):
 The error of a configuration is the RMS of log(ours / paper) over the four forward and
 backward numbers; per number, the closest configuration is reported too.
 
-Writes `stage1.csv`, `stage2.csv` (one row per configuration and sparsity) and
+Writes `stage1.csv`, `stage2.csv` (one row per configuration and sparsity; a stage whose
+CSV exists is read, not rerun: delete them after changing the code), `scored.csv` and
 `table11.png` / `.svg` (atomically). Takes about an hour of CPU on the 2-core machine
 (`--quick`: a few configurations, for a smoke test).
 """
@@ -188,7 +189,7 @@ def plot(scored: pd.DataFrame, out: Path) -> None:
               & (scored["first_layer"] == "space-to-depth") & (scored["rows"] == 16) & scored["lockstep"]),
              ("closest, 16 rows, lockstep", (scored["rows"] == 16) & scored["lockstep"]),
              ("closest of all", scored["rows"] > 0)]
-    fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
     x = np.arange(len(labels))
     width = 0.8 / (len(picks) + 1)
     ax.bar(x - 0.4 + width / 2, [TABLE11[k] for k in TABLE11], width, label="SWAT Table 11",
@@ -198,14 +199,15 @@ def plot(scored: pd.DataFrame, out: Path) -> None:
         if sel.empty:
             continue
         best = sel.iloc[0]
-        desc = f"{best['shape']}<{best['lookahead']},{best['lookaside']}> {best['pattern']}, " \
-               f"{best['scheduler']}, {best['rows']} rows{'' if best['lockstep'] else ', decoupled'}"
+        desc = (f"{best['shape']}<{best['lookahead']},{best['lookaside']}> {best['pattern']} pattern, "
+                f"{best['scheduler']}, conv1 {best['first_layer']}, {best['rows']} row"
+                f"{'' if best['rows'] == 1 else 's'}/tile{'' if best['lockstep'] else ', decoupled'}")
         ax.bar(x - 0.4 + width * (i + 1.5), [best[c] for c in cols], width,
                label=f"{name}: {desc} (error {best['rms_log_error']:.2f})")
     ax.set_xticks(x, labels)
     ax.set_ylabel("compute speedup over the dense array")
     ax.set_title("ResNet-50, SWAT-U: Table 11 against Bit-Tactical-class arrays (SWAT's definitions)")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
     for ext in ("png", "svg"):
         path = out / f"table11.{ext}"
         tmp = path.with_name(f".{path.stem}.tmp.{ext}")
@@ -224,7 +226,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    streams = build_streams()
+    streams = {} if (out / "stage2.csv").exists() and (out / "stage1.csv").exists() else build_streams()
     print(f"streams built in {time.time() - t0:.0f} s", file=sys.stderr)
     stage1 = out / "stage1.csv"
     if stage1.exists():
@@ -247,8 +249,12 @@ def main() -> int:
             points.append(dict(shape=r["shape"], lookahead=int(r["lookahead"]),
                                lookaside=int(r["lookaside"]), pattern=r["pattern"],
                                scheduler=r["scheduler"], rows=rows, lockstep=lockstep))
-    df2 = run(points, streams, args.workers)
-    write_csv(df2, out / "stage2.csv")
+    stage2 = out / "stage2.csv"
+    if stage2.exists():
+        df2 = pd.read_csv(stage2)
+    else:
+        df2 = run(points, streams, args.workers)
+        write_csv(df2, stage2)
     scored = score(pd.concat([df1, df2]))
     write_csv(scored, out / "scored.csv")
     plot(scored, out)

@@ -140,6 +140,20 @@ def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, out, zero_lane
     window = lookahead * lanes
     owner[:window] = -1
     for i in range(zeros):
+        # fast path, the BFS's own first step: the root's first free candidate
+        l = zero_lane[i]
+        direct = -1
+        for k in range(offsets.shape[0]):
+            t = t0 + offsets[k, 0]
+            if t < steps:
+                s = (l + offsets[k, 1]) % lanes
+                if nonzero[r, t, s] and owner[(t - t0 - 1) * lanes + s] < 0:
+                    direct = (t - t0 - 1) * lanes + s
+                    break
+        if direct >= 0:
+            owner[direct] = i
+            out[l] = direct
+            continue
         # BFS over zero slots; prev[j] = candidate through which zero slot j was reached
         for j in range(zeros):
             prev[j] = -2
