@@ -8,7 +8,7 @@ conv1 dense) at 80% and 90%, all three passes lowered as tactical.yaml does, on 
 left out: SWAT's simulator has no DRAM model, and Table 11 is about the array.
 
 Stage 1 sweeps the front-end: shapes T and L, lookahead h = 1..8, lookaside d in
-{0, 1, 3, 5, 7, 11, 15} where 16 lanes can place it, both T patterns, every scheduler,
+{0, 1, 3, 5, 7, 11, 15} where 16 lanes can place it, both T patterns, all five schedulers,
 first layer padded and space-to-depth, 16 rows per tile, lockstep. Stage 2 takes the
 stage-1 configurations closest to Table 11 and varies rows per tile (16, 4, 1; tiles =
 256 / rows, the same peak) and lockstep (on, off).
@@ -21,9 +21,9 @@ Two scorings, both over summed cycles (never averaged per-layer speedups):
 The error of a configuration is the RMS of log(ours / paper) over the four forward and
 backward numbers; per number, the closest configuration is reported too.
 
-Writes `stage1.csv`, `stage2.csv` (one row per configuration and sparsity; a stage whose
-CSV exists is read, not rerun: delete them after changing the code), `scored.csv` and
-`table11.png` / `.svg` (atomically). Takes about an hour of CPU on the 2-core machine
+Writes `stage1.csv`, `stage2.csv` (one row per configuration and sparsity), `scored.csv` and
+`table11.png` / `.svg` (atomically). Points already stored in a stage's CSV are read, not
+rerun (new points are appended): delete the CSVs after changing the simulator. Takes about an hour of CPU on the 2-core machine
 (`--quick`: a few configurations, for a smoke test).
 """
 
@@ -165,6 +165,36 @@ def run(points, streams, workers):
     return pd.DataFrame(rows)
 
 
+POINT_KEYS = ["shape", "lookahead", "lookaside", "pattern", "scheduler", "rows", "lockstep"]
+
+
+class Lazy:
+    """The streams, built on first use (a rerun with every point stored needs none)."""
+
+    def __init__(self, build):
+        self.build, self.value = build, None
+
+    def get(self):
+        if self.value is None:
+            t0 = time.time()
+            self.value = self.build()
+            print(f"streams built in {time.time() - t0:.0f} s", file=sys.stderr)
+        return self.value
+
+
+def run_missing(path: Path, points: list[dict], streams: Lazy, workers: int) -> pd.DataFrame:
+    """The rows of `points`: those stored in `path` are read, the rest run and appended."""
+    done = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=POINT_KEYS)
+    stored = {tuple(r) for r in done[POINT_KEYS].astype(str).itertuples(index=False)}
+    todo = [p for p in points if tuple(str(p[k]) for k in POINT_KEYS) not in stored]
+    if todo:
+        done = pd.concat([done, run(todo, streams.get(), workers)], ignore_index=True)
+        write_csv(done, path)
+    wanted = {tuple(str(p[k]) for k in POINT_KEYS) for p in points}
+    keep = [tuple(r) in wanted for r in done[POINT_KEYS].astype(str).itertuples(index=False)]
+    return done[keep]
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     df.to_csv(tmp, index=False)
@@ -226,14 +256,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    streams = {} if (out / "stage2.csv").exists() and (out / "stage1.csv").exists() else build_streams()
-    print(f"streams built in {time.time() - t0:.0f} s", file=sys.stderr)
-    stage1 = out / "stage1.csv"
-    if stage1.exists():
-        df1 = pd.read_csv(stage1)
-    else:
-        df1 = run(stage1_points(args.quick), streams, args.workers)
-        write_csv(df1, stage1)
+    streams = Lazy(build_streams)
+    df1 = run_missing(out / "stage1.csv", stage1_points(args.quick), streams, args.workers)
     s1 = score(df1)
     finalists = s1.head(args.finalists)
     # the reference points too: DNNsim's and tactical.yaml's configurations
@@ -249,12 +273,7 @@ def main() -> int:
             points.append(dict(shape=r["shape"], lookahead=int(r["lookahead"]),
                                lookaside=int(r["lookaside"]), pattern=r["pattern"],
                                scheduler=r["scheduler"], rows=rows, lockstep=lockstep))
-    stage2 = out / "stage2.csv"
-    if stage2.exists():
-        df2 = pd.read_csv(stage2)
-    else:
-        df2 = run(points, streams, args.workers)
-        write_csv(df2, stage2)
+    df2 = run_missing(out / "stage2.csv", points, streams, args.workers)
     scored = score(pd.concat([df1, df2]))
     write_csv(scored, out / "scored.csv")
     plot(scored, out)

@@ -39,7 +39,7 @@ import numpy as np
 
 SHAPES = ("T", "L", "none")
 PATTERNS = ("spread", "dnnsim")
-SCHEDULERS = ("in-order", "dnnsim", "fewest-candidates", "matching")
+SCHEDULERS = ("in-order", "dnnsim", "fewest-candidates", "matching", "nearest-matching")
 
 
 class FrontendError(ValueError):

@@ -23,6 +23,12 @@ in which zero slot gets which candidate:
   cycle executes as many values as any assignment could. Augmenting paths are searched
   breadth-first from the zero slots in lane order, candidates in priority order: the
   result is deterministic.
+- ``nearest-matching``: a maximum matching that also drains the nearest steps first,
+  the ones whose emptying lets the window advance: phase 1 matches candidates of step
+  t0+1 only, phase 2 adds those of t0+2, and so on to t0+h. Augmenting paths never
+  unmatch a candidate, so each phase keeps the earlier phases' candidates: the cycle
+  executes the most values of step t0+1 any assignment could, and the most values
+  overall.
 
 Then the window advances past steps that are now empty for every filter lane of the
 tile, skipping at most h in a row: t0 moves forward by 1..h+1 steps. The tile is done
@@ -49,7 +55,7 @@ from collections import deque
 import numba
 import numpy as np
 
-RULES = {"in-order": 0, "dnnsim": 1, "fewest-candidates": 2, "matching": 3}
+RULES = {"in-order": 0, "dnnsim": 1, "fewest-candidates": 2, "matching": 3, "nearest-matching": 4}
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -124,8 +130,11 @@ def _fill_by_count(nonzero, remaining, r, t0, offsets, most, out, zero_lane, cou
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, out, zero_lane, owner, prev, queue):
+def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, nearest, out, zero_lane, owner,
+                   prev, queue):
     """Maximum matching of zero slots to candidates by breadth-first augmenting paths.
+    `nearest`: in phases, candidates of steps t0+1 only, then up to t0+2, ... (a matched
+    candidate stays matched when paths augment, so each phase keeps the last one's).
     owner[(t - t0 - 1) * L + s]: zero-slot index holding candidate (t, s), or -1;
     out[l] doubles as the matched slot of zero lane l during the search."""
     steps, lanes = nonzero.shape[1], nonzero.shape[2]
@@ -139,61 +148,64 @@ def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, out, zero_lane
             zeros += 1
     window = lookahead * lanes
     owner[:window] = -1
-    for i in range(zeros):
-        # fast path, the BFS's own first step: the root's first free candidate
-        l = zero_lane[i]
-        direct = -1
-        for k in range(offsets.shape[0]):
-            t = t0 + offsets[k, 0]
-            if t < steps:
-                s = (l + offsets[k, 1]) % lanes
-                if nonzero[r, t, s] and owner[(t - t0 - 1) * lanes + s] < 0:
-                    direct = (t - t0 - 1) * lanes + s
-                    break
-        if direct >= 0:
-            owner[direct] = i
-            out[l] = direct
-            continue
-        # BFS over zero slots; prev[j] = candidate through which zero slot j was reached
-        for j in range(zeros):
-            prev[j] = -2
-        prev[i] = -1
-        head, tail = 0, 0
-        queue[tail] = i
-        tail += 1
-        found = -1
-        while head < tail and found < 0:
-            j = queue[head]
-            head += 1
-            l = zero_lane[j]
+    for limit in range(1 if nearest else lookahead, lookahead + 1):
+        for i in range(zeros):
+            if out[zero_lane[i]] >= 0:
+                continue
+            # fast path, the BFS's own first step: the root's first free candidate
+            l = zero_lane[i]
+            direct = -1
             for k in range(offsets.shape[0]):
                 t = t0 + offsets[k, 0]
-                if t >= steps:
-                    continue
-                s = (l + offsets[k, 1]) % lanes
-                if not nonzero[r, t, s]:
-                    continue
-                node = (t - t0 - 1) * lanes + s
-                holder = owner[node]
-                if holder == j:
-                    continue
-                if holder < 0:
-                    found = node
-                    # augment: walk back from j, re-assigning candidates
-                    cur_node, cur = node, j
-                    while cur >= 0:
-                        before = out[zero_lane[cur]]
-                        owner[cur_node] = cur
-                        out[zero_lane[cur]] = cur_node
-                        if prev[cur] < 0:
-                            break
-                        cur_node = before
-                        cur = prev[cur]
-                    break
-                if prev[holder] == -2:
-                    prev[holder] = j
-                    queue[tail] = holder
-                    tail += 1
+                if t < steps and offsets[k, 0] <= limit:
+                    s = (l + offsets[k, 1]) % lanes
+                    if nonzero[r, t, s] and owner[(t - t0 - 1) * lanes + s] < 0:
+                        direct = (t - t0 - 1) * lanes + s
+                        break
+            if direct >= 0:
+                owner[direct] = i
+                out[l] = direct
+                continue
+            # BFS over zero slots; prev[j] = candidate through which zero slot j was reached
+            for j in range(zeros):
+                prev[j] = -2
+            prev[i] = -1
+            head, tail = 0, 0
+            queue[tail] = i
+            tail += 1
+            found = -1
+            while head < tail and found < 0:
+                j = queue[head]
+                head += 1
+                l = zero_lane[j]
+                for k in range(offsets.shape[0]):
+                    t = t0 + offsets[k, 0]
+                    if t >= steps or offsets[k, 0] > limit:
+                        continue
+                    s = (l + offsets[k, 1]) % lanes
+                    if not nonzero[r, t, s]:
+                        continue
+                    node = (t - t0 - 1) * lanes + s
+                    holder = owner[node]
+                    if holder == j:
+                        continue
+                    if holder < 0:
+                        found = node
+                        # augment: walk back from j, re-assigning candidates
+                        cur_node, cur = node, j
+                        while cur >= 0:
+                            before = out[zero_lane[cur]]
+                            owner[cur_node] = cur
+                            out[zero_lane[cur]] = cur_node
+                            if prev[cur] < 0:
+                                break
+                            cur_node = before
+                            cur = prev[cur]
+                        break
+                    if prev[holder] == -2:
+                        prev[holder] = j
+                        queue[tail] = holder
+                        tail += 1
     for i in range(zeros):
         l = zero_lane[i]
         node = out[l]
@@ -227,8 +239,8 @@ def _schedule_one(nonzero, offsets, lookahead, rule, source, base):
         for r in range(rows):
             if rule == 0 or offsets.shape[0] == 0:
                 _fill_in_order(nonzero, remaining, r, t0, offsets, out)
-            elif rule == 3:
-                _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, out, zero_lane,
+            elif rule >= 3:
+                _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, rule == 4, out, zero_lane,
                                owner, index, queue)
             else:
                 _fill_by_count(nonzero, remaining, r, t0, offsets, rule == 1, out, zero_lane,
@@ -313,11 +325,16 @@ def _reference_row(left, r, t0, steps, lanes, offsets, scheduler):
     else:  # matching: breadth-first augmenting paths, zero slots in lane order
         match = {}  # zero lane -> candidate; the inverse below
         holder = {}
-        for root in zeros:
+        limits = range(1, max(dt for dt, _ in offsets) + 1) if scheduler == "nearest-matching" else [None]
+        for limit, root in ((limit, root) for limit in limits for root in zeros):
+            if root in match:
+                continue
             prev, queue, found = {root: None}, deque([root]), None
             while queue and found is None:
                 l = queue.popleft()
                 for c in candidates(l):
+                    if limit is not None and c[0] - t0 > limit:
+                        continue
                     h = holder.get(c)
                     if h == l:
                         continue

@@ -178,7 +178,8 @@ FIDELITY_FRONTENDS = {
 }
 
 
-@pytest.mark.parametrize("scheduler", ["in-order", "dnnsim", "fewest-candidates", "matching"])
+@pytest.mark.parametrize("scheduler", ["in-order", "dnnsim", "fewest-candidates", "matching",
+                                       "nearest-matching"])
 @pytest.mark.parametrize("pass_name", PASSES)
 def test_every_scheduler_pattern_and_mapping_passes_the_check(scheduler, pass_name):
     from dataclasses import replace

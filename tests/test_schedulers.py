@@ -31,7 +31,8 @@ def test_dnnsim_most_candidates_first_loses_a_step():
     tile = [[[1, 0, 0, 1], [0, 1, 1, 0]]]
     fe = Frontend("L", 1, 1)
     got = {s: cycles_of(tile, fe, 4, s) for s in SCHEDULERS}
-    assert got == {"in-order": 1, "dnnsim": 2, "fewest-candidates": 1, "matching": 1}
+    assert got == {"in-order": 1, "dnnsim": 2, "fewest-candidates": 1, "matching": 1,
+                   "nearest-matching": 1}
 
 
 def test_matching_fills_what_greedy_fewest_first_cannot():
@@ -54,12 +55,28 @@ def test_matching_fills_what_greedy_fewest_first_cannot():
     assert sources[0, 0, 0].tolist() == [6 + 5, 1, 2, 6 + 1, 6 + 3, 5]
 
 
+def test_nearest_matching_drains_the_next_step_first():
+    # 4 lanes, L<2,1>, priority (1,-1), (1,0), (2,0). One filter lane:
+    #   t0: 0 1 1 0      zero slots 0 and 3
+    #   t1: 1 1 0 1      lane 0 reaches (1,3), (1,0), (2,0); lane 3 reaches (1,3), (2,3)
+    #   t2: 1 0 0 1
+    # matching: lane 0 takes (1,3), lane 3 then (2,3): 2 values, but step 1 keeps (1,0)
+    #   and (1,1), and (2,0) is left for a third cycle at base 2: 3 cycles.
+    # nearest-matching, phase dt <= 1: lane 0 takes (1,3); lane 3's path moves lane 0 to
+    #   (1,0) and gives lane 3 (1,3); step 1 keeps only (1,1). Cycle 2 at base 1: (1,1)
+    #   in place, lanes 0 and 3 take (2,0) and (2,3): step 2 empty, 2 cycles.
+    tile = [[[0, 1, 1, 0], [1, 1, 0, 1], [1, 0, 0, 1]]]
+    fe = Frontend("L", 2, 1)
+    assert cycles_of(tile, fe, 4, "matching") == 3
+    assert cycles_of(tile, fe, 4, "nearest-matching") == 2
+
+
 def test_in_order_tries_the_natural_order_the_others_the_sorted_one():
     fe = Frontend("T", 2, 5)
     natural = connectivity(fe, 16)
     assert natural.tolist() == [[1, 0], [2, 0], [1, -1], [1, 1], [1, 3], [2, -2], [2, 2]]
     assert search_order(natural, "in-order").tolist() == natural.tolist()
-    for s in ("dnnsim", "fewest-candidates", "matching"):
+    for s in ("dnnsim", "fewest-candidates", "matching", "nearest-matching"):
         assert search_order(natural, s).tolist() == [[1, -1], [1, 0], [1, 1], [1, 3], [2, -2],
                                                      [2, 0], [2, 2]]
     assert search_order(connectivity(Frontend("L", 2, 5), 16), "dnnsim").tolist() == [
@@ -128,6 +145,7 @@ def test_schedulers_rank_on_random_tiles():
              for s in SCHEDULERS}
     assert total["matching"] <= min(total["dnnsim"], total["in-order"])
     assert total["fewest-candidates"] <= min(total["dnnsim"], total["in-order"])
+    assert total["nearest-matching"] <= total["matching"]
     assert total["dnnsim"] > total["in-order"]
 
 
