@@ -215,7 +215,7 @@ def test_dask_missing_is_one_line(serial, tmp_path, monkeypatch, capsys):
      "sweep.architecture.frontend.lookahead[3]: expected an integer >= 0, got -1"),
     ({"architecture.frontend.lookahed": [1, 2]}, None,
      "sweep.architecture.frontend.lookahed: expected one of the known keys (shape, lookahead, "
-     "lookaside); unknown key"),
+     "lookaside, pattern, offsets, scheduler); unknown key"),
     ({SPARSITY: [0.8, 1.5]}, None, "sweep.workload.sparsity[1]: expected a number in [0, 1), got 1.5"),
     ({"workload.network": ["resnet18-cifar", "resnet51"]}, None,
      "sweep.workload.network[1]: expected a network the zoo can build (unknown network 'resnet51'"),
