@@ -213,10 +213,11 @@ def plot(scored: pd.DataFrame, out: Path) -> None:
               (scored["shape"] == "T") & (scored["lookahead"] == 2) & (scored["lookaside"] == 5)
               & (scored["scheduler"] == "dnnsim") & (scored["first_layer"] == "space-to-depth")
               & (scored["rows"] == 16) & scored["lockstep"]),
-             ("tactical.yaml (T<2,5>, matching, s2d)",
+             ("tactical.yaml (T<2,5>, fewest-candidates, s2d)",
               (scored["shape"] == "T") & (scored["lookahead"] == 2) & (scored["lookaside"] == 5)
-              & (scored["scheduler"] == "matching") & (scored["pattern"] == "spread")
+              & (scored["scheduler"] == "fewest-candidates") & (scored["pattern"] == "spread")
               & (scored["first_layer"] == "space-to-depth") & (scored["rows"] == 16) & scored["lockstep"]),
+             ("closest with space-to-depth", scored["first_layer"] == "space-to-depth"),
              ("closest, 16 rows, lockstep", (scored["rows"] == 16) & scored["lockstep"]),
              ("closest of all", scored["rows"] > 0)]
     fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
