@@ -34,6 +34,7 @@ def main() -> int:
             t0 = time.perf_counter()
             settings = TrainSettings(network=args.network, method=method, sparsity=sparsity,
                                      epochs=args.epochs, batch=args.batch, lr=args.lr,
+                                     lr_scaling=False, warmup=0,  # the recipe before issue 12
                                      dataset="fashion-mnist", data_dir=args.data_dir,
                                      out=f"{tmp}/{method}", run_dir=f"{tmp}/run-{method}",
                                      checkpoint_every=10**9)

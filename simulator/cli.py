@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from . import __version__
@@ -33,9 +35,9 @@ def _cmd_run(args) -> int:
     from .api import run
     from .results import format_layers, format_summary, summarize, write_results
 
-    config = load_config(args.config)
+    config = _config_of(args)
     out = Path(args.out) if args.out else config.output_dir
-    _ensure_writable_dir(out, "--out" if args.out else f"{config.source}: output.dir")
+    _ensure_writable_dir(out, "--out" if args.out or args.trace else f"{config.source}: output.dir")
     results = run(config, quiet=args.quiet)
     path = write_results(results, out / "results.csv")
     arch = config.architecture
@@ -50,6 +52,42 @@ def _cmd_run(args) -> int:
     if args.plots:
         _write_plots(out, args.quiet)
     return EXIT_OK
+
+
+# What `--trace DIR` without a CONFIG simulates on: configs/tactical.yaml's array, lowering
+# and memory (the parser's defaults plus the choices tactical.yaml states; a test holds the
+# two equal).
+TRACE_DEFAULTS = {"architecture": {"frontend": {"scheduler": "fewest-candidates"}},
+                  "lowering": {"first_layer": "space-to-depth"}}
+
+
+def _config_of(args):
+    """The config of `run`/`check`: CONFIG as written, or with `--trace DIR` CONFIG's (or
+    tactical.yaml's) architecture, lowering and memory with the trace as the workload,
+    named <config>-<trace> (or <trace>) so its output goes to reports/<that name>/."""
+    from .config import parse_config, read_yaml
+
+    if args.trace is None:
+        if args.config is None:
+            raise ConfigError(f"{args.command}: expected a CONFIG file, or --trace DIR")
+        return load_config(args.config)
+    trace = Path(args.trace)
+    if not (trace / "manifest.yaml").is_file():
+        raise ConfigError(f"--trace: expected a trace directory holding manifest.yaml, got "
+                          f"{str(trace)!r}" + ("" if trace.exists() else " (no such directory)"))
+    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in trace.resolve().name).lstrip(".")
+    if args.config is None:
+        data, source, name = dict(TRACE_DEFAULTS), f"--trace {trace}", label or "trace"
+    else:
+        data = read_yaml(args.config)
+        if not isinstance(data, dict):
+            return load_config(args.config)  # its own one-line error
+        data, source = dict(data), str(args.config)
+        name = f"{data.get('name') or Path(args.config).stem}-{label}"
+        data.pop("output", None)
+    data["workload"] = {"trace": str(trace)}
+    data["name"] = name
+    return parse_config(data, source)
 
 
 def _write_plots(results_dir: Path, quiet: bool, verbose: bool = False, draw_all: bool = False) -> None:
@@ -85,7 +123,7 @@ def _ensure_writable_dir(path: Path, what: str) -> None:
 def _cmd_check(args) -> int:
     from .api import check
 
-    config = load_config(args.config)
+    config = _config_of(args)
     failures = total = 0
     for network, sparsity, r in check(config, quiet=args.quiet):
         total += 1
@@ -183,17 +221,23 @@ def _cmd_trace_from_training(args) -> int:
         network=args.network, method=args.method, sparsity=args.sparsity,
         iterations=args.iterations, epochs=args.epochs, batch=args.batch,
         image_size=args.image_size, dataset=args.dataset, data_dir=args.data_dir, lr=args.lr,
-        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing, schedule=args.schedule, warmup=args.warmup,
-        topk_scope=args.topk_scope, topk_period=args.topk_period, trace_batch=args.trace_batch,
-        trace_at=args.trace_at or (), out=args.out, run_dir=args.run_dir, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, eval_limit=args.eval_limit, resume=args.resume)
+        lr_scaling=not args.no_lr_scaling, momentum=args.momentum, nesterov=args.nesterov,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        schedule=args.schedule, warmup=args.warmup,
+        zero_init_residual=not args.no_zero_init_residual, topk_scope=args.topk_scope,
+        topk_period=args.topk_period, trace_batch=args.trace_batch,
+        trace_image_size=args.trace_image_size, trace_at=args.trace_at or (), out=args.out,
+        run_dir=args.run_dir, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes, eval_limit=args.eval_limit, resume=args.resume)
     try:
         trainer = Trainer(settings)
     except DataError as e:
         raise ConfigError(f"--dataset {args.dataset}: {e}") from None
     except ValueError as e:
         raise ConfigError(f"trace-from-training: {e}") from None
+    settings = trainer.settings
+    width = min(100, shutil.get_terminal_size((100, 24)).columns)
+    print(textwrap.fill(trainer.plan(), width=width) + "\n", flush=True)
     result = trainer.run(progress=not args.quiet)
     last = result.log.iloc[-1] if len(result.log) else None
     print(f"{settings.name}: {result.iterations} iterations"
@@ -231,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("config", help="YAML config file, e.g. configs/tactical.yaml")
+    common.add_argument("config", nargs="?", help="YAML config file, e.g. configs/tactical.yaml "
+                        "(with --trace: optional, default tactical.yaml's array and memory)")
+    common.add_argument("--trace", metavar="DIR", help="simulate this trace directory (from "
+                        "trace-from-training) as the workload, on CONFIG's architecture, "
+                        "lowering and memory; output to reports/<config>-<trace>/")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     common.add_argument("-v", "--verbose", action="store_true",
                         help="more detail (run: a line per layer and pass; check: a line per layer)")
@@ -297,27 +345,45 @@ def build_parser() -> argparse.ArgumentParser:
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--iterations", type=_positive(int), help="SGD steps")
     steps.add_argument("--epochs", type=_positive(float), help="passes over the training split (default 1)")
-    p.add_argument("--batch", type=_positive(int), default=64, help="training batch (default 64)")
-    p.add_argument("--image-size", type=_positive(int), help="input size in pixels (default: the network's)")
+    p.add_argument("--batch", type=_positive(int), help="training batch (default: the network's "
+                   "recipe, 32 for the ImageNet-shaped networks, 64 for simple-cnn)")
+    p.add_argument("--image-size", type=_positive(int), help="training resolution in pixels "
+                   "(default: the recipe's, 64 for the ImageNet-shaped networks, 28 for simple-cnn)")
+    p.add_argument("--trace-image-size", type=_positive(int), metavar="N", help="resolution of "
+                   "the recorded iteration (default: the network's native size, 224 for the "
+                   "ImageNet-shaped networks, when its weights do not depend on the size)")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or synthetic")
     p.add_argument("--data-dir", help="where the dataset's files are")
-    p.add_argument("--trace-batch", type=_positive(int), default=8, help="samples kept in the trace (default 8)")
+    p.add_argument("--trace-batch", type=_positive(int), help="samples in the recorded iteration "
+                   "(default: the recipe's, 1 for the ImageNet-shaped networks)")
     p.add_argument("--trace-at", type=_iterations, metavar="I,...", help="iterations to export (default: the last)")
     p.add_argument("--out", metavar="DIR", help="trace directory (default traces/<network>-<method>-<sparsity>)")
     p.add_argument("--run-dir", metavar="DIR", help="log and checkpoint directory (default runs/<trace name>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and "
+                   "augmentation (default 0)")
     p.add_argument("--threads", type=_positive(int), help="BLAS and numba threads (default: all; 1 under CI)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    p.add_argument("--lr", type=_positive(float), default=0.1, help="peak learning rate (default 0.1)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
-    p.add_argument("--warmup", type=int, default=0, help="iterations of linear warm-up")
-    p.add_argument("--topk-scope", choices=("NCHW", "CHW", "HW"), default="NCHW")
+    p.add_argument("--lr", type=_positive(float), help="learning rate at batch 256, scaled "
+                   "linearly to --batch (default: the recipe's, 0.1 for the ResNets)")
+    p.add_argument("--no-lr-scaling", action="store_true", help="use --lr as given, whatever the batch")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay, not on "
+                   "batch-norm parameters (default 5e-4)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 1) "
+                   "(default 0)")
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
+                   help="learning-rate schedule after warm-up (default cosine)")
+    p.add_argument("--warmup", type=int, help="iterations of linear warm-up (default: 5%% of the run)")
+    p.add_argument("--no-zero-init-residual", action="store_true", help="start residual "
+                   "branches' last batch-norm scale at 1 instead of 0")
+    p.add_argument("--topk-scope", choices=("NCHW", "CHW", "HW"), default="NCHW",
+                   help="what one Top-K selection covers (default NCHW: the whole tensor)")
     p.add_argument("--topk-period", type=_positive(int), default=1, help="iterations between Top-K thresholds")
-    p.add_argument("--checkpoint-every", type=_positive(int), default=100)
+    p.add_argument("--checkpoint-every", type=_positive(int), default=100,
+                   help="checkpoint and log every N iterations (default 100)")
+    p.add_argument("--checkpoint-minutes", type=_positive(float), default=4.0,
+                   help="and whenever this many minutes have passed since the last (default 4)")
     p.add_argument("--eval-limit", type=_positive(int), help="test samples to evaluate (default all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true",

@@ -288,8 +288,8 @@ def test_evaluation_uses_the_final_weights_top_k(tmp_path, monkeypatch):
     seen = {}
     real = trainer_mod.evaluate
 
-    def spy(model, loader, layers, method=None):
-        acc = real(model, loader, layers, method)
+    def spy(model, loader, layers, method=None, progress=False):
+        acc = real(model, loader, layers, method, progress)
         lay = layers[1]
         seen["used"] = lay.forward_weight.copy()
         seen["now"] = lay.weight.value.copy()

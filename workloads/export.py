@@ -28,15 +28,20 @@ def git_revision() -> str:
 
 
 def recorded_trace(layers, network: str, method: str, sparsity: float, trace_batch: int,
-                   meta: dict) -> Trace:
-    """A `Trace` from the `recorded` tensors of `layers` (first `trace_batch` samples)."""
+                   meta: dict, specs=None) -> Trace:
+    """A `Trace` from the `recorded` tensors of `layers` (first `trace_batch` samples).
+    `specs`: the layers' shapes at the recorded image size, if it is not the size the
+    layers were built for (same names and weights, other `in_hw`/`out_hw`)."""
     out = []
-    for lay in layers:
+    for i, lay in enumerate(layers):
+        spec = lay.spec if specs is None else specs[i]
+        if spec.name != lay.spec.name or spec.weight_shape != lay.spec.weight_shape:
+            raise ValueError(f"layer {lay.spec.name}: recorded with the shapes of {spec.name}")
         rec = getattr(lay, "recorded", None)
         if not rec or "grad_output" not in rec:
             raise RuntimeError(f"layer {lay.spec.name} recorded no complete iteration")
         b = slice(0, trace_batch)
-        out.append(TraceLayer(lay.spec, weight=np.ascontiguousarray(rec["weight"]),
+        out.append(TraceLayer(spec, weight=np.ascontiguousarray(rec["weight"]),
                               input=np.ascontiguousarray(rec["input"][b]),
                               input_saved=np.ascontiguousarray(rec["input_saved"][b]),
                               grad_output=np.ascontiguousarray(rec["grad_output"][b])))

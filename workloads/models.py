@@ -40,9 +40,32 @@ def _build(node, rng: np.random.Generator) -> L.Module:
     raise TypeError(f"no module for graph node {type(node).__name__}")
 
 
-def build_model(network: N.Network, seed: int = 0) -> L.Module:
-    """The trainable model of `network` (He-initialised from `seed`)."""
-    return _build(network.graph, np.random.default_rng(seed))
+def build_model(network: N.Network, seed: int = 0, zero_init_residual: bool = False) -> L.Module:
+    """The trainable model of `network` (He-initialised from `seed`).
+
+    `zero_init_residual`: start the last batch-norm scale (gamma) of every residual branch
+    that ends in one at 0, as torchvision's ``zero_init_residual`` (Goyal et al. 2017):
+    each block then starts as the identity, which lets deep ResNets take a full learning
+    rate from the first steps. Branches that end in a conv (pre-activation WRN) are left
+    alone."""
+    model = _build(network.graph, np.random.default_rng(seed))
+    if zero_init_residual:
+        for branch in residual_branch_ends(model):
+            branch.weight.value[...] = 0
+    return model
+
+
+def residual_branch_ends(model: L.Module) -> list:
+    """The batch-norm layers that end a residual branch (the main path of a `Residual`)."""
+    ends = []
+    for m in model.modules():
+        if isinstance(m, L.Residual):
+            last = m.main
+            while isinstance(last, L.Sequential) and len(last):
+                last = last[len(last) - 1]
+            if isinstance(last, L._BatchNorm):
+                ends.append(last)
+    return ends
 
 
 def weight_layers(model: L.Module) -> list:

@@ -1,0 +1,133 @@
+"""Per-network training defaults that finish on a 2-core machine, and a time estimate.
+
+`accelsim trace-from-training NETWORK` with no options trains with `recipe(NETWORK)`:
+a training resolution, batch and iteration count chosen so that training, evaluation
+and recording take about 20-25 minutes on this project's 2-core machine (see the README's
+trace-from-training section for the measured times), and records the trace at the
+network's native resolution (224x224 for the ImageNet-shaped networks). The long runs
+stay one option away (`--epochs`, `--image-size 224`).
+
+The learning rate is given for batch 256 and scaled linearly to the batch (Goyal et
+al. 2017, "Accurate, large minibatch SGD"), after a linear warm-up over the first
+`warmup_fraction` of the iterations.
+
+`estimate_seconds` predicts the wall time of a run from its multiply-accumulates
+(MACs): a training step costs 3x the forward MACs (forward, input gradient, weight
+gradient), run at `EFFICIENCY` times the machine's float32 matrix-multiply rate (measured
+in 50 ms when asked), plus a fixed cost per layer and per step. The constants were fitted
+to ResNet-18/50 steps at 32x32 and 64x64, batch 32, on the 2-core machine (2026-12-01:
+predicted within 15% of the measured step times); the estimate is a guide, the progress
+bar's rate is the measurement.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+EFFICIENCY = 0.33           # the trainer's MAC rate / the machine's sgemm MAC rate
+SECONDS_PER_LAYER = 0.003   # per conv/fc layer per training step (forward + backward)
+SECONDS_PER_STEP = 0.05     # per training step (data, Top-K bookkeeping, optimizer)
+TRACE_WRITE_BYTES_PER_S = 40e6  # np.savez_compressed of float32 activations
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults of one network (sizes in pixels, lr at batch 256)."""
+
+    image_size: int
+    batch: int
+    iterations: int | None      # None: one epoch
+    lr_at_256: float = 0.1
+    trace_batch: int = 1
+    warmup_fraction: float = 0.05
+
+
+# Iterations chosen from measured step times at these sizes (2 cores): about 20 minutes
+# of training for the large networks; simple-cnn keeps its one epoch (about 2-4 minutes).
+RECIPES: dict[str, Recipe] = {
+    "simple-cnn": Recipe(28, 64, None, lr_at_256=0.4, trace_batch=8),
+    "resnet18": Recipe(64, 32, 2000),
+    "resnet34": Recipe(64, 32, 1000),
+    "resnet50": Recipe(64, 32, 800),
+    "resnet18-cifar": Recipe(32, 32, 500, trace_batch=4),
+    "resnet34-cifar": Recipe(32, 32, 250, trace_batch=4),
+    "resnet50-cifar": Recipe(32, 32, 250, trace_batch=4),
+    "wrn-16-8": Recipe(32, 32, 200, trace_batch=4),
+    "vgg16": Recipe(64, 32, 250, lr_at_256=0.01),
+    "vgg16-bn": Recipe(64, 32, 250),
+    "densenet121": Recipe(64, 32, 600),
+    "mobilenet-v2": Recipe(64, 32, 1200, lr_at_256=0.05),
+}
+
+
+def recipe(network: str) -> Recipe:
+    """The training defaults of `network` (a generic 64x64 recipe for unlisted ones)."""
+    return RECIPES.get(network, Recipe(64, 32, 500))
+
+
+def warmup_iterations(iterations: int, fraction: float) -> int:
+    """Linear warm-up length: `fraction` of the run, at least 1 step when the run has 10."""
+    return min(iterations, max(1 if iterations >= 10 else 0, round(fraction * iterations)))
+
+
+def scaled_lr(lr_at_256: float, batch: int) -> float:
+    """The linear scaling rule: lr = lr_256 * batch / 256."""
+    return lr_at_256 * batch / 256
+
+
+_SGEMM_MACS_PER_S: float | None = None
+
+
+def sgemm_macs_per_second() -> float:
+    """This machine's float32 matrix-multiply rate in MACs/s (best of 3, 1024^3)."""
+    global _SGEMM_MACS_PER_S
+    if _SGEMM_MACS_PER_S is None:
+        a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+        a @ a
+        best = min(_timed(lambda: a @ a) for _ in range(3))
+        _SGEMM_MACS_PER_S = 1024 ** 3 / max(best, 1e-6)
+    return _SGEMM_MACS_PER_S
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Predicted wall time of a run, in seconds, by stage."""
+
+    train: float
+    evaluate: float
+    record: float
+
+    @property
+    def total(self) -> float:
+        return self.train + self.evaluate + self.record
+
+
+def estimate_seconds(train_macs_per_sample: int, layers: int, batch: int, iterations: int,
+                     eval_images: int, trace_macs_per_sample: int, trace_batch: int,
+                     trace_bytes: int, rate: float | None = None) -> Estimate:
+    """The run's predicted time (see the module docstring); `rate` in MACs/s defaults to
+    `EFFICIENCY` x this machine's sgemm rate."""
+    rate = EFFICIENCY * sgemm_macs_per_second() if rate is None else rate
+    step = 3 * train_macs_per_sample * batch / rate + layers * SECONDS_PER_LAYER + SECONDS_PER_STEP
+    evaluate = eval_images * train_macs_per_sample / rate + (eval_images / 128) * layers * SECONDS_PER_LAYER / 2
+    record = (3 * trace_macs_per_sample * trace_batch / rate + layers * SECONDS_PER_LAYER
+              + trace_bytes / TRACE_WRITE_BYTES_PER_S)
+    return Estimate(train=iterations * step, evaluate=evaluate, record=record)
+
+
+def format_duration(seconds: float) -> str:
+    """'about 40 s', 'about 12 minutes', 'about 2.5 hours'."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"about {round(seconds / 60)} minutes"
+    return f"about {seconds / 3600:.1f} hours"
