@@ -17,7 +17,8 @@ which shows whether the masks have settled as far as the accelerator can tell.
 Tensor statistics per trace and for its synthetic twin (`tensor_stats`): weight
 sparsity; the spread of per-filter density (coefficient of variation of the non-zero
 fraction of each output channel's weights, over the sparse layers); dead input channels
-(channels of a layer's saved input that are zero for every sample and position);
+(channels of a conv layer's saved input that are zero for every sample and position);
+the spread of per-layer weight sparsity (standard deviation over layers);
 activation sparsity (the forward input), saved-activation sparsity and output-gradient
 sparsity, each as the fraction of zeros over all elements of the sparse layers (the
 first conv, dense in SWAT-U, left out).
@@ -60,21 +61,25 @@ def tensor_stats(layers) -> dict:
     """Zero fractions and structure of the sparse layers' tensors (first conv left out)."""
     layers = list(layers)[1:]
     zeros = {k: [0, 0] for k in ("weight", "input", "input_saved", "grad_output")}
-    cvs, dead, channels = [], 0, 0
+    cvs, dead, channels, layer_sparsity = [], 0, 0, []
     for lay in layers:
         for k in zeros:
             a = getattr(lay, k)
             zeros[k][0] += int(a.size - np.count_nonzero(a))
             zeros[k][1] += a.size
+        layer_sparsity.append(1 - np.count_nonzero(lay.weight) / lay.weight.size)
         w = lay.weight.reshape(lay.weight.shape[0], -1)
         density = np.count_nonzero(w, axis=1) / w.shape[1]
         if density.mean() > 0:
             cvs.append(density.std() / density.mean())
+        if lay.spec.kind != "conv":  # an fc input's "channels" are features, Top-K'd one by one
+            continue
         x = lay.input_saved
         per_channel = np.count_nonzero(x.reshape(x.shape[0], x.shape[1], -1), axis=(0, 2))
         dead += int((per_channel == 0).sum())
         channels += per_channel.size
     return {"weight_sparsity": zeros["weight"][0] / zeros["weight"][1],
+            "layer_sparsity_std": float(np.std(layer_sparsity)),
             "filter_density_cv": float(np.median(cvs)) if cvs else 0.0,
             "dead_input_channels": dead / max(channels, 1),
             "activation_sparsity": zeros["input"][0] / zeros["input"][1],
@@ -113,8 +118,8 @@ def main() -> int:
         meta = {"network": trace.network, "method": trace.method, "sparsity": trace.sparsity,
                 "iteration": int(trace.meta.get("iteration", 0)), "trace": str(tdir)}
         stats.append({**meta, "workload": "trained", **tensor_stats(trace.layers)})
-        net = build_network(trace.network, image_size=size)
-        key = (trace.network, size, batch, trace.sparsity)
+        net = build_network(trace.network, image_size=size, num_classes=trace.layers[-1].spec.out_channels)
+        key = (trace.network, size, batch, trace.sparsity, trace.layers[-1].spec.out_channels)
         if not args.no_synthetic and key not in synthetic_done:
             stats.append({**meta, "iteration": 0, "trace": "", "workload": "synthetic",
                           **tensor_stats(synthetic_layers(net, trace.sparsity, batch=batch, seed=0))})
@@ -137,31 +142,37 @@ def main() -> int:
     return 0
 
 
+def final_rows(speed: pd.DataFrame) -> pd.DataFrame:
+    """Synthetic rows and, per (network, method, sparsity), the last traced iteration's."""
+    keys = ["network", "method", "sparsity"]
+    last = speed.groupby(keys + ["workload"]).iteration.transform("max")
+    return speed[(speed.workload == "synthetic") | (speed.iteration == last)]
+
+
 def print_tables(speed: pd.DataFrame, tens: pd.DataFrame) -> None:
-    last = speed[(speed.workload == "synthetic")
-                 | (speed.iteration == speed.groupby("sparsity").iteration.transform("max"))]
-    print("| config | sparsity | workload | forward | backward | iteration | DRAM reduction (iteration) |")
-    print("|---|---|---|---|---|---|---|")
-    for (cfg, sp, wl), g in last.groupby(["config", "sparsity", "workload"], sort=True):
+    last = final_rows(speed)
+    print("| config | method | sparsity | workload | forward | backward | iteration | DRAM reduction (iteration) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (cfg, method, sp, wl), g in last.groupby(["config", "method", "sparsity", "workload"], sort=True):
         cell = {r.phase: f"{r.compute_speedup:.2f}x / {r.speedup:.2f}x" for r in g.itertuples()}
         dram = g[g.phase == "iteration"].dram_reduction.iloc[0]
-        print(f"| {cfg} | {sp:.0%} | {wl} | {cell['forward']} | {cell['backward']} | "
+        print(f"| {cfg} | {method} | {sp:.0%} | {wl} | {cell['forward']} | {cell['backward']} | "
               f"{cell['iteration']} | {dram:.2f}x |")
     print()
-    cols = ["weight_sparsity", "filter_density_cv", "dead_input_channels", "activation_sparsity",
+    cols = ["weight_sparsity", "layer_sparsity_std", "filter_density_cv", "dead_input_channels", "activation_sparsity",
             "saved_activation_sparsity", "grad_output_sparsity"]
-    print("| sparsity | workload | iteration | " + " | ".join(cols) + " |")
-    print("|---|---|---|" + "---|" * len(cols))
-    for r in tens.sort_values(["sparsity", "workload", "iteration"]).itertuples():
-        print(f"| {r.sparsity:.0%} | {r.workload} | {r.iteration} | "
+    print("| method | sparsity | workload | iteration | " + " | ".join(cols) + " |")
+    print("|---|---|---|---|" + "---|" * len(cols))
+    for r in tens.sort_values(["method", "sparsity", "workload", "iteration"]).itertuples():
+        print(f"| {r.method} | {r.sparsity:.0%} | {r.workload} | {r.iteration} | "
               + " | ".join(f"{getattr(r, c):.3f}" for c in cols) + " |")
     iters = speed[(speed.workload == "trained") & (speed.phase == "iteration")]
     if iters.iteration.nunique() > 1:
         print()
-        print("| config | sparsity | training iteration | iteration speedup, compute / with memory |")
-        print("|---|---|---|---|")
-        for r in iters.sort_values(["config", "sparsity", "iteration"]).itertuples():
-            print(f"| {r.config} | {r.sparsity:.0%} | {r.iteration} | "
+        print("| config | method | sparsity | training iteration | iteration speedup, compute / with memory |")
+        print("|---|---|---|---|---|")
+        for r in iters.sort_values(["config", "method", "sparsity", "iteration"]).itertuples():
+            print(f"| {r.config} | {r.method} | {r.sparsity:.0%} | {r.iteration} | "
                   f"{r.compute_speedup:.2f}x / {r.speedup:.2f}x |")
 
 
@@ -171,8 +182,8 @@ def draw(speed: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    last = speed[(speed.workload == "synthetic")
-                 | (speed.iteration == speed.groupby("sparsity").iteration.transform("max"))]
+    last = final_rows(speed)
+    last = last[(last.method == "swat-u") | (last.workload == "synthetic")]
     configs = sorted(last.config.unique())
     sparsities = sorted(last.sparsity.unique())
     phases = ["forward", "backward", "iteration"]

@@ -37,7 +37,9 @@ def _cmd_run(args) -> int:
 
     config = _config_of(args)
     out = Path(args.out) if args.out else config.output_dir
-    _ensure_writable_dir(out, "--out" if args.out or args.trace else f"{config.source}: output.dir")
+    what = ("--out" if args.out else f"{config.source}: output.dir" if args.trace is None
+            else f"--trace: the output directory {out}")
+    _ensure_writable_dir(out, what)
     results = run(config, quiet=args.quiet)
     path = write_results(results, out / "results.csv")
     arch = config.architecture
@@ -61,6 +63,11 @@ TRACE_DEFAULTS = {"architecture": {"frontend": {"scheduler": "fewest-candidates"
                   "lowering": {"first_layer": "space-to-depth"}}
 
 
+def _name_part(text: str) -> str:
+    """`text` with what a config name may not hold replaced by '-' (see parse_config)."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip(".-")
+
+
 def _config_of(args):
     """The config of `run`/`check`: CONFIG as written, or with `--trace DIR` CONFIG's (or
     tactical.yaml's) architecture, lowering and memory with the trace as the workload,
@@ -75,15 +82,20 @@ def _config_of(args):
     if not (trace / "manifest.yaml").is_file():
         raise ConfigError(f"--trace: expected a trace directory holding manifest.yaml, got "
                           f"{str(trace)!r}" + ("" if trace.exists() else " (no such directory)"))
-    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in trace.resolve().name).lstrip(".")
+    resolved = trace.resolve()
+    label = _name_part(resolved.name)
+    if resolved.name.startswith("iter-"):  # iter-000100 of several --trace-at: keep the run's name
+        label = f"{_name_part(resolved.parent.name)}-{label}"
     if args.config is None:
         data, source, name = dict(TRACE_DEFAULTS), f"--trace {trace}", label or "trace"
     else:
         data = read_yaml(args.config)
+        data = {} if data is None else data
         if not isinstance(data, dict):
             return load_config(args.config)  # its own one-line error
         data, source = dict(data), str(args.config)
-        name = f"{data.get('name') or Path(args.config).stem}-{label}"
+        own = data.get("name") if isinstance(data.get("name"), str) else Path(args.config).stem
+        name = "-".join(p for p in (_name_part(own), label) if p) or "trace"
         data.pop("output", None)
     data["workload"] = {"trace": str(trace)}
     data["name"] = name

@@ -124,6 +124,41 @@ def estimate_seconds(train_macs_per_sample: int, layers: int, batch: int, iterat
     return Estimate(train=iterations * step, evaluate=evaluate, record=record)
 
 
+def activation_bytes(network, batch: int) -> int:
+    """float32 bytes of every conv/fc layer's input and output for `batch` samples."""
+    return 4 * batch * sum(lay.in_channels * lay.in_hw[0] * lay.in_hw[1]
+                           + lay.out_channels * lay.out_hw[0] * lay.out_hw[1] for lay in network.layers)
+
+
+def peak_bytes(network, batch: int) -> int:
+    """A generous bound on a training step's peak memory: 300 MB of interpreter, numba and
+    data, 4x the parameters (weights, gradients, momentum, sparse copies) and 3x the
+    activations (kept for backward, their gradients, unfold buffers). Measured peaks on the
+    2-core machine were 0.5-0.7 of it (ResNet-18/50 at 32-224 pixels)."""
+    params = sum(lay.param_count for lay in network.layers)
+    return 300 * 2**20 + 16 * params + 3 * activation_bytes(network, batch)
+
+
+def physical_memory_bytes() -> int | None:
+    """The memory this process may use: the machine's RAM, or a smaller cgroup (container)
+    limit; None where the OS says neither."""
+    import os
+
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
 def format_duration(seconds: float) -> str:
     """'about 40 s', 'about 12 minutes', 'about 2.5 hours'."""
     if seconds < 90:

@@ -116,6 +116,31 @@ class SparsityMethod:
     def sparse_layers(self):
         return [lay for lay in self.layers if lay.spec.name not in self.dense_names]
 
+    # -- state (checkpoints, and the trainer's side pass at the trace size) ------------------------
+    STATE = ("layer_sparsity", "weight_threshold", "input_threshold", "backward_threshold")
+
+    def state(self) -> dict[str, dict]:
+        """Copies of the per-layer dictionaries that carry over from one iteration to the
+        next (target sparsities and thresholds); `set_state` puts them back."""
+        return {a: dict(getattr(self, a)) for a in self.STATE if hasattr(self, a)}
+
+    def set_state(self, state: dict[str, dict]) -> None:
+        for attr, values in state.items():
+            setattr(self, attr, dict(values))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """`state()` as flat arrays keyed "<attr>/<layer>" (np.savez-able, no pickles)."""
+        return {f"{a}/{name}": np.asarray(v) for a, d in self.state().items() for name, v in d.items()}
+
+    def load_state_dict(self, arrays) -> None:
+        state = {a: {} for a in self.STATE if hasattr(self, a)}
+        for key, value in arrays.items():
+            attr, name = key.split("/", 1)
+            if attr not in state:
+                raise KeyError(f"method state: unknown entry {key!r} for {self.name}")
+            state[attr][name] = float(value) if attr == "layer_sparsity" else np.asarray(value)
+        self.set_state(state)
+
     def recompute(self, iteration: int) -> bool:
         return iteration % self.topk_period == 0 or not self.weight_threshold
 

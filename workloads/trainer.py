@@ -59,7 +59,8 @@ from .layers import softmax_cross_entropy
 from .models import build_model, weight_layers
 from .networks import build_network
 from .optim import SGD, LRSchedule
-from .recipes import estimate_seconds, format_duration, recipe, scaled_lr, warmup_iterations
+from .recipes import (estimate_seconds, format_duration, peak_bytes, physical_memory_bytes, recipe,
+                      scaled_lr, warmup_iterations)
 from .sparsity import make_method
 
 
@@ -164,20 +165,39 @@ class TrainResult:
     iterations: int
 
 
-def save_checkpoint(path: Path, model, optimizer, progress: dict) -> None:
+# Settings that change what training computes: a resumed run must have the same ones.
+TRAINING_FIELDS = ("network", "method", "sparsity", "iterations", "batch", "image_size", "dataset",
+                   "lr", "lr_scaling", "momentum", "nesterov", "weight_decay", "decay_bn",
+                   "label_smoothing", "schedule", "warmup", "zero_init_residual", "topk_scope",
+                   "topk_period", "seed", "synthetic_size", "method_options")
+
+
+def save_checkpoint(path: Path, model, optimizer, progress: dict, method=None) -> None:
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays |= {f"optim/{k}": v for k, v in optimizer.state_dict().items()}
+    if method is not None:
+        arrays |= {f"method/{k}": v for k, v in method.state_dict().items()}
     arrays["progress"] = np.array(json.dumps(progress))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict:
+def load_checkpoint(path: Path, model, optimizer, method=None) -> dict:
     with np.load(path, allow_pickle=False) as data:
         model.load_state_dict({k[6:]: data[k] for k in data.files if k.startswith("model/")})
         optimizer.load_state_dict({k[6:]: data[k] for k in data.files if k.startswith("optim/")})
+        if method is not None:
+            method.load_state_dict({k[7:]: data[k] for k in data.files if k.startswith("method/")})
         return json.loads(str(data["progress"]))
+
+
+def _dropout_generators(model) -> list:
+    """The distinct random generators of the model's dropout layers."""
+    from .layers import Dropout
+
+    gens = {id(m.rng): m.rng for m in model.modules() if isinstance(m, Dropout)}
+    return list(gens.values())
 
 
 def evaluate(model, loader, layers, method=None, progress: bool = False) -> float:
@@ -240,8 +260,10 @@ class Trainer:
                 raise ValueError(f"trace_image_size: {s.network}'s weights depend on the image size "
                                  f"(its classifier sees the feature map unpooled), so it can only "
                                  f"be recorded at the size it trains at, {size}")
-            self.trace_loader = Loader(self.train_set, s.trace_batch, s.trace_image_size, 3,
-                                       train=True, seed=s.seed, cache_bytes=0)
+            self.trace_loader = Loader(self.train_set, min(s.trace_batch, len(self.train_set)),
+                                       s.trace_image_size, 3, train=True, seed=s.seed,
+                                       drop_last=False, cache_bytes=0)
+        self._check_memory()
         self.model = build_model(self.network, seed=s.seed, zero_init_residual=s.zero_init_residual)
         self.layers = weight_layers(self.model)
         self.optimizer = SGD(self.model.params(), lr=s.peak_lr, momentum=s.momentum, nesterov=s.nesterov,
@@ -251,6 +273,21 @@ class Trainer:
                                   **s.method_options)
         self.method.attach(self.layers, self.optimizer)
 
+    def _check_memory(self) -> None:
+        """Refuse a run whose training step or recorded iteration cannot fit in this
+        machine's memory (`recipes.peak_bytes`), before the model is built."""
+        ram = physical_memory_bytes()
+        if ram is None:
+            return
+        s = self.settings
+        for what, net, batch in (("batch/image_size", self.network, s.batch),
+                                 ("trace_batch/trace_image_size", self.trace_network, self.trace_batch)):
+            need = peak_bytes(net, batch)
+            if need > 0.9 * ram:
+                raise ValueError(f"{what}: a step of {s.network} at {net.image_size}x{net.image_size}, "
+                                 f"batch {batch}, needs about {need / 2**30:.1f} GiB, more than this "
+                                 f"machine's {ram / 2**30:.1f} GiB; lower the batch or the image size")
+
     def trace_dir(self, iteration: int) -> Path:
         out = self.settings.out_dir
         return out if len(self.trace_at) == 1 else out / f"iter-{iteration:06d}"
@@ -258,7 +295,7 @@ class Trainer:
     @property
     def trace_batch(self) -> int:
         s = self.settings
-        return s.trace_batch if self.trace_loader is not None else min(s.trace_batch, s.batch)
+        return min(s.trace_batch, len(self.train_set) if self.trace_loader is not None else s.batch)
 
     def estimate(self):
         """Predicted seconds of training, evaluation and recording (`workloads.recipes`)."""
@@ -302,9 +339,12 @@ class Trainer:
         if s.resume and not ckpt.is_file():
             raise ValueError(f"resume: no checkpoint at {ckpt} (run without --resume to start)")
         if s.resume:
-            state = load_checkpoint(ckpt, self.model, self.optimizer)
+            state = load_checkpoint(ckpt, self.model, self.optimizer, self.method)
+            self._check_resumable(state.get("settings"), ckpt)
             start = state["iteration"]
             self.loader.set_state(state["loader"])
+            for gen, saved in zip(_dropout_generators(self.model), state.get("dropout_rng", [])):
+                gen.bit_generator.state = saved
             if log_path.is_file():
                 rows = pd.read_csv(log_path).query("iteration <= @start").to_dict("records")
         traces = [self.trace_dir(i) for i in self.trace_at if i <= start]
@@ -366,7 +406,9 @@ class Trainer:
 
         s = self.settings
         buffers = {name: value.copy() for name, value in self.model.named_buffers()}
-        thresholds = dict(self.method.input_threshold)
+        method_state = self.method.state()
+        generators = [(g, g.bit_generator.state) for g in _dropout_generators(self.model)]
+        self.method.input_threshold = {}  # the trace's activations get their own Top-K
         with tqdm(total=3, desc=f"recording {s.trace_image_size}x{s.trace_image_size}",
                   unit="step", leave=False, disable=True if not progress else None) as bar:
             n = len(self.train_set)
@@ -387,7 +429,9 @@ class Trainer:
                     lay.record = False
                 for name, value in self.model.named_buffers():
                     value[...] = buffers[name]
-                self.method.input_threshold = thresholds
+                self.method.set_state(method_state)
+                for gen, state in generators:
+                    gen.bit_generator.state = state
                 self.model.zero_grad()
             path = self._export(it, len(y))
             bar.update(1)
@@ -396,6 +440,14 @@ class Trainer:
     def _export(self, it: int, trace_batch: int) -> Path:
         s = self.settings
         size = self.trace_network.image_size
+        try:
+            return self._write_trace(it, trace_batch, size)
+        finally:
+            for lay in self.layers:  # the copies are on disk now
+                lay.recorded = None
+
+    def _write_trace(self, it: int, trace_batch: int, size: int) -> Path:
+        s = self.settings
         return export_trace(
             self.layers, self.trace_dir(it), network=self.network.name, method=s.method,
             sparsity=s.sparsity, trace_batch=trace_batch, specs=self.trace_network.layers,
@@ -407,9 +459,25 @@ class Trainer:
         while True:  # the training loader keeps its place across epochs (and checkpoints)
             yield from self.loader
 
+    def _training_settings(self) -> dict:
+        return {k: v for k, v in asdict(self.settings).items() if k in TRAINING_FIELDS}
+
+    def _check_resumable(self, saved: dict | None, ckpt: Path) -> None:
+        if saved is None:
+            raise ValueError(f"resume: {ckpt} does not record the settings it was trained with "
+                             "(an older accelsim wrote it); start again without --resume")
+        mine = json.loads(json.dumps(self._training_settings()))
+        for key in TRAINING_FIELDS:
+            if saved.get(key) != mine.get(key):
+                raise ValueError(f"resume: {ckpt} was trained with {key} {saved.get(key)!r}, this "
+                                 f"run has {mine.get(key)!r}; resume with the same settings")
+
     def _checkpoint(self, ckpt: Path, log_path: Path, rows: list, iteration: int) -> None:
         save_checkpoint(ckpt, self.model, self.optimizer,
-                        {"iteration": iteration, "loader": self.loader.state()})
+                        {"iteration": iteration, "loader": self.loader.state(),
+                         "settings": self._training_settings(),
+                         "dropout_rng": [g.bit_generator.state for g in _dropout_generators(self.model)]},
+                        self.method)
         write_atomic(log_path, pd.DataFrame(rows).to_csv(index=False).encode())
 
 
