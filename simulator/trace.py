@@ -192,9 +192,12 @@ def _spec_to_yaml(spec: LayerSpec) -> dict:
 def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
     """Write `trace` to `directory` atomically: built in a temporary sibling, then renamed.
 
-    An existing directory at that path is replaced only after the new one is complete.
+    An existing *trace* directory at that path (one holding manifest.yaml) is replaced only
+    after the new one is complete; anything else there (a file, a device, another
+    directory) is refused with a TraceError before anything is written.
     """
     directory = Path(directory)
+    check_trace_destination(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -216,8 +219,9 @@ def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
         (tmp / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give a plain directory's mode
         if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            os.replace(directory, old)
+            check_trace_destination(directory)  # still a trace: nothing else is replaced
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, old)  # onto the empty directory just made
             os.replace(tmp, directory)
             _rmtree(old)
         else:
@@ -226,6 +230,27 @@ def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
         _rmtree(tmp)
         raise
     return directory
+
+
+def check_trace_destination(directory: str | os.PathLike) -> None:
+    """Raise TraceError unless `directory` is free (nothing there) or an existing trace
+    directory that `write_trace` may replace."""
+    directory = Path(directory)
+    if not os.path.lexists(directory):
+        parent = directory.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise TraceError(f"{directory}: cannot create a trace directory here ({parent} is not a directory)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise TraceError(f"{directory}: cannot create a trace directory here (no write permission in {parent})")
+        return
+    if directory.is_symlink() or not directory.is_dir():
+        raise TraceError(f"{directory}: exists and is not a directory; refusing to replace it "
+                         "(choose another output path)")
+    if not (directory / "manifest.yaml").is_file():
+        raise TraceError(f"{directory}: exists and is not a trace directory (no manifest.yaml); "
+                         "refusing to replace it (choose another output path)")
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:

@@ -78,3 +78,25 @@ def test_backward_passes_need_grad_output_in_the_trace(tmp_path, trace):
         simulator.run(cfg)
     fwd = simulator.parse_config({"workload": {"trace": str(tmp_path / "t")}, "passes": ["forward"]})
     assert set(simulator.run(fwd)["pass"]) == {"forward"}
+
+
+def test_write_trace_replaces_only_a_trace(tmp_path):
+    trace = synthetic_trace(build_network("simple-cnn", 12, 10), 0.5, seed=0)
+    target = tmp_path / "t"
+    write_trace(trace, target)
+    (tmp_path / ".t.old").mkdir()  # left by a write killed between its two renames
+    (tmp_path / ".t.old" / "junk").write_text("x")
+    write_trace(trace, target)  # a trace is replaced, the stale directory is no obstacle
+    assert read_trace(target).network == "simple-cnn"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(TraceError, match="not a directory; refusing"):
+        write_trace(trace, a_file)
+    assert a_file.read_text() == "keep me"
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_text("x")
+    with pytest.raises(TraceError, match="not a trace directory"):
+        write_trace(trace, other)
+    assert sorted(p.name for p in other.iterdir()) == ["a.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".t.old", "notes.txt", "photos", "t"]

@@ -302,3 +302,13 @@ def test_run_trace_names_iteration_traces_after_their_run(small_trace, tmp_path)
     p = accelsim("run", "empty.yaml", "--trace", str(target), "-q", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "reports/empty-my-run-iter-000002/results.csv").is_file()
+
+
+def test_out_that_is_not_a_trace_is_refused_before_training(tmp_path):
+    existing = tmp_path / "results.txt"
+    existing.write_text("precious")
+    p = accelsim("trace-from-training", "simple-cnn", "--dataset", "synthetic", "--iterations", "2",
+                 "--batch", "4", "--image-size", "12", "--out", str(existing), "-q", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "refusing to replace" in p.stderr
+    assert existing.read_text() == "precious" and not (tmp_path / "runs").exists()
+    assert "trains" not in p.stdout  # refused before the plan, long before training

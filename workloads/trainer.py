@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -51,7 +52,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from simulator.trace import write_atomic
+from simulator.trace import TraceError, check_trace_destination, write_atomic
 
 from .data import Loader, load_dataset
 from .export import export_trace
@@ -264,6 +265,7 @@ class Trainer:
                                        s.trace_image_size, 3, train=True, seed=s.seed,
                                        drop_last=False, cache_bytes=0)
         self._check_memory()
+        self._check_outputs()
         self.model = build_model(self.network, seed=s.seed, zero_init_residual=s.zero_init_residual)
         self.layers = weight_layers(self.model)
         self.optimizer = SGD(self.model.params(), lr=s.peak_lr, momentum=s.momentum, nesterov=s.nesterov,
@@ -272,6 +274,23 @@ class Trainer:
         self.method = make_method(s.method, s.sparsity, scope=s.topk_scope, topk_period=s.topk_period,
                                   **s.method_options)
         self.method.attach(self.layers, self.optimizer)
+
+    def _check_outputs(self) -> None:
+        """Fail now, not after training, if a trace or the run directory cannot be written
+        where asked, or would replace something that is not ours."""
+        for it in self.trace_at:
+            check_trace_destination(self.trace_dir(it))
+        out = self.settings.out_dir
+        if len(self.trace_at) > 1 and out.exists() and (not out.is_dir() or (out / "manifest.yaml").exists()):
+            raise TraceError(f"{out}: expected a directory for the iter-* traces, found "
+                             + ("a trace" if out.is_dir() else "a file"))
+        run = self.settings.run_path
+        probe = run
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise TraceError(f"{run}: cannot write the log and checkpoint here ({probe} is not a "
+                             "writable directory)")
 
     def _check_memory(self) -> None:
         """Refuse a run whose training step or recorded iteration cannot fit in this
