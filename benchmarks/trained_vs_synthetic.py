@@ -18,6 +18,9 @@ Tensor statistics per trace and for its synthetic twin (`tensor_stats`): weight
 sparsity; the spread of per-filter density (coefficient of variation of the non-zero
 fraction of each output channel's weights, over the sparse layers); dead input channels
 (channels of a conv layer's saved input that are zero for every sample and position);
+how unevenly the saved activations' non-zeros fall on channels (median over conv layers
+of the coefficient of variation of per-channel non-zero counts); for a series of traced
+iterations, the fraction of each iteration's kept weights still kept at the last one;
 the spread of per-layer weight sparsity (standard deviation over layers);
 activation sparsity (the forward input), saved-activation sparsity and output-gradient
 sparsity, each as the fraction of zeros over all elements of the sparse layers (the
@@ -61,7 +64,7 @@ def tensor_stats(layers) -> dict:
     """Zero fractions and structure of the sparse layers' tensors (first conv left out)."""
     layers = list(layers)[1:]
     zeros = {k: [0, 0] for k in ("weight", "input", "input_saved", "grad_output")}
-    cvs, dead, channels, layer_sparsity = [], 0, 0, []
+    cvs, dead, channels, layer_sparsity, act_cvs = [], 0, 0, [], []
     for lay in layers:
         for k in zeros:
             a = getattr(lay, k)
@@ -77,14 +80,35 @@ def tensor_stats(layers) -> dict:
         x = lay.input_saved
         per_channel = np.count_nonzero(x.reshape(x.shape[0], x.shape[1], -1), axis=(0, 2))
         dead += int((per_channel == 0).sum())
+        if per_channel.mean() > 0:
+            act_cvs.append(per_channel.std() / per_channel.mean())
         channels += per_channel.size
     return {"weight_sparsity": zeros["weight"][0] / zeros["weight"][1],
             "layer_sparsity_std": float(np.std(layer_sparsity)),
             "filter_density_cv": float(np.median(cvs)) if cvs else 0.0,
             "dead_input_channels": dead / max(channels, 1),
+            "saved_channel_density_cv": float(np.median(act_cvs)) if act_cvs else 0.0,
             "activation_sparsity": zeros["input"][0] / zeros["input"][1],
             "saved_activation_sparsity": zeros["input_saved"][0] / zeros["input_saved"][1],
             "grad_output_sparsity": zeros["grad_output"][0] / zeros["grad_output"][1]}
+
+
+def mask_kept_at_last(tens: pd.DataFrame) -> list[float]:
+    """Per trained row: the fraction of its kept (non-zero) weights, over the sparse
+    layers, that are also kept in the last traced iteration of the same run."""
+    out = []
+    for r in tens.itertuples():
+        if r.workload != "trained":
+            out.append(np.nan)
+            continue
+        series = tens[(tens.workload == "trained") & (tens.network == r.network)
+                      & (tens.method == r.method) & (tens.sparsity == r.sparsity)]
+        last = series.loc[series.iteration.idxmax(), "trace"]
+        a, b = read_trace(r.trace).layers[1:], read_trace(last).layers[1:]
+        kept = sum(int(np.count_nonzero(x.weight)) for x in a)
+        both = sum(int(np.count_nonzero((x.weight != 0) & (y.weight != 0))) for x, y in zip(a, b))
+        out.append(both / max(kept, 1))
+    return out
 
 
 def summary_rows(config, label: str, workload: str, meta: dict) -> list[dict]:
@@ -135,6 +159,7 @@ def main() -> int:
                 rows += summary_rows(syn, label, "synthetic", {**meta, "iteration": 0, "trace": ""})
         synthetic_done.add(key)
     speed, tens = pd.DataFrame(rows), pd.DataFrame(stats)
+    tens["mask_kept_at_last"] = mask_kept_at_last(tens)
     speed.to_csv(out / "speedups.csv", index=False)
     tens.to_csv(out / "tensors.csv", index=False)
     print_tables(speed, tens)
@@ -151,15 +176,18 @@ def final_rows(speed: pd.DataFrame) -> pd.DataFrame:
 
 def print_tables(speed: pd.DataFrame, tens: pd.DataFrame) -> None:
     last = final_rows(speed)
-    print("| config | method | sparsity | workload | forward | backward | iteration | DRAM reduction (iteration) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | method | sparsity | workload | forward | input gradient | weight gradient | backward "
+          "| iteration | DRAM reduction (iteration) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (cfg, method, sp, wl), g in last.groupby(["config", "method", "sparsity", "workload"], sort=True):
         cell = {r.phase: f"{r.compute_speedup:.2f}x / {r.speedup:.2f}x" for r in g.itertuples()}
         dram = g[g.phase == "iteration"].dram_reduction.iloc[0]
-        print(f"| {cfg} | {method} | {sp:.0%} | {wl} | {cell['forward']} | {cell['backward']} | "
+        print(f"| {cfg} | {method} | {sp:.0%} | {wl} | {cell['forward']} | {cell['input_grad']} | "
+              f"{cell['weight_grad']} | {cell['backward']} | "
               f"{cell['iteration']} | {dram:.2f}x |")
     print()
-    cols = ["weight_sparsity", "layer_sparsity_std", "filter_density_cv", "dead_input_channels", "activation_sparsity",
+    cols = ["weight_sparsity", "layer_sparsity_std", "filter_density_cv", "mask_kept_at_last",
+            "dead_input_channels", "saved_channel_density_cv", "activation_sparsity",
             "saved_activation_sparsity", "grad_output_sparsity"]
     print("| method | sparsity | workload | iteration | " + " | ".join(cols) + " |")
     print("|---|---|---|---|" + "---|" * len(cols))

@@ -52,14 +52,14 @@ RECIPES: dict[str, Recipe] = {
     "resnet18": Recipe(64, 32, 2000),
     "resnet34": Recipe(64, 32, 1000),
     "resnet50": Recipe(64, 32, 800),
-    "resnet18-cifar": Recipe(32, 32, 500, trace_batch=4),
-    "resnet34-cifar": Recipe(32, 32, 250, trace_batch=4),
+    "resnet18-cifar": Recipe(32, 32, 800, trace_batch=4),
+    "resnet34-cifar": Recipe(32, 32, 350, trace_batch=4),
     "resnet50-cifar": Recipe(32, 32, 250, trace_batch=4),
-    "wrn-16-8": Recipe(32, 32, 200, trace_batch=4),
+    "wrn-16-8": Recipe(32, 32, 300, trace_batch=4),
     "vgg16": Recipe(64, 32, 250, lr_at_256=0.01),
     "vgg16-bn": Recipe(64, 32, 250),
-    "densenet121": Recipe(64, 32, 600),
-    "mobilenet-v2": Recipe(64, 32, 1200, lr_at_256=0.05),
+    "densenet121": Recipe(64, 32, 800),
+    "mobilenet-v2": Recipe(64, 32, 2000, lr_at_256=0.05),
 }
 
 

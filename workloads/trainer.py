@@ -243,7 +243,7 @@ class Trainer:
         if s.eval_limit:
             self.test_set.images = self.test_set.images[:s.eval_limit]
             self.test_set.labels = self.test_set.labels[:s.eval_limit]
-        self.test_loader = Loader(self.test_set, max(s.batch, 128), size, 3, train=False)
+        self.test_loader = Loader(self.test_set, s.batch, size, 3, train=False)  # memory: as a step
         self.iterations = s.iterations
         self.trace_at = tuple(sorted(set(s.trace_at))) or (self.iterations,)
         bad = [i for i in self.trace_at if not 1 <= i <= self.iterations]
