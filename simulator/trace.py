@@ -232,14 +232,20 @@ def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
     return directory
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """`path` itself if it exists, else its closest existing ancestor (where it would be made)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_trace_destination(directory: str | os.PathLike) -> None:
     """Raise TraceError unless `directory` is free (nothing there) or an existing trace
     directory that `write_trace` may replace."""
     directory = Path(directory)
     if not os.path.lexists(directory):
-        parent = directory.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+        parent = nearest_existing(directory.parent)
         if not parent.is_dir():
             raise TraceError(f"{directory}: cannot create a trace directory here ({parent} is not a directory)")
         if not os.access(parent, os.W_OK | os.X_OK):

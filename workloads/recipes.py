@@ -15,9 +15,12 @@ al. 2017, "Accurate, large minibatch SGD"), after a linear warm-up over the firs
 (MACs): a training step costs 3x the forward MACs (forward, input gradient, weight
 gradient), run at `EFFICIENCY` times the machine's float32 matrix-multiply rate (measured
 in 50 ms when asked), plus a fixed cost per layer and per step. The constants were fitted
-to ResNet-18/50 steps at 32x32 and 64x64, batch 32, on the 2-core machine (2026-12-01:
-predicted within 15% of the measured step times); the estimate is a guide, the progress
-bar's rate is the measurement.
+to ResNet-18/50 steps at 32x32 and 64x64, batch 32, on the 2-core machine (2026-12-01).
+`benchmarks/bench_recipes.py` compares it with measured steps: within about 15% for the
+ImageNet-shaped ResNets, VGG-16 and ResNet-50-cifar; 30-45% high for ResNet-18/34-cifar
+and WRN-16-8; 20-40% low for DenseNet-121 and MobileNet-v2, whose many small layers cost
+more than their MACs say. The estimate is a guide; the progress bar's rate is
+the measurement.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ run a training iteration at `trace_image_size` (say 224, the size the accelerato
 studies use). When the two differ, a traced iteration `I` first runs one extra
 forward and backward pass of the model as it is before step `I` (the weights and masks
 of step `I`, batch-norm in training mode) on `trace_batch` training images resized to
-`trace_image_size`, records it, and then restores the batch-norm running statistics and
-the method's activation thresholds, so the training run itself is unchanged. When they
+`trace_image_size`, records it (the activations get their own Top-K thresholds), and
+then puts back the batch-norm running statistics, the method's per-layer state and the
+dropout generators, so the training run itself is unchanged. When they
 are equal, the training iteration itself is recorded (its first `trace_batch` samples).
 
 Defaults come from `workloads.recipes` (per network: training size, batch, iterations,
@@ -52,7 +53,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from simulator.trace import TraceError, check_trace_destination, write_atomic
+from simulator.trace import TraceError, check_trace_destination, nearest_existing, write_atomic
 
 from .data import Loader, load_dataset
 from .export import export_trace
@@ -285,9 +286,7 @@ class Trainer:
             raise TraceError(f"{out}: expected a directory for the iter-* traces, found "
                              + ("a trace" if out.is_dir() else "a file"))
         run = self.settings.run_path
-        probe = run
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
+        probe = nearest_existing(run)
         if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
             raise TraceError(f"{run}: cannot write the log and checkpoint here ({probe} is not a "
                              "writable directory)")
@@ -457,22 +456,18 @@ class Trainer:
         return path
 
     def _export(self, it: int, trace_batch: int) -> Path:
+        """Write the layers' recorded iteration `it` as a trace, then free the copies."""
         s = self.settings
-        size = self.trace_network.image_size
         try:
-            return self._write_trace(it, trace_batch, size)
+            return export_trace(
+                self.layers, self.trace_dir(it), network=self.network.name, method=s.method,
+                sparsity=s.sparsity, trace_batch=trace_batch, specs=self.trace_network.layers,
+                meta={"iteration": it, "dataset": s.dataset, "seed": s.seed,
+                      "image_size": self.trace_network.image_size, "batch": trace_batch,
+                      "train_batch": s.batch, "train_image_size": self.network.image_size})
         finally:
-            for lay in self.layers:  # the copies are on disk now
+            for lay in self.layers:
                 lay.recorded = None
-
-    def _write_trace(self, it: int, trace_batch: int, size: int) -> Path:
-        s = self.settings
-        return export_trace(
-            self.layers, self.trace_dir(it), network=self.network.name, method=s.method,
-            sparsity=s.sparsity, trace_batch=trace_batch, specs=self.trace_network.layers,
-            meta={"iteration": it, "dataset": s.dataset, "seed": s.seed,
-                  "image_size": size, "batch": trace_batch, "train_batch": s.batch,
-                  "train_image_size": self.network.image_size})
 
     def _batches(self):
         while True:  # the training loader keeps its place across epochs (and checkpoints)
