@@ -35,6 +35,10 @@ Conventions:
   forward conv of dy with the flipped, transposed weight (unfold dy + matmul) instead of
   matmul + col2im: the same FLOPs with less memory traffic. Strided convs use col2im.
   A `Thresholded` saved input (SWAT's Top-K activations) is masked as it is unfolded.
+  3x3 stride-1 convs with 16 or more channels (most of a ResNet) skip im2col for the
+  forward pass and that input gradient: Winograd F(2x2, 3x3) (`workloads.winograd`),
+  2.25x fewer multiply-adds, equal to the direct convolution up to float rounding
+  (``Conv2d.winograd = False`` turns it off).
 - Threads (`workloads.kernels`): a large pass splits the batch (BatchNorm: the channels; ReLU: the elements)
   over one Python thread per core; each runs GIL-free numba kernels and single-threaded
   BLAS calls (numpy's OpenBLAS is set to one thread for the duration and restored). With
@@ -53,6 +57,7 @@ import numpy as np
 from simulator.trace import LayerSpec
 
 from . import kernels as _kernels
+from . import winograd as _winograd
 from .topk import Thresholded
 from .kernels import (  # noqa: F401  (im2col ... maxpool_backward_reference are re-exported)
     _bn_apply_kernel,
@@ -390,6 +395,14 @@ def _chunk_size(batch: int, rows: int, positions: int) -> int:
     return min(nb, batch)
 
 
+def _pieces(count: int, per_chunk: int = 1, limit: int | None = None) -> int:
+    """How many pieces to cut a pass over `count` samples (channels, elements) into for
+    `_run_split`: `PIECES_PER_WORKER` per worker, but no piece smaller than `per_chunk` (a
+    conv's chunk of samples, which sizes its BLAS calls) and at most `limit` if given."""
+    pieces = min(_kernels.PIECES_PER_WORKER * _kernels._WORKERS, -(-count // per_chunk))
+    return pieces if limit is None else min(pieces, limit)
+
+
 class _Scratch(threading.local):
     """Per-thread scratch memory of the conv passes: one flat buffer per role and dtype,
     grown to the largest request and handed out as reshaped views. Layers run one at a
@@ -420,6 +433,9 @@ class Conv2d(WeightLayer):
     """
 
     kind = "conv"
+    # 3x3 stride-1 forward passes and input gradients by Winograd F(2x2, 3x3) where the
+    # geometry allows (`workloads.winograd`); False: always im2col + GEMM
+    winograd = True
 
     def _check_input(self, x):
         if x.ndim != 4 or x.shape[1] != self.spec.in_channels:
@@ -469,10 +485,20 @@ class Conv2d(WeightLayer):
             _im2col_kernel(xc, k, s.stride, p, s.dilation, xp, cols)
         return cols.reshape(s.groups, -1, n * Ho * Wo)
 
+    def _uses_winograd(self, padding: int, cin: int, cout: int) -> bool:
+        """Whether a stride-1 3x3 conv with this padding from `cin` to `cout` channels (the
+        forward pass, or the input gradient as a conv of dy) runs as Winograd F(2x2, 3x3)."""
+        s = self.spec
+        return (self.winograd and _winograd.supports(s.kernel, s.stride, padding, s.dilation,
+                                                      s.groups)
+                and min(cin, cout) >= _winograd.MIN_CHANNELS)
+
     def _forward(self, x, w):
         s = self.spec
         N, C, H, W, Ho, Wo, pointwise = self._geometry(x.shape)
         G, O, HW = s.groups, s.out_channels, Ho * Wo
+        if self._uses_winograd(s.padding, C, O):
+            return _winograd.conv3x3(x, _winograd.transform_weight(w), s.padding)
         wg = w.reshape(G, O // G, -1)
         y = np.empty((N, O, HW), dtype=self.dtype)
         rows = C * s.kernel ** 2
@@ -488,7 +514,8 @@ class Conv2d(WeightLayer):
                     out = np.matmul(wg, cols, out=_scratch.get("out", (G, O // G, n * HW), x.dtype))
                     y[q:q + n] = out.reshape(O, n, HW).transpose(1, 0, 2)
 
-        _run_split(run, N, N * rows * HW, _kernels._PARALLEL_CONV_ELEMENTS)
+        _run_split(run, N, N * rows * HW, _kernels._PARALLEL_CONV_ELEMENTS,
+                   pieces=_pieces(N, nb))
         return y.reshape(N, O, Ho, Wo)
 
     def _transposed_dx(self, C: int, O: int) -> bool:
@@ -523,7 +550,8 @@ class Conv2d(WeightLayer):
             wtf = wtf.reshape(G, cg, og * k * k)
         else:
             wgt = wb.reshape(G, og, -1).transpose(0, 2, 1)         # [G, C/G*k*k, O/G]
-        dx = np.empty((N, C, H, W), dtype=dt)
+        winograd_dx = transposed and self._uses_winograd(pt, O, C)
+        dx = None if winograd_dx else np.empty((N, C, H, W), dtype=dt)
         rows = max(C, O) * k * k
         nb = _chunk_size(N, rows, max(HW, H * W))
 
@@ -543,6 +571,8 @@ class Conv2d(WeightLayer):
                     dw += np.matmul(cols, dyt.transpose(0, 2, 1), out=_scratch.get("dw", dw.shape, dt))
                 else:
                     dw += np.matmul(dyt, cols.transpose(0, 2, 1), out=_scratch.get("dw", dw.shape, dt))
+                if winograd_dx:
+                    continue                            # dX after this loop
                 if pointwise and n == 1:
                     np.matmul(wgt, dyt, out=dx[q].reshape(G, cg, HW))
                 elif transposed:
@@ -568,10 +598,15 @@ class Conv2d(WeightLayer):
                                        dxp, dxq)
             return dw
 
-        parts = _run_split(run, N, N * rows * max(HW, H * W), _kernels._PARALLEL_CONV_ELEMENTS)
+        work = N * rows * max(HW, H * W)
+        # each piece adds a partial dW: more pieces than workers only where that is cheap
+        parts = _run_split(run, N, work, _kernels._PARALLEL_CONV_ELEMENTS,
+                           pieces=_pieces(N, nb, work // (32 * O * cg * k * k)))
         dw = parts[0]
         for part in parts[1:]:
             dw += part
+        if winograd_dx:
+            dx = _winograd.conv3x3(dy, _winograd.transform_weight(wtf.reshape(C, O, k, k)), pt)
         if dw_transposed:
             dw = dw.transpose(0, 2, 1)
         return dx, np.ascontiguousarray(dw).reshape(s.weight_shape)
@@ -629,7 +664,7 @@ class _BatchNorm(Module):
                                  "when training")
             mean, var = np.empty(self.channels), np.empty(self.channels)
             _run_split(lambda c0, c1: _bn_stats_kernel(x3, c0, c1, mean, var), self.channels,
-                       x3.size)
+                       x3.size, pieces=_pieces(self.channels))
             mom = self.momentum
             self.running_mean *= 1 - mom
             self.running_mean += (mom * mean).astype(self.dtype)
@@ -645,7 +680,7 @@ class _BatchNorm(Module):
         y = np.empty_like(x3)
         scale, shift = scale.astype(self.dtype), shift.astype(self.dtype)
         _run_split(lambda c0, c1: _bn_apply_kernel(x3, scale, shift, y, c0, c1), self.channels,
-                   x3.size)
+                   x3.size, pieces=_pieces(self.channels))
         self._cache = (x3, mean.astype(self.dtype), invstd.astype(self.dtype), self.training)
         return y.reshape(x.shape)
 
@@ -658,7 +693,7 @@ class _BatchNorm(Module):
         gamma = self.weight.value
         _run_split(lambda c0, c1: _bn_backward_kernel(dy3, x3, mean, invstd, gamma, batch_stats,
                                                       dx, c0, c1, sdy, sdyx),
-                   self.channels, x3.size)
+                   self.channels, x3.size, pieces=_pieces(self.channels))
         self.weight.grad += sdyx.astype(self.dtype)
         self.bias.grad += sdy.astype(self.dtype)
         return dx.reshape(dy.shape)
@@ -696,7 +731,8 @@ class ReLU(Module):
         x = np.ascontiguousarray(x)
         y = np.empty_like(x)
         xf, yf, cap = x.reshape(-1), y.reshape(-1), 0.0 if self.cap is None else self.cap
-        _run_split(lambda lo, hi: _relu_forward_kernel(xf[lo:hi], cap, yf[lo:hi]), x.size, x.size)
+        _run_split(lambda lo, hi: _relu_forward_kernel(xf[lo:hi], cap, yf[lo:hi]), x.size, x.size,
+                   pieces=_pieces(x.size))
         self._cache = y
         return y
 
@@ -708,7 +744,7 @@ class ReLU(Module):
         yf, dyf, dxf = y.reshape(-1), dy.reshape(-1), dx.reshape(-1)
         cap = 0.0 if self.cap is None else self.cap
         _run_split(lambda lo, hi: _relu_backward_kernel(yf[lo:hi], dyf[lo:hi], cap, dxf[lo:hi]),
-                   y.size, y.size)
+                   y.size, y.size, pieces=_pieces(y.size))
         return dx
 
     def extra_repr(self):

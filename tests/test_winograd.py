@@ -1,0 +1,124 @@
+"""Winograd F(2x2, 3x3) convolution (workloads.winograd) against NumPy references."""
+
+import numpy as np
+import pytest
+
+from tests.test_layers import conv_spec, gradcheck, naive_conv
+from workloads import kernels as K
+from workloads import layers as L
+from workloads import winograd as W
+
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)
+
+
+def test_transform_matrices_compute_a_2x2_correlation():
+    """The matrices of the module docstring: A^T[(G g G^T) * (B^T d B)]A = 3x3 correlation."""
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    y = AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T
+    ref = np.array([[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(2)] for a in range(2)])
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_weight_transform_equals_numpy():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((5, 7, 3, 3))
+    U = W.transform_weight(w)
+    ref = np.einsum("ik,ockl,jl->ijoc", G, w, G).reshape(16, 5, 7)
+    np.testing.assert_allclose(U, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_input_transform_equals_numpy_including_padding_and_bands(padding):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 7, 6))
+    Ho, Wo = 7 + 2 * padding - 2, 6 + 2 * padding - 2
+    TH, TW = -(-Ho // 2), -(-Wo // 2)
+    xp = np.zeros((2, 3, 2 * TH + 2, 2 * TW + 2))        # padded, and past the edge
+    xp[:, :, padding:padding + 7, padding:padding + 6] = x
+    for th0, R in ((0, TH), (1, TH - 1)):                # whole samples, a band of rows
+        V = np.empty((16, 3, 2 * R * TW))
+        W._input_kernel(x, padding, th0, TW, V)
+        q = 0
+        for n in range(2):
+            for th in range(th0, th0 + R):
+                for tw in range(TW):
+                    d = xp[n, :, 2 * th:2 * th + 4, 2 * tw:2 * tw + 4]
+                    ref = np.einsum("ik,ckl,jl->ijc", BT, d, BT).reshape(16, 3)
+                    np.testing.assert_allclose(V[:, :, q], ref, rtol=1e-12, atol=1e-12)
+                    q += 1
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16, 8, 8, 1), (2, 17, 19, 7, 9, 0), (1, 16, 20, 5, 6, 2),
+                                   (2, 4, 3, 33, 31, 1), (1, 2, 2, 1, 1, 1)],
+                         ids=["even", "odd-unpadded", "pad2", "bands", "1x1-input"])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_conv3x3_equals_direct_convolution(monkeypatch, shape, workers):
+    """Float64 to 1e-12 of the direct loop, whole samples and bands of tile rows, serial and
+    split over threads (3 workers on any machine; more pieces than workers)."""
+    N, C, O, H, Wd, p = shape
+    monkeypatch.setattr(K, "_WORKERS", workers)
+    monkeypatch.setattr(K, "_PARALLEL_CONV_ELEMENTS", 1)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N, C, H, Wd))
+    w = rng.standard_normal((O, C, 3, 3))
+    ref = naive_conv(x, w, None, 1, p, 1, 1)
+    for tiles in (512, 3, 1):                            # few tiles: bands of one sample
+        monkeypatch.setattr(W, "tiles_per_chunk", lambda channels, t=tiles: t)
+        y = W.conv3x3(x, W.transform_weight(w), p)
+        np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv3x3_float32_is_close_to_float64():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 64, 12, 12))
+    w = rng.standard_normal((32, 64, 3, 3)) / 24
+    ref = W.conv3x3(x, W.transform_weight(w), 1)
+    y = W.conv3x3(x.astype(np.float32), W.transform_weight(w.astype(np.float32)), 1)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+
+
+def test_conv3x3_rejects_an_input_too_small():
+    with pytest.raises(ValueError, match="too small"):
+        W.conv3x3(np.zeros((1, 2, 1, 1)), W.transform_weight(np.zeros((2, 2, 3, 3))), 0)
+
+
+@pytest.mark.parametrize("geometry", [(3, 1, 1, 1, 1), (3, 1, 0, 1, 1), (3, 1, 2, 1, 1),
+                                      (3, 2, 1, 1, 1), (3, 1, 1, 2, 1), (3, 1, 1, 1, 2),
+                                      (1, 1, 0, 1, 1), (5, 1, 2, 1, 1)])
+def test_conv2d_uses_winograd_exactly_where_it_applies(geometry):
+    k, s, p, d, g = geometry
+    conv = L.Conv2d(conv_spec(16, 16, k, s, p, d, g), np.random.default_rng(0))
+    expected = k == 3 and s == 1 and d == 1 and g == 1
+    assert conv._uses_winograd(p, 16, 16) == expected
+    assert not conv._uses_winograd(p, 16, W.MIN_CHANNELS - 1)
+    conv.winograd = False
+    assert not conv._uses_winograd(p, 16, 16)
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 1, (8, 8)), (16, 24, 0, (7, 9)), (20, 16, 2, (5, 6))])
+def test_conv2d_with_and_without_winograd_agree(shape):
+    """Forward, input gradient (the transposed conv of dy) and weight gradient, float64."""
+    cin, cout, p, hw = shape
+    spec = conv_spec(cin, cout, 3, 1, p, hw=hw)
+    fast, plain = (L.Conv2d(spec, np.random.default_rng(0), dtype=np.float64) for _ in range(2))
+    plain.winograd = False
+    assert fast._uses_winograd(p, cin, cout) and fast._uses_winograd(2 - p, cout, cin)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, cin, *hw))
+    y = fast.forward(x)
+    np.testing.assert_allclose(y, plain.forward(x), rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(fast.backward(dy), plain.backward(dy), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast.weight.grad, plain.weight.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_winograd_finite_differences(monkeypatch):
+    monkeypatch.setattr(W, "MIN_CHANNELS", 1)
+    rng = np.random.default_rng(6)
+    conv = L.Conv2d(conv_spec(3, 4, 3, 1, 1, hw=(5, 4), bias=True), rng, dtype=np.float64)
+    assert conv._uses_winograd(1, 3, 4)
+    gradcheck(conv, rng.standard_normal((2, 3, 5, 4)))
