@@ -443,6 +443,37 @@ def test_maxpool_forward_naive_and_finite_differences(geom):
     gradcheck(pool, x)
 
 
+def maxpool_reference(x, k, s, p):
+    """NumPy max pooling: (max, i*k + j of the first maximum) per window, padding -inf."""
+    N, C, H, W = x.shape
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
+    win = lambda t: xp[:, :, t // k:t // k + s * (Ho - 1) + 1:s, t % k:t % k + s * (Wo - 1) + 1:s]
+    best, arg = win(0).copy(), np.zeros((N, C, Ho, Wo), dtype=np.int32)
+    for t in range(1, k * k):
+        better = win(t) > best
+        np.copyto(best, win(t), where=better)
+        np.copyto(arg, t, where=better)
+    return best, arg
+
+
+@pytest.mark.parametrize("geom", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (3, 3, 0)])
+def test_maxpool_kernel_equals_numpy_reference_with_ties_and_nans(monkeypatch, geom):
+    """Values, first-maximum indices (ties: the first tap wins) and NaN handling of the
+    numba kernel, split over 3 threads, against the NumPy reference."""
+    k, s, p = geom
+    monkeypatch.setattr(K, "_WORKERS", 3)
+    monkeypatch.setattr(K, "_PARALLEL_ELEMENTS", 1)
+    rng = np.random.default_rng(13)
+    x = rng.integers(-2, 3, (3, 4, 9, 8)).astype(np.float32)       # many ties
+    x[0, 0, 0, 0] = x[1, 2, 4, 4] = np.nan
+    pool = L.MaxPool2d(k, s, p)
+    y = pool.forward(x)
+    ref, arg = maxpool_reference(x, k, s, p)
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(pool._cache[1], arg)
+
+
 def test_maxpool_padding_is_minus_infinity():
     x = -np.ones((1, 1, 2, 2)) * 5.0
     y = L.MaxPool2d(3, 1, 1).forward(x)

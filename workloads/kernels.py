@@ -2,14 +2,15 @@
 
 What is here: im2col / col2im (unfolding a padded NCHW input into the [C, k, k, N, Ho, Wo]
 column layout and folding it back), padding with a Top-K mask, the flipped transposed
-weight of the input gradient, max-pool gradient routing, batch-norm statistics / apply /
-backward, ReLU(6) forward / backward and the residual sum, each a small numba kernel;
-NumPy references sit beside them in the tests (`im2col`/`col2im`/max-pool references here). Then the
-thread machinery: a large pass is split over the batch (or channels, or elements) on one
-Python thread per core, each running GIL-free numba kernels and single-threaded BLAS
-(OpenBLAS's own thread count is pinned to 1 for the duration through ctypes and restored);
-where the BLAS cannot be controlled, everything runs serially. Results do not depend on
-thread timing (fixed split, reductions in range order).
+weight of the input gradient, max-pooling and its gradient routing, batch-norm statistics
+/ apply / backward, ReLU(6) forward / backward and the residual sum, each a small numba
+kernel; NumPy references sit beside them in the tests (`im2col`/`col2im`/max-pool
+references here). Then the thread machinery: a large pass is split over the batch (or
+channels, or elements) into pieces that one Python thread per core takes in turn, each
+running GIL-free numba kernels and single-threaded BLAS (OpenBLAS's own thread count is
+pinned to 1 for the duration through ctypes and restored); where the BLAS cannot be
+controlled, everything runs serially. Results do not depend on thread timing (fixed cut,
+reductions in range order).
 """
 
 from __future__ import annotations
@@ -187,6 +188,32 @@ def _flip_transpose_kernel(w, out):
                         d0 = np.uint64(((g * C + c) * O + o) * kk)
                         for t in range(kk):                    # reversing the k*k block
                             dst[d0 + np.uint64(t)] = src[last - np.uint64(t)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _maxpool_forward_kernel(x, k, s, p, c0, c1, y, arg):
+    """y[n, c, ho, wo] = max of the k x k window at (ho*s - p, wo*s - p) of x [N, C, H, W]
+    (padding counts as -inf), arg = i*k + j of its first maximum in row-major window order
+    (a later tap wins only if strictly greater), for the flat (n, c) maps c0..c1-1."""
+    N, C, H, W = x.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    ninf = x.dtype.type(-np.inf)
+    for nc in range(c0, c1):
+        n, c = nc // C, nc % C
+        for ho in range(Ho):
+            for wo in range(Wo):
+                h0, w0 = ho * s - p, wo * s - p
+                best = x[n, c, h0, w0] if h0 >= 0 and w0 >= 0 else ninf
+                where = 0
+                for t in range(1, k * k):
+                    h, w = h0 + t // k, w0 + t % k
+                    if h >= 0 and h < H and w >= 0 and w < W:   # (padding never wins)
+                        v = x[n, c, h, w]
+                        if v > best:
+                            best = v
+                            where = t
+                y[n, c, ho, wo] = best
+                arg[n, c, ho, wo] = where
 
 
 @numba.njit(cache=True, nogil=True)

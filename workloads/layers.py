@@ -68,6 +68,7 @@ from .kernels import (  # noqa: F401  (im2col ... maxpool_backward_reference are
     _im2col_kernel,
     _mask_cols_kernel,
     _masked_pad_kernel,
+    _maxpool_forward_kernel,
     _relu_backward_kernel,
     _relu_forward_kernel,
     _run_split,
@@ -781,25 +782,19 @@ class _Pool2d(Module):
 
 class MaxPool2d(_Pool2d):
     """Max pooling (torch ``nn.MaxPool2d``, floor mode): padding counts as -inf; the gradient
-    goes to the first maximum of each window (numba kernel `maxpool_backward`)."""
+    goes to the first maximum of each window (numba kernels, split over the (sample,
+    channel) maps; a NaN is kept only where it is a window's first element)."""
 
     def forward(self, x):
         N, C, H, W, Ho, Wo = self._geometry(x)
-        k, s, p = self.kernel, self.stride, self.padding
-        if p:
-            xp = np.full((N, C, H + 2 * p, W + 2 * p), -np.inf, dtype=x.dtype)
-            xp[:, :, p:p + H, p:p + W] = x
-        else:
-            xp = x
-        best = _window(xp, 0, 0, s, Ho, Wo).copy()
-        arg = np.zeros(best.shape, dtype=np.int32)
-        for t in range(1, k * k):
-            v = _window(xp, t // k, t % k, s, Ho, Wo)
-            better = v > best
-            np.copyto(best, v, where=better)
-            np.copyto(arg, t, where=better)
+        x = np.ascontiguousarray(x)
+        y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+        arg = np.empty((N, C, Ho, Wo), dtype=np.int32)
+        _run_split(lambda c0, c1: _maxpool_forward_kernel(x, self.kernel, self.stride,
+                                                          self.padding, c0, c1, y, arg),
+                   N * C, x.size, pieces=_pieces(N * C))
         self._cache = (x.shape, arg)
-        return best
+        return y
 
     def backward(self, dy):
         shape, arg = _need_cache(self, self._cache)
