@@ -68,6 +68,15 @@ def _g(a0, a1, a2, half):
     return a0, half * (a0 + a1 + a2), half * (a0 - a1 + a2), a2
 
 
+@numba.njit(inline="always")
+def _store(P, a, b, r0, r1, r2, r3):
+    """P[4i + j, a, b] = ri[j]: one transformed 4x4 tile into the 16 planes."""
+    P[0, a, b], P[1, a, b], P[2, a, b], P[3, a, b] = r0
+    P[4, a, b], P[5, a, b], P[6, a, b], P[7, a, b] = r1
+    P[8, a, b], P[9, a, b], P[10, a, b], P[11, a, b] = r2
+    P[12, a, b], P[13, a, b], P[14, a, b], P[15, a, b] = r3
+
+
 @numba.njit(cache=True, nogil=True)
 def _weight_kernel(w, U):
     """U[xi, o, c] = (G w[o, c] G^T) at xi = 4*i + j, for w [O, C, 3, 3]."""
@@ -79,14 +88,8 @@ def _weight_kernel(w, U):
             t00, t10, t20, t30 = _g(g[0, 0], g[1, 0], g[2, 0], half)     # columns: G g
             t01, t11, t21, t31 = _g(g[0, 1], g[1, 1], g[2, 1], half)
             t02, t12, t22, t32 = _g(g[0, 2], g[1, 2], g[2, 2], half)
-            u0, u1, u2, u3 = _g(t00, t01, t02, half)                      # rows: (G g) G^T
-            U[0, o, c], U[1, o, c], U[2, o, c], U[3, o, c] = u0, u1, u2, u3
-            u0, u1, u2, u3 = _g(t10, t11, t12, half)
-            U[4, o, c], U[5, o, c], U[6, o, c], U[7, o, c] = u0, u1, u2, u3
-            u0, u1, u2, u3 = _g(t20, t21, t22, half)
-            U[8, o, c], U[9, o, c], U[10, o, c], U[11, o, c] = u0, u1, u2, u3
-            u0, u1, u2, u3 = _g(t30, t31, t32, half)
-            U[12, o, c], U[13, o, c], U[14, o, c], U[15, o, c] = u0, u1, u2, u3
+            _store(U, o, c, _g(t00, t01, t02, half), _g(t10, t11, t12, half),   # rows:
+                   _g(t20, t21, t22, half), _g(t30, t31, t32, half))           # (G g) G^T
 
 
 @numba.njit(cache=True, nogil=True)
@@ -129,14 +132,8 @@ def _input_kernel(x, p, th0, TW, V):
                     t01, t11, t21, t31 = _bt(d01, d11, d21, d31)
                     t02, t12, t22, t32 = _bt(d02, d12, d22, d32)
                     t03, t13, t23, t33 = _bt(d03, d13, d23, d33)
-                    v0, v1, v2, v3 = _bt(t00, t01, t02, t03)       # rows: (B^T d) B
-                    V[0, c, q], V[1, c, q], V[2, c, q], V[3, c, q] = v0, v1, v2, v3
-                    v0, v1, v2, v3 = _bt(t10, t11, t12, t13)
-                    V[4, c, q], V[5, c, q], V[6, c, q], V[7, c, q] = v0, v1, v2, v3
-                    v0, v1, v2, v3 = _bt(t20, t21, t22, t23)
-                    V[8, c, q], V[9, c, q], V[10, c, q], V[11, c, q] = v0, v1, v2, v3
-                    v0, v1, v2, v3 = _bt(t30, t31, t32, t33)
-                    V[12, c, q], V[13, c, q], V[14, c, q], V[15, c, q] = v0, v1, v2, v3
+                    _store(V, c, q, _bt(t00, t01, t02, t03), _bt(t10, t11, t12, t13),
+                           _bt(t20, t21, t22, t23), _bt(t30, t31, t32, t33))  # (B^T d) B
                     q += 1
 
 
