@@ -93,10 +93,13 @@ def test_conv2d_uses_winograd_exactly_where_it_applies(geometry):
     k, s, p, d, g = geometry
     conv = L.Conv2d(conv_spec(16, 16, k, s, p, d, g), np.random.default_rng(0))
     expected = k == 3 and s == 1 and d == 1 and g == 1
-    assert conv._uses_winograd(p, 16, 16) == expected
-    assert not conv._uses_winograd(p, 16, W.MIN_CHANNELS - 1)
+    big = (8, 16, 8, 8)                                  # 8 samples of 4 x 4 tiles
+    assert conv._uses_winograd(p, 16, 16, big) == expected
+    assert not conv._uses_winograd(p, 16, W.MIN_CHANNELS - 1, big)
+    assert not conv._uses_winograd(p, 16, 16, (1000, 16, 1, 1))     # 1x1 maps
+    assert not conv._uses_winograd(p, 16, 16, (1, 16, 8, 8))        # 16 tiles in all
     conv.winograd = False
-    assert not conv._uses_winograd(p, 16, 16)
+    assert not conv._uses_winograd(p, 16, 16, big)
 
 
 @pytest.mark.parametrize("shape", [(16, 16, 1, (8, 8)), (16, 24, 0, (7, 9)), (20, 16, 2, (5, 6))])
@@ -106,9 +109,11 @@ def test_conv2d_with_and_without_winograd_agree(shape):
     spec = conv_spec(cin, cout, 3, 1, p, hw=hw)
     fast, plain = (L.Conv2d(spec, np.random.default_rng(0), dtype=np.float64) for _ in range(2))
     plain.winograd = False
-    assert fast._uses_winograd(p, cin, cout) and fast._uses_winograd(2 - p, cout, cin)
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((3, cin, *hw))
+    x = rng.standard_normal((30, cin, *hw))
+    y_shape = (30, cout) + tuple(v + 2 * p - 2 for v in hw)
+    assert fast._uses_winograd(p, cin, cout, y_shape)
+    assert fast._uses_winograd(2 - p, cout, cin, x.shape)
     y = fast.forward(x)
     np.testing.assert_allclose(y, plain.forward(x), rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal(y.shape)
@@ -118,7 +123,8 @@ def test_conv2d_with_and_without_winograd_agree(shape):
 
 def test_conv2d_winograd_finite_differences(monkeypatch):
     monkeypatch.setattr(W, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(W, "MIN_TILES", 1)
     rng = np.random.default_rng(6)
     conv = L.Conv2d(conv_spec(3, 4, 3, 1, 1, hw=(5, 4), bias=True), rng, dtype=np.float64)
-    assert conv._uses_winograd(1, 3, 4)
+    assert conv._uses_winograd(1, 3, 4, (2, 4, 5, 4))
     gradcheck(conv, rng.standard_normal((2, 3, 5, 4)))

@@ -486,19 +486,25 @@ class Conv2d(WeightLayer):
             _im2col_kernel(xc, k, s.stride, p, s.dilation, xp, cols)
         return cols.reshape(s.groups, -1, n * Ho * Wo)
 
-    def _uses_winograd(self, padding: int, cin: int, cout: int) -> bool:
-        """Whether a stride-1 3x3 conv with this padding from `cin` to `cout` channels (the
-        forward pass, or the input gradient as a conv of dy) runs as Winograd F(2x2, 3x3)."""
+    def _uses_winograd(self, padding: int, cin: int, cout: int, out_shape: tuple) -> bool:
+        """Whether a stride-1 3x3 conv with this padding from `cin` to `cout` channels with
+        output [N, cout, Ho, Wo] (the forward pass, or the input gradient as a conv of dy)
+        runs as Winograd F(2x2, 3x3): also not on maps under 2x2 (a 1x1 output costs 16
+        multiplies instead of 9) nor on fewer than `winograd.MIN_TILES` tiles in all, where
+        transforming the weight costs as much as the products (ResNet-50's last stage in
+        evaluation: 1x1 maps at 32x32)."""
         s = self.spec
+        N, _, Ho, Wo = out_shape
         return (self.winograd and _winograd.supports(s.kernel, s.stride, padding, s.dilation,
                                                       s.groups)
-                and min(cin, cout) >= _winograd.MIN_CHANNELS)
+                and min(cin, cout) >= _winograd.MIN_CHANNELS and min(Ho, Wo) >= 2
+                and N * -(-Ho // 2) * -(-Wo // 2) >= _winograd.MIN_TILES)
 
     def _forward(self, x, w):
         s = self.spec
         N, C, H, W, Ho, Wo, pointwise = self._geometry(x.shape)
         G, O, HW = s.groups, s.out_channels, Ho * Wo
-        if self._uses_winograd(s.padding, C, O):
+        if self._uses_winograd(s.padding, C, O, (N, O, Ho, Wo)):
             return _winograd.conv3x3(x, _winograd.transform_weight(w), s.padding)
         wg = w.reshape(G, O // G, -1)
         y = np.empty((N, O, HW), dtype=self.dtype)
@@ -551,7 +557,7 @@ class Conv2d(WeightLayer):
             wtf = wtf.reshape(G, cg, og * k * k)
         else:
             wgt = wb.reshape(G, og, -1).transpose(0, 2, 1)         # [G, C/G*k*k, O/G]
-        winograd_dx = transposed and self._uses_winograd(pt, O, C)
+        winograd_dx = transposed and self._uses_winograd(pt, O, C, (N, C, H, W))
         dx = None if winograd_dx else np.empty((N, C, H, W), dtype=dt)
         rows = max(C, O) * k * k
         nb = _chunk_size(N, rows, max(HW, H * W))

@@ -14,13 +14,14 @@ al. 2017, "Accurate, large minibatch SGD"), after a linear warm-up over the firs
 `estimate_seconds` predicts the wall time of a run from its multiply-accumulates
 (MACs): a training step costs 3x the forward MACs (forward, input gradient, weight
 gradient), run at `EFFICIENCY` times the machine's float32 matrix-multiply rate (measured
-in 50 ms when asked), plus a fixed cost per layer and per step. The constants were fitted
-to ResNet-18/50 steps at 32x32 and 64x64, batch 32, on the 2-core machine (2026-12-01).
+in 50 ms when asked), plus a fixed cost per layer and per step. The per-layer and per-step
+costs were fitted to ResNet-18/50 steps at 32x32 and 64x64, batch 32, on the 2-core
+machine (2026-12-01); `EFFICIENCY` was refitted to the ResNet-18/34/50 and VGG-16 steps
+at 64x64 after the Winograd convolutions made the 3x3 layers faster (2026-12-02).
 `benchmarks/bench_recipes.py` compares it with measured steps: within about 15% for the
-ImageNet-shaped ResNets, VGG-16 and ResNet-50-cifar; 30-45% high for ResNet-18/34-cifar
-and WRN-16-8; 20-40% low for DenseNet-121 and MobileNet-v2, whose many small layers cost
-more than their MACs say. The estimate is a guide; the progress bar's rate is
-the measurement.
+ImageNet-shaped ResNets, VGG-16 and DenseNet-121; 10-75% high for the CIFAR-shaped ResNets
+and WRN-16-8; 40% low for MobileNet-v2, whose many small layers cost more than their MACs
+say. The estimate is a guide; the progress bar's rate is the measurement.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EFFICIENCY = 0.33           # the trainer's MAC rate / the machine's sgemm MAC rate
+EFFICIENCY = 0.49           # the trainer's MAC rate / the machine's sgemm MAC rate
 SECONDS_PER_LAYER = 0.003   # per conv/fc layer per training step (forward + backward)
 SECONDS_PER_STEP = 0.05     # per training step (data, Top-K bookkeeping, optimizer)
 TRACE_WRITE_BYTES_PER_S = 40e6  # np.savez_compressed of float32 activations

@@ -37,6 +37,9 @@ from . import kernels as _kernels
 # Channels from which the forward pass and input gradient of an eligible layer use this
 # path (`Conv2d`); below it the 16 products are too thin for BLAS to gain from.
 MIN_CHANNELS = 16
+# Tiles (2x2 outputs, over the batch) from which it pays: transforming an O x C weight
+# writes 16*O*C values, the products take 16*O*C multiply-adds per tile.
+MIN_TILES = 64
 _PLANE_GAP = 16          # elements between the 16 planes of V and M (64 bytes of float32)
 
 
