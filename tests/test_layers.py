@@ -460,7 +460,7 @@ def maxpool_reference(x, k, s, p):
 @pytest.mark.parametrize("geom", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (3, 3, 0)])
 def test_maxpool_kernel_equals_numpy_reference_with_ties_and_nans(monkeypatch, geom):
     """Values, first-maximum indices (ties: the first tap wins) and NaN handling of the
-    numba kernel, split over 3 threads, against the NumPy reference."""
+    numba kernel, cut into the pieces of 3 workers, against the NumPy reference."""
     k, s, p = geom
     monkeypatch.setattr(K, "_WORKERS", 3)
     monkeypatch.setattr(K, "_PARALLEL_ELEMENTS", 1)

@@ -35,8 +35,10 @@ Conventions:
   forward conv of dy with the flipped, transposed weight (unfold dy + matmul) instead of
   matmul + col2im: the same FLOPs with less memory traffic. Strided convs use col2im.
   A `Thresholded` saved input (SWAT's Top-K activations) is masked as it is unfolded.
-  3x3 stride-1 convs with 16 or more channels (most of a ResNet) skip im2col for the
-  forward pass and that input gradient: Winograd F(2x2, 3x3) (`workloads.winograd`),
+  3x3 stride-1 convs (one group, no dilation, padding up to 2) with 16 or more channels,
+  maps of 2x2 or more and at least 64 tiles of 2x2 outputs over the batch (most of a
+  ResNet) skip im2col for the forward pass and, where dX is the transposed conv, for the
+  input gradient: Winograd F(2x2, 3x3) (`workloads.winograd`),
   2.25x fewer multiply-adds, equal to the direct convolution up to float rounding
   (``Conv2d.winograd = False`` turns it off).
 - Threads (`workloads.kernels`): a large pass splits the batch (BatchNorm: the channels; ReLU: the elements)
@@ -398,9 +400,9 @@ def _chunk_size(batch: int, rows: int, positions: int) -> int:
 
 def _pieces(count: int, per_chunk: int = 1, limit: int | None = None) -> int:
     """How many pieces to cut a pass over `count` samples (channels, elements) into for
-    `_run_split`: `PIECES_PER_WORKER` per worker, but no piece smaller than `per_chunk` (a
-    conv's chunk of samples, which sizes its BLAS calls) and at most `limit` if given."""
-    pieces = min(_kernels.PIECES_PER_WORKER * _kernels._WORKERS, -(-count // per_chunk))
+    `_run_split`: `PIECES_PER_WORKER` per worker, but no more than whole `per_chunk`s (a
+    conv's chunk of samples, which sizes its BLAS calls) fit, and at most `limit` if given."""
+    pieces = min(_kernels.PIECES_PER_WORKER * _kernels._WORKERS, max(1, count // per_chunk))
     return pieces if limit is None else min(pieces, limit)
 
 

@@ -26,7 +26,6 @@ Chunks split over the cores like the other conv passes (`kernels._run_split`).
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numba
@@ -211,7 +210,7 @@ def transform_weight(w: np.ndarray) -> np.ndarray:
 
 def conv3x3(x: np.ndarray, U: np.ndarray, padding: int) -> np.ndarray:
     """y [N, O, H + 2p - 2, W + 2p - 2] = conv(x, w) for the transformed weight U of w
-    (`transform_weight`), x [N, C, H, W] C-contiguous, stride 1, zero padding p."""
+    (`transform_weight`), x [N, C, H, W], stride 1, zero padding p."""
     N, C, H, W = x.shape
     O = U.shape[1]
     Ho, Wo = H + 2 * padding - 2, W + 2 * padding - 2
@@ -238,5 +237,5 @@ def conv3x3(x: np.ndarray, U: np.ndarray, padding: int) -> np.ndarray:
 
     _kernels._run_split(run, N, N * C * H * W * 4, _kernels._PARALLEL_CONV_ELEMENTS,
                         pieces=min(_kernels.PIECES_PER_WORKER * _kernels._WORKERS,
-                                   math.ceil(N / nb)))
+                                   max(1, N // nb)))
     return y
