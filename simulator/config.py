@@ -1,4 +1,4 @@
-"""Run configuration: YAML (``yaml.safe_load``) into validated, frozen dataclasses.
+"""Run configuration: YAML (`simulator.safe_yaml`) into validated, frozen dataclasses.
 
 Every problem is reported as one `ConfigError` line naming the file, the key path and
 what was expected, e.g. ``configs/x.yaml: architecture.tiles: expected an integer >= 1,
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from . import safe_yaml
 from .formats import ELEMENT_BITS, FORMATS
 from .frontend import PATTERNS, SCHEDULERS, SHAPES, Frontend, FrontendError, connectivity
 from .lowering import FIRST_LAYER_MAPPINGS, INPUT_GRAD_LOWERINGS, OPERANDS, PASSES, TAP_ORDERS
@@ -373,28 +373,20 @@ def parse_config(data: Any, source: str = "<config>", name: str | None = None) -
 
 
 def read_yaml(path: str | os.PathLike, missing: str | None = None) -> Any:
-    """The YAML data of `path` (`yaml.safe_load`); a one-line ConfigError if it cannot be
-    read or parsed (`missing`, if given, is the message when there is no such file)."""
-    path = Path(path)
+    """The YAML data of `path` (`simulator.safe_yaml`: a regular file of at most 1 MiB, no
+    duplicate keys, aliases or absurd nesting); a one-line ConfigError if it cannot be read
+    or parsed (`missing`, if given, is the message when there is no such file)."""
     source = str(path)
     try:
-        text = path.read_text()
+        return safe_yaml.load(path)
     except FileNotFoundError:
         raise ConfigError(missing or f"{source}: no such file") from None
     except IsADirectoryError as e:
         raise ConfigError(missing or f"{source}: cannot read ({e.strerror})") from None
     except OSError as e:
         raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: expected UTF-8 text, found byte 0x{e.object[e.start]:02x} "
-                          f"at offset {e.start}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    except safe_yaml.YAMLInputError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from . import safe_yaml
+
 FORMAT_VERSION = 1
 TENSORS = ("weight", "input", "input_saved", "grad_output")
 KINDS = ("conv", "fc")
@@ -298,9 +300,9 @@ def read_trace(directory: str | os.PathLike) -> Trace:
     if not mpath.is_file():
         raise TraceError(f"{mpath}: no such file (a trace is a directory with manifest.yaml)")
     try:
-        manifest = yaml.safe_load(mpath.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise TraceError(f"{mpath}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+        manifest = safe_yaml.load(mpath)
+    except (OSError, safe_yaml.YAMLInputError) as e:
+        raise TraceError(f"{mpath}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(manifest, dict):
         raise TraceError(f"{mpath}: expected a mapping at the top level")
     version = manifest.get("format_version")
