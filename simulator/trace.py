@@ -13,7 +13,9 @@ Units: channel counts and spatial sizes are element counts; tensors are float32
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -293,6 +295,42 @@ _SPEC_FIELDS = ("name", "kind", "in_channels", "out_channels", "kernel", "stride
                 "dilation", "groups", "in_hw", "out_hw", "bias")
 
 
+_CONV_FIELDS = ("kernel", "stride", "padding", "dilation", "groups", "in_hw", "out_hw")
+MAX_MEMBER_BYTES = 4 << 30   # an array of a layer archive, uncompressed
+
+
+def _member(directory: Path, name, where: str) -> Path:
+    """The layer archive `name` of the manifest: a relative path to a regular file inside
+    the trace directory (no absolute path, no `..`, no symlink leading out)."""
+    if not isinstance(name, str) or not name:
+        raise TraceError(f"{where}: file: expected a file name, got {safe_yaml.cut(repr(name))}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise TraceError(f"{where}: file: expected a file inside the trace directory, got "
+                         f"{safe_yaml.cut(repr(name))}")
+    path = directory / rel
+    try:
+        inside = path.resolve().is_relative_to(directory.resolve())
+        st = os.stat(path)
+    except OSError as e:
+        raise TraceError(f"{path}: cannot read ({e.strerror})") from None
+    if not inside:
+        raise TraceError(f"{where}: file: {safe_yaml.cut(repr(name))} leads out of the trace "
+                         "directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise TraceError(f"{path}: expected a regular file")
+    return path
+
+
+def _check_archive(npz: Path) -> None:
+    """Refuse an archive whose arrays would unpack to more than `MAX_MEMBER_BYTES` each."""
+    with zipfile.ZipFile(npz) as z:
+        for info in z.infolist():
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise TraceError(f"{npz}: {info.filename}: {info.file_size:,} bytes uncompressed: "
+                                 f"expected at most {MAX_MEMBER_BYTES:,}")
+
+
 def read_trace(directory: str | os.PathLike) -> Trace:
     """Read a trace directory. Raises `TraceError` with the file and field on bad input."""
     directory = Path(directory)
@@ -306,7 +344,7 @@ def read_trace(directory: str | os.PathLike) -> Trace:
     if not isinstance(manifest, dict):
         raise TraceError(f"{mpath}: expected a mapping at the top level")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise TraceError(f"{mpath}: format_version: expected {FORMAT_VERSION}, got {version!r} "
                          "(written by a different accelsim version)")
     entries = manifest.get("layers")
@@ -321,7 +359,8 @@ def read_trace(directory: str | os.PathLike) -> Trace:
         where = f"{mpath}: layers[{i}]"
         if not isinstance(entry, dict):
             raise TraceError(f"{where}: expected a mapping")
-        missing = [k for k in ("file", *_SPEC_FIELDS[:4]) if k not in entry]
+        required = ("file", *_SPEC_FIELDS[:4]) + (_CONV_FIELDS if entry.get("kind") == "conv" else ())
+        missing = [k for k in required if k not in entry]
         if missing:
             raise TraceError(f"{where}: missing field {missing[0]!r}")
         try:
@@ -331,19 +370,28 @@ def read_trace(directory: str | os.PathLike) -> Trace:
         if spec.name in seen:
             raise TraceError(f"{where}: name: expected a unique layer name, got {spec.name!r} twice")
         seen.add(spec.name)
-        npz = directory / str(entry["file"])
+        npz = _member(directory, entry["file"], where)
         try:
+            _check_archive(npz)
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {t: data[t] for t in TENSORS if t in data.files}
         except Exception as e:  # zip, zlib, EOF, pickle-refusal, OS errors: all one line
             raise TraceError(f"{npz}: cannot read as an npz archive ({type(e).__name__}: "
                              f"{' '.join(str(e).split())[:160]})") from None
         for t, a in arrays.items():
-            if a.dtype.kind != "f":
-                raise TraceError(f"{npz}: {t}: expected floating-point values, got dtype {a.dtype}")
+            if a.dtype not in (np.float32, np.float64):
+                raise TraceError(f"{npz}: {t}: expected float32 or float64 values, got dtype "
+                                 f"{a.dtype}")
+            if not np.isfinite(a).all():
+                first = np.flatnonzero(~np.isfinite(a))[0]
+                raise TraceError(f"{npz}: {t}: expected finite values, found {a.flat[first]} "
+                                 f"at index {tuple(int(i) for i in np.unravel_index(first, a.shape))}")
         for t in ("weight", "input"):
             if t not in arrays:
                 raise TraceError(f"{npz}: missing array {t!r}")
+        if arrays["input"].ndim == 0 or arrays["input"].shape[0] < 1:
+            raise TraceError(f"{npz}: input: expected a batch of at least 1 sample, got shape "
+                             f"{arrays['input'].shape}")
         try:
             layers.append(TraceLayer(spec, **arrays))
         except TraceError as e:
