@@ -9,6 +9,7 @@ pixels; `sparsity` as a fraction of zeros in [0, 1).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ class Config:
 
 
 def _error(source: str, key: str, expected: str, got: Any = None) -> ConfigError:
-    tail = "" if got is None else f", got {got!r}"
+    tail = "" if got is None else f", got {safe_yaml.cut(repr(got))}"
     return ConfigError(f"{source}: {key}: expected {expected}{tail}")
 
 
@@ -175,19 +176,25 @@ class _Section:
     def fail(self, name: str, expected: str, got: Any = None) -> ConfigError:
         return _error(self.source, self.key(name), expected, got)
 
-    def int(self, name: str, default: int | None, minimum: int | None = None) -> int | None:
+    def int(self, name: str, default: int | None, minimum: int | None = None,
+            maximum: int = 2 ** 31 - 1) -> int | None:
+        """An integer in [minimum, maximum]; no count or size a config holds needs more than
+        2**31 - 1 (larger ones are refused here rather than failing an allocation later)."""
         v = self.data.get(name, default)
         if v is None and default is None:
             return None
         want = "an integer" + (f" >= {minimum}" if minimum is not None else "")
         if isinstance(v, bool) or not isinstance(v, int) or (minimum is not None and v < minimum):
             raise self.fail(name, want, v)
+        if v > maximum:
+            raise self.fail(name, f"an integer <= {maximum:,}", v)
         return v
 
     def positive_number(self, name: str, default: float, infinite: bool = False) -> float:
         """A number > 0; finite unless `infinite` (YAML `.inf`) is allowed."""
         v = self.data.get(name, default)
-        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0
+        ok = (not isinstance(v, bool) and isinstance(v, (int, float))
+              and v >= sys.float_info.min                       # > 0, and not subnormal
               and (infinite or v < float("inf")))
         if not ok:
             raise self.fail(name, "a number > 0 (.inf for unlimited)" if infinite
@@ -302,7 +309,7 @@ def _workload(source: str, data: Any) -> Workload:
         raise sec.fail("image_size", f"an integer <= {MAX_IMAGE_SIZE}", image_size)
     return Workload(network=network, trace=trace, image_size=image_size,
                     batch=sec.int("batch", 1, 1), sparsity=tuple(values),
-                    seed=sec.int("seed", 0, 0), dense_layers=dense,
+                    seed=sec.int("seed", 0, 0, 2 ** 63 - 1), dense_layers=dense,
                     num_classes=sec.int("num_classes", None, 1))
 
 

@@ -92,3 +92,20 @@ def test_cli_gives_one_line_and_exit_2_for_a_fifo_config(tmp_path):
     assert out.returncode == 2
     assert "expected a regular file, found a FIFO" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("architecture:\n  tiles: 100000000000000000000\n",
+     "architecture.tiles: expected an integer <= 2,147,483,647, got 100000000000000000000"),
+    ("memory:\n  buffers_kib:\n    weights: 5.0e-324\n",
+     "memory.buffers_kib.weights: expected a finite number > 0"),
+    ("memory:\n  element: x" + "y" * 5000 + "\n", "memory.element: expected one of"),
+])
+def test_config_values_beyond_what_a_field_can_mean_get_one_short_line(tmp_path, text, expected):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\n" + ("" if text.startswith("workload") else
+                                  "workload:\n  network: resnet18-cifar\n") + text)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    message = str(e.value)
+    assert expected in message and "\n" not in message and len(message) < 400
