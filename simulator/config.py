@@ -216,9 +216,11 @@ class _Section:
         return v
 
     def string(self, name: str, default: str | None) -> str | None:
+        """A non-empty string; an explicit null only where the key is optional (default None)."""
         v = self.data.get(name, default)
-        if v is not None and (not isinstance(v, str) or not v):
-            raise self.fail(name, "a non-empty string", v)
+        if (v is None and default is not None) or (v is not None and (not isinstance(v, str)
+                                                                      or not v)):
+            raise self.fail(name, "a non-empty string", "null" if v is None else v)
         return v
 
 

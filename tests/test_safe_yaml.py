@@ -100,11 +100,13 @@ def test_cli_gives_one_line_and_exit_2_for_a_fifo_config(tmp_path):
     ("memory:\n  buffers_kib:\n    weights: 5.0e-324\n",
      "memory.buffers_kib.weights: expected a finite number > 0"),
     ("memory:\n  element: x" + "y" * 5000 + "\n", "memory.element: expected one of"),
+    ("workload:\n  network: resnet18-cifar\nname: null\n", "name: expected a non-empty string"),
 ])
 def test_config_values_beyond_what_a_field_can_mean_get_one_short_line(tmp_path, text, expected):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: c\n" + ("" if text.startswith("workload") else
-                                  "workload:\n  network: resnet18-cifar\n") + text)
+    cfg.write_text(("" if "name:" in text else "name: c\n")
+                   + ("" if text.startswith("workload") else "workload:\n  network: resnet18-cifar\n")
+                   + text)
     with pytest.raises(ConfigError) as e:
         load_config(cfg)
     message = str(e.value)
