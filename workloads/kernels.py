@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import math
 import os
 import threading
 
@@ -474,6 +475,27 @@ class _BlasThreads:
             self._depth -= 1
             if self._depth == 0:
                 self._set(self._saved)
+
+
+class _Scratch(threading.local):
+    """Per-thread scratch memory of the conv passes: one flat buffer per role and dtype,
+    grown to the largest request and handed out as reshaped views. Layers run one at a
+    time, so sharing the buffers between layers bounds the memory to the largest layer's
+    chunk; a view is only valid until the next request for the same role."""
+
+    def __init__(self):
+        self.buffers: dict = {}
+
+    def get(self, role: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = math.prod(shape)
+        key = (role, np.dtype(dtype))
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < size:
+            buf = self.buffers[key] = np.empty(max(size, 1), dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+_scratch = _Scratch()
 
 
 def _cpu_count() -> int:

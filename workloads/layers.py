@@ -51,7 +51,6 @@ Conventions:
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -74,6 +73,7 @@ from .kernels import (  # noqa: F401  (im2col ... maxpool_backward_reference are
     _relu_backward_kernel,
     _relu_forward_kernel,
     _run_split,
+    _scratch,
     _out_size,
     col2im,
     col2im_reference,
@@ -406,25 +406,6 @@ def _pieces(count: int, per_chunk: int = 1, limit: int | None = None) -> int:
     return pieces if limit is None else min(pieces, limit)
 
 
-class _Scratch(threading.local):
-    """Per-thread scratch memory of the conv passes: one flat buffer per role and dtype,
-    grown to the largest request and handed out as reshaped views. Layers run one at a
-    time, so sharing the buffers between layers bounds the memory to the largest layer's
-    chunk; a view is only valid until the next request for the same role."""
-
-    def __init__(self):
-        self.buffers: dict = {}
-
-    def get(self, role: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        size = math.prod(shape)
-        key = (role, np.dtype(dtype))
-        buf = self.buffers.get(key)
-        if buf is None or buf.size < size:
-            buf = self.buffers[key] = np.empty(max(size, 1), dtype=dtype)
-        return buf[:size].reshape(shape)
-
-
-_scratch = _Scratch()
 
 
 class Conv2d(WeightLayer):

@@ -2,7 +2,8 @@
 
 `accelsim trace-from-training NETWORK` with no options trains with `recipe(NETWORK)`:
 a training resolution, batch and iteration count chosen so that training, evaluation
-and recording take about 20-25 minutes on this project's 2-core machine (see the README's
+and recording took about 20-25 minutes on this project's 2-core machine when chosen, and
+13-18 minutes since the Winograd convolutions (see the README's
 trace-from-training section for the measured times), and records the trace at the
 network's native resolution (224x224 for the ImageNet-shaped networks). The long runs
 stay one option away (`--epochs`, `--image-size 224`).
@@ -49,8 +50,8 @@ class Recipe:
     warmup_fraction: float = 0.05
 
 
-# Iterations chosen from measured step times at these sizes (2 cores): about 20 minutes
-# of training for the large networks; simple-cnn keeps its one epoch (about 2-4 minutes).
+# Iterations chosen from measured step times at these sizes (2 cores, 2026-12-01): about 20
+# minutes of training for the large networks then, 13-18 now; simple-cnn keeps its one epoch.
 RECIPES: dict[str, Recipe] = {
     "simple-cnn": Recipe(28, 64, None, lr_at_256=0.4, trace_batch=8),
     "resnet18": Recipe(64, 32, 2000),

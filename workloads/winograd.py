@@ -26,8 +26,6 @@ Chunks split over the cores like the other conv passes (`kernels._run_split`).
 
 from __future__ import annotations
 
-import threading
-
 import numba
 import numpy as np
 
@@ -174,19 +172,10 @@ def _output_kernel(M, th0, TW, y):
                     q += 1
 
 
-class _Planes(threading.local):
-    """Per-thread buffers for the 16 planes of V and M, grown to the largest request."""
-
-    def __init__(self):
-        self.buffers: dict = {}
-
-    def get(self, role: str, rows: int, cols: int, dtype) -> np.ndarray:
-        """A [16, rows, cols] view whose planes are `_PLANE_GAP` elements apart."""
-        key = (role, np.dtype(dtype))
-        buf = self.buffers.get(key)
-        if buf is None or buf.size < 16 * (rows * cols + _PLANE_GAP):
-            buf = self.buffers[key] = np.empty(16 * (rows * cols + _PLANE_GAP), dtype=dtype)
-        return _gapped_planes(buf, rows, cols)
+def _planes(role: str, rows: int, cols: int, dtype) -> np.ndarray:
+    """Per-thread scratch (`kernels._scratch`) as [16, rows, cols] planes `_PLANE_GAP` apart."""
+    flat = _kernels._scratch.get(role, (16 * (rows * cols + _PLANE_GAP),), dtype)
+    return _gapped_planes(flat, rows, cols)
 
 
 def _gapped_planes(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -194,9 +183,6 @@ def _gapped_planes(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
     size = buf.itemsize
     return np.lib.stride_tricks.as_strided(buf, (16, rows, cols),
                                            ((rows * cols + _PLANE_GAP) * size, cols * size, size))
-
-
-_planes = _Planes()
 
 
 def transform_weight(w: np.ndarray) -> np.ndarray:
@@ -229,8 +215,8 @@ def conv3x3(x: np.ndarray, U: np.ndarray, padding: int) -> np.ndarray:
             n = min(nb, hi - q)
             for th0 in range(0, TH, rb):
                 R = min(rb, TH - th0)
-                V = _planes.get("V", C, n * R * TW, x.dtype)
-                M = _planes.get("M", O, n * R * TW, x.dtype)
+                V = _planes("winograd-V", C, n * R * TW, x.dtype)
+                M = _planes("winograd-M", O, n * R * TW, x.dtype)
                 _input_kernel(x[q:q + n], padding, th0, TW, V)
                 np.matmul(U, V, out=M)
                 _output_kernel(M, th0, TW, y[q:q + n])
