@@ -286,13 +286,15 @@ def measure_memory(args) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--network", choices=tuple(NETWORKS), default="resnet18-cifar")
+    ap.add_argument("--network", choices=tuple(NETWORKS), default="resnet18-cifar",
+                    help="network to time (default: resnet18-cifar)")
     ap.add_argument("--image-size", type=int,
                     help="input height and width (default 32 for resnet18-cifar; required for "
                          "resnet50, typically 64 or 224)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads of both frameworks (default: all cores)")
+    ap.add_argument("--repeat", type=int, default=7, help="interleaved rounds (default: 7)")
+    ap.add_argument("--batch", type=int, default=64, help="training batch (default: 64)")
     ap.add_argument("--control", action="store_true",
                     help="a second dense model in SWAT-U's place: shows how far two identical "
                          "steps differ on this machine")
