@@ -26,6 +26,7 @@ from pathlib import Path
 from . import __version__
 from .config import ConfigError, load_config
 from .analytic_commands import cmd_flops, cmd_topk_overhead
+from .outputs import OutputError, probe_output_dir
 from .trace import TraceError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
@@ -116,20 +117,10 @@ def _cmd_report(args) -> int:
 
 
 def _ensure_writable_dir(path: Path, what: str) -> None:
-    """Fail before the simulation, not after it, if `path` cannot become a writable
-    directory; nothing is created here (results are written only when complete)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{what}: expected a writable directory, got {str(path)!r} "
-                          f"({str(probe)!r} is not a directory)")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: expected a writable directory, got {str(path)!r} "
-                          f"(no write permission in {str(probe)!r})")
-    if (path / "results.csv").is_dir():
-        raise ConfigError(f"{what}: expected a directory where results.csv can be written, "
-                          f"but {str(path / 'results.csv')!r} is a directory")
+    """Fail before the work, not after it, unless `path` is (or can become) a directory
+    where results.csv can be written: probed by creating and removing a temporary file
+    of our naming; nothing is left behind (results are written only when complete)."""
+    probe_output_dir(path, what, files=("results.csv", "summary.csv"))
 
 
 def _cmd_check(args) -> int:
@@ -465,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     _set_threads(threads)
     try:
         return args.func(args)
-    except (ConfigError, TraceError) as e:
+    except (ConfigError, TraceError, OutputError) as e:
         print(f"accelsim: error: {e}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:

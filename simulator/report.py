@@ -36,7 +36,9 @@ figure as PNG and SVG next to it, each atomically (temporary file, then rename).
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,7 @@ from matplotlib.figure import Figure
 
 from .config import ConfigError
 from .results import COLUMNS, summarize
-from .trace import write_atomic
+from .outputs import OutputError, write_atomic
 
 PASSES = ("forward", "input_grad", "weight_grad")
 PHASES = ("forward", "backward", "iteration")
@@ -66,6 +68,9 @@ FRONTEND = re.compile(r"^\s*([A-Za-z]+)\s*<\s*(\d+)\s*,\s*(\d+)\s*>(\s*\S.*)?$")
 
 # ---------------------------------------------------------------------------- input
 
+MAX_RESULTS_BYTES = 1 << 30  # a results.csv larger than this is not ours (a 10^4-point sweep: ~100 MB)
+
+
 def load_results(path: str | Path) -> pd.DataFrame:
     """Read and check a results.csv; raises `ConfigError` (one line naming the file and
     what was expected) if it is missing, not a CSV, or lacks the columns the plots use."""
@@ -75,6 +80,12 @@ def load_results(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"{path}: expected {what}, but it is a directory")
     if not path.exists():
         raise ConfigError(f"{path}: expected {what}, but it does not exist")
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader forever
+        raise ConfigError(f"{path}: expected {what}, but it is not a regular file")
+    if st.st_size > MAX_RESULTS_BYTES:
+        raise ConfigError(f"{path}: expected {what} of at most {MAX_RESULTS_BYTES >> 30} GiB, "
+                          f"got {st.st_size / (1 << 30):,.1f} GiB")
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -115,9 +126,30 @@ def load_results(path: str | Path) -> pd.DataFrame:
             raise ConfigError(f"{path}: column frontend: {e}") from None
     try:
         configurations(df)
+        _check_complete(df)
     except ValueError as e:
         raise ConfigError(f"{path}: {e}") from None
+    with open(path, "rb") as f:  # to_csv ends every row with a newline
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            raise ConfigError(f"{path}: expected complete rows, but the last row ends without a "
+                              "newline (a truncated file? run `accelsim run` again)")
     return df
+
+
+def _check_complete(df: pd.DataFrame) -> None:
+    """ValueError unless every sparsity of each configuration has the same (layer, pass)
+    rows, as `accelsim run` writes them: a file cut at a row boundary fails this."""
+    for network, keys, values, part in _split(df):
+        rows = {s: set(zip(g["layer"], g["pass"])) for s, g in part.groupby("sparsity", sort=False)}
+        most = max(rows, key=lambda s: len(rows[s]))
+        for s, have in rows.items():
+            if have != rows[most]:
+                label = _label(keys, values)
+                raise ValueError(f"expected the same layer passes at every sparsity, but "
+                                 f"{network}{' (' + label + ')' if label else ''} has "
+                                 f"{len(have)} at {s:g} and {len(rows[most])} at {most:g} "
+                                 "(a truncated file? run `accelsim run` again)")
 
 
 def frontend_cap(frontend: str) -> int:
@@ -532,6 +564,8 @@ def _write_figure(fig: Figure, out_dir: Path, stem: str, formats) -> list[Path]:
             path = out_dir / f"{stem}.{fmt}"
             try:
                 written.append(write_atomic(path, figure_bytes(fig, fmt)))
+            except OutputError as e:  # a directory, FIFO, device or symlink where a plot goes
+                raise ConfigError(str(e)) from None
             except OSError as e:
                 raise ConfigError(f"{path}: expected a writable file in a writable directory, "
                                   f"could not write it ({e.strerror or e})") from None

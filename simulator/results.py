@@ -25,7 +25,7 @@ import pandas as pd
 from .array import PassTiming
 from .config import Architecture
 from .lowering import LoweredPass
-from .trace import write_atomic
+from .outputs import write_atomic
 from .traffic import PassTraffic
 
 COLUMNS = ["network", "sparsity", "layer", "kind", "pass", "scheduled_operand", "frontend",

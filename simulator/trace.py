@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
+import shutil
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +23,8 @@ import numpy as np
 import yaml
 
 from . import safe_yaml
+from .outputs import (OutputError, check_name_length, make_temp_dir, nearest_existing,  # noqa: F401
+                      probe_output_dir, replace_directory, write_atomic)
 
 FORMAT_VERSION = 1
 TENSORS = ("weight", "input", "input_saved", "grad_output")
@@ -194,16 +196,16 @@ def _spec_to_yaml(spec: LayerSpec) -> dict:
 
 
 def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
-    """Write `trace` to `directory` atomically: built in a temporary sibling, then renamed.
+    """Write `trace` to `directory` atomically: built in a temporary sibling, then swapped in.
 
     An existing *trace* directory at that path (one holding manifest.yaml) is replaced only
     after the new one is complete; anything else there (a file, a device, another
-    directory) is refused with a TraceError before anything is written.
+    directory) is refused with a TraceError before anything is written
+    (`simulator.outputs` has the naming and the clean-up of temporaries).
     """
     directory = Path(directory)
     check_trace_destination(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = make_temp_dir(directory)
     try:
         layers = []
         for i, lay in enumerate(trace.layers):
@@ -221,39 +223,24 @@ def write_trace(trace: Trace, directory: str | os.PathLike) -> Path:
             "layers": layers,
         }
         (tmp / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give a plain directory's mode
-        if directory.exists():
-            check_trace_destination(directory)  # still a trace: nothing else is replaced
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-            os.replace(directory, old)  # onto the empty directory just made
-            os.replace(tmp, directory)
-            _rmtree(old)
-        else:
-            os.replace(tmp, directory)
+        check_trace_destination(directory)  # still free, or still a trace: nothing else is replaced
+        replace_directory(tmp, directory)
     except BaseException:
-        _rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
 
 
-def nearest_existing(path: str | os.PathLike) -> Path:
-    """`path` itself if it exists, else its closest existing ancestor (where it would be made)."""
-    path = Path(path)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def check_trace_destination(directory: str | os.PathLike) -> None:
-    """Raise TraceError unless `directory` is free (nothing there) or an existing trace
-    directory that `write_trace` may replace."""
+    """Raise TraceError unless `directory` is free (nothing there, and a directory can be
+    made there: probed) or an existing trace directory that `write_trace` may replace."""
     directory = Path(directory)
     if not os.path.lexists(directory):
-        parent = nearest_existing(directory.parent)
-        if not parent.is_dir():
-            raise TraceError(f"{directory}: cannot create a trace directory here ({parent} is not a directory)")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise TraceError(f"{directory}: cannot create a trace directory here (no write permission in {parent})")
+        try:
+            check_name_length(directory, str(directory))
+            probe_output_dir(directory.parent, f"{directory}: cannot create a trace directory here")
+        except OutputError as e:
+            raise TraceError(str(e)) from None
         return
     if directory.is_symlink() or not directory.is_dir():
         raise TraceError(f"{directory}: exists and is not a directory; refusing to replace it "
@@ -261,34 +248,6 @@ def check_trace_destination(directory: str | os.PathLike) -> None:
     if not (directory / "manifest.yaml").is_file():
         raise TraceError(f"{directory}: exists and is not a trace directory (no manifest.yaml); "
                          "refusing to replace it (choose another output path)")
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a plain file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 _SPEC_FIELDS = ("name", "kind", "in_channels", "out_channels", "kernel", "stride", "padding",

@@ -301,7 +301,8 @@ def test_unwritable_plot_is_a_clean_error_and_leaves_no_temp_file(results, tmp_p
     (tmp_path / "simple-cnn-dram-traffic.png").mkdir()  # os.replace onto a directory fails
     rc, stdout, stderr = run_main(["report", tmp_path, "-q"])
     assert rc == 2 and len(stderr.splitlines()) == 1
-    assert f"{tmp_path / 'simple-cnn-dram-traffic.png'}: expected a writable file" in stderr
+    assert (f"{tmp_path / 'simple-cnn-dram-traffic.png'}: exists and is a directory, not a "
+            "regular file; refusing to replace it") in stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
