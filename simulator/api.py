@@ -19,7 +19,9 @@ from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
 from .simulate import PassPlan, check_layers, simulate_layers
-from .trace import TraceError, TraceLayer, read_trace
+from .footprint import estimate_run_bytes
+from .resources import MemoryLimitError, check_memory
+from .trace import TENSORS, TraceError, TraceLayer, read_trace
 
 
 def _batchnorm_elements(net, batch: int) -> dict:
@@ -46,9 +48,11 @@ def _trace_batchnorms(trace) -> dict:
     return _batchnorm_elements(net, trace.layers[0].batch)
 
 
-def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[TraceLayer], dict]]:
+def _workloads(config: Config, max_memory_gib: float | None = None, check: bool = False
+               ) -> Iterator[tuple[str, float, int, Iterator[TraceLayer], dict]]:
     """Yield (network, sparsity, layer count, layers, batch-norm elements after each layer)
-    per workload point of `config`."""
+    per workload point of `config`, after checking that its estimated peak memory fits
+    (the machine's limit, or `max_memory_gib` GiB)."""
     wl = config.workload
     if wl.trace is not None:
         try:
@@ -61,6 +65,12 @@ def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[Trace
             raise ConfigError(f"{config.source}: passes: the {backward[0]} pass needs grad_output, "
                               f"which trace {wl.trace} lacks for layer {missing[0]}; expected "
                               "passes: [forward] for this trace")
+        tensors = sum(getattr(lay, t).nbytes for lay in trace.layers for t in TENSORS
+                      if getattr(lay, t) is not None)
+        _check_memory(config, [lay.spec for lay in trace.layers], trace.layers[0].batch, tensors,
+                      f"{config.source}: workload.trace {wl.trace} (batch {trace.layers[0].batch})",
+                      "the trace's batch or image size (trace-from-training --trace-batch, "
+                      "--trace-image-size) or architecture.lanes", max_memory_gib, check)
         yield (trace.network, trace.sparsity, len(trace.layers), iter(trace.layers),
                _trace_batchnorms(trace))
         return
@@ -78,10 +88,26 @@ def _workloads(config: Config) -> Iterator[tuple[str, float, int, Iterator[Trace
         if unknown:
             raise config.error("workload.dense_layers", f"layer names of {net.name} "
                                f"(e.g. {net.first_conv})", unknown[0])
+    _check_memory(config, net.layers, wl.batch, 0,
+                  f"{config.source}: {net.name} at image_size {wl.image_size or net.layers[0].in_hw[0]}, "
+                  f"batch {wl.batch}, {config.architecture.lanes} lanes",
+                  "workload.batch or workload.image_size (or architecture.lanes)", max_memory_gib, check)
     bns = _batchnorm_elements(net, wl.batch)
     for s in wl.sparsity:
         yield (net.name, s, len(net.layers),
                synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers), bns)
+
+
+def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: str,
+                  change: str, max_memory_gib: float | None, check: bool) -> None:
+    """Refuse (ConfigError) a workload whose estimated peak memory exceeds the limit
+    (`simulator.footprint`, `simulator.resources`; `max_memory_gib` sets it)."""
+    estimate = estimate_run_bytes(specs, batch, config.architecture.lanes, config.passes,
+                                  config.lowering, tensor_bytes, check)
+    try:
+        check_memory(estimate, what, change, max_memory_gib)
+    except MemoryLimitError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _plan(config: Config) -> PassPlan:
@@ -93,10 +119,12 @@ def _progress(layers, total: int, desc: str, quiet: bool):
                 disable=True if quiet else None)
 
 
-def run(config: Config, quiet: bool = True) -> pd.DataFrame:
-    """Simulate every workload point and pass of `config`; returns the result rows."""
+def run(config: Config, quiet: bool = True, max_memory_gib: float | None = None) -> pd.DataFrame:
+    """Simulate every workload point and pass of `config`; returns the result rows.
+    A workload whose estimated peak memory exceeds the limit (the machine's available
+    memory, or `max_memory_gib`) raises ConfigError before anything large is built."""
     rows = []
-    for network, sparsity, count, layers, bns in _workloads(config):
+    for network, sparsity, count, layers, bns in _workloads(config, max_memory_gib):
         it = _progress(layers, count, f"{network} {sparsity:.0%}", quiet)
         rows.extend(simulate_layers(it, config.architecture, _plan(config), network, sparsity,
                                     config.memory, bns))
@@ -107,9 +135,11 @@ def run(config: Config, quiet: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def check(config: Config, quiet: bool = True) -> Iterator[tuple[str, float, CheckResult]]:
-    """Functional check of every layer and pass: yields (network, sparsity, result)."""
-    for network, sparsity, count, layers, _ in _workloads(config):
+def check(config: Config, quiet: bool = True, max_memory_gib: float | None = None
+          ) -> Iterator[tuple[str, float, CheckResult]]:
+    """Functional check of every layer and pass: yields (network, sparsity, result).
+    Memory is checked as in `run`, with the check's larger footprint (float64 reference)."""
+    for network, sparsity, count, layers, _ in _workloads(config, max_memory_gib, check=True):
         it = _progress(layers, count, f"check {network} {sparsity:.0%}", quiet)
         for result in check_layers(it, config.architecture, _plan(config)):
             yield network, sparsity, result

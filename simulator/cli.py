@@ -41,7 +41,7 @@ def _cmd_run(args) -> int:
     what = ("--out" if args.out else f"{config.source}: output.dir" if args.trace is None
             else f"--trace: the output directory {out}")
     _ensure_writable_dir(out, what)
-    results = run(config, quiet=args.quiet)
+    results = run(config, quiet=args.quiet, max_memory_gib=args.max_memory)
     path = write_results(results, out / "results.csv")
     arch = config.architecture
     title = (f"{config.name}: {arch.tiles} tiles x {arch.rows} filter lanes x {arch.lanes} weight "
@@ -128,7 +128,7 @@ def _cmd_check(args) -> int:
 
     config = _config_of(args)
     failures = total = 0
-    for network, sparsity, r in check(config, quiet=args.quiet):
+    for network, sparsity, r in check(config, quiet=args.quiet, max_memory_gib=args.max_memory):
         total += 1
         if not r.ok:
             failures += 1
@@ -202,6 +202,15 @@ def _iterations(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected iterations >= 1, got {text!r}")
     return values
+
+
+def _gib(text: str) -> float:
+    from .resources import MemoryLimitError, parse_gib
+
+    try:
+        return parse_gib(text, "--max-memory")
+    except MemoryLimitError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
 
 
 def _positive(kind):
@@ -283,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--trace", metavar="DIR", help="simulate this trace directory (from "
                         "trace-from-training) as the workload, on CONFIG's architecture, "
                         "lowering and memory; output to reports/<config>-<trace>/")
+    common.add_argument("--max-memory", type=_gib, metavar="GIB", help="refuse a workload whose "
+                        "estimated peak memory exceeds GIB (default: the memory available now, "
+                        "or $ACCELSIM_MAX_MEMORY)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     common.add_argument("-v", "--verbose", action="store_true",
                         help="more detail (run: a line per layer and pass; check: a line per layer)")
@@ -462,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("accelsim: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # what the estimates before the work did not foresee
+        print("accelsim: error: out of memory: the run needed more memory than this process "
+              "may use; lower the batch, image size or lanes", file=sys.stderr)
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":

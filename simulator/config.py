@@ -22,6 +22,12 @@ from .lowering import FIRST_LAYER_MAPPINGS, INPUT_GRAD_LOWERINGS, OPERANDS, PASS
 BACKENDS = ("bit-parallel",)
 MAX_IMAGE_SIZE = 4096  # pixels; larger inputs would need tens of GB of synthetic activations
 PLANNED_BACKENDS = ("tclp", "tcle")
+# Largest values the parser accepts; far beyond any array built (Bit-Tactical: 16 x 16 x 16
+# with T<2,5>; a TPU-like 256 x 256), small enough that validation and the per-step
+# schedule stay cheap. Memory is checked separately, from the workload (`estimate_run_bytes`).
+MAX_ARRAY_SIDE = 1024  # tiles, rows, lanes, columns
+MAX_LOOKAHEAD = 64     # h: steps a value may be promoted from
+MAX_LOOKASIDE = 1024   # d: lateral connections (also at most lanes * h - 1, see frontend.py)
 
 
 class ConfigError(ValueError):
@@ -238,8 +244,9 @@ def _architecture(source: str, data: Any) -> Architecture:
         raise sec.fail("lockstep", "true (tiles wait for the slowest) or false (decoupled tiles)",
                        lockstep)
     arch = Architecture(
-        tiles=sec.int("tiles", d.tiles, 1), rows=sec.int("rows", d.rows, 1),
-        lanes=sec.int("lanes", d.lanes, 1), columns=sec.int("columns", d.columns, 1),
+        tiles=sec.int("tiles", d.tiles, 1, MAX_ARRAY_SIDE), rows=sec.int("rows", d.rows, 1, MAX_ARRAY_SIDE),
+        lanes=sec.int("lanes", d.lanes, 1, MAX_ARRAY_SIDE),
+        columns=sec.int("columns", d.columns, 1, MAX_ARRAY_SIDE),
         frequency_mhz=sec.positive_number("frequency_mhz", d.frequency_mhz),
         frontend=frontend, backend=sec.choice("backend", d.backend, BACKENDS), lockstep=lockstep)
     try:
@@ -267,13 +274,17 @@ def _frontend(source: str, data: Any) -> Frontend:
                                "connections)")
         if not isinstance(offsets, list):
             raise sec.fail("offsets", "a list of [dt, dl] pairs (lateral connections)", offsets)
+        if len(offsets) > MAX_LOOKASIDE:
+            raise sec.fail("offsets", f"at most {MAX_LOOKASIDE:,} lateral connections",
+                           f"{len(offsets):,} of them")
         pairs = tuple(tuple(o) if isinstance(o, list) else o for o in offsets)
-        h = sec.int("lookahead", d.lookahead, 1)
+        h = sec.int("lookahead", d.lookahead, 1, MAX_LOOKAHEAD)
         return Frontend("custom", h, len(pairs), "spread", pairs, scheduler)
     shape = sec.choice("shape", d.shape, SHAPES)
     default_h = 0 if shape == "none" else d.lookahead
     default_d = 0 if shape == "none" else d.lookaside
-    return Frontend(shape, sec.int("lookahead", default_h, 0), sec.int("lookaside", default_d, 0),
+    return Frontend(shape, sec.int("lookahead", default_h, 0, MAX_LOOKAHEAD),
+                    sec.int("lookaside", default_d, 0, MAX_LOOKASIDE),
                     sec.choice("pattern", d.pattern, PATTERNS), None, scheduler)
 
 

@@ -173,11 +173,18 @@ def _place(shape: str, h: int, d: int, lanes: int, pattern: str = "spread") -> l
 
 
 def max_lookaside(shape: str, lookahead: int, lanes: int, pattern: str = "spread") -> int:
-    """Largest lookaside d that a `shape` pattern with this lookahead can place on `lanes` lanes."""
-    d = 0
-    while _place(shape, lookahead, d + 1, lanes, pattern) is not None:
-        d += 1
-    return d
+    """Largest lookaside d that a `shape` pattern with this lookahead can place on `lanes` lanes.
+
+    Each pattern's offsets for d+1 include those for d, so once a d cannot be placed no
+    larger one can: a binary search (O(d log d), not the O(d^2) of trying each d)."""
+    lo, hi = 0, lanes * lookahead  # _place(lo) succeeds (d = 0 always does); hi always fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _place(shape, lookahead, mid, lanes, pattern) is None:
+            hi = mid
+        else:
+            lo = mid
+    return lo
 
 
 def search_order(offsets: np.ndarray, scheduler: str) -> np.ndarray:

@@ -5,8 +5,10 @@ anything large and call `check_memory`; a run whose estimate exceeds the limit s
 with one line naming the key to change, instead of being killed by the kernel (or
 swapping for an hour) after the work has started.
 
-The limit is the machine's available memory (`MemAvailable` of /proc/meminfo; on
-other systems the physical memory) unless the user raises or lowers it with
+The limit is the least of the machine's available memory (`MemAvailable` of
+/proc/meminfo; on other systems the physical memory), the address-space limit
+(`ulimit -v`, less what numba and BLAS reserve without touching) and a cgroup v2
+`memory.max`, unless the user raises or lowers it with
 `--max-memory GIB` or the environment variable ``ACCELSIM_MAX_MEMORY`` (GiB). The
 estimates are deliberately simple upper-side models of the largest arrays a command
 holds at once; each command's docstring says what its estimate counts.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 GIB = 1 << 30
 ENVIRONMENT = "ACCELSIM_MAX_MEMORY"
@@ -40,6 +43,44 @@ def available_memory_bytes() -> int:
         return 8 * GIB
 
 
+VIRTUAL_OVERHEAD = 768 << 20  # address space a run reserves beyond what it touches (numba, BLAS)
+
+
+def _address_space_limit() -> int | None:
+    """Bytes a process may touch under `ulimit -v` (RLIMIT_AS less what it reserves)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not on Linux/macOS
+        return None
+    return None if soft == resource.RLIM_INFINITY else max(soft - VIRTUAL_OVERHEAD, 0)
+
+
+def _cgroup_limit() -> int | None:
+    """Bytes the cgroup (v2) still lets this process use: memory.max - memory.current."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), None)
+        if path is None:
+            return None
+        base = Path("/sys/fs/cgroup") / path.lstrip("/")
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(int(limit) - int((base / "memory.current").read_text()), 0)
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
+def machine_limit_bytes() -> tuple[int, str]:
+    """The least of the available memory, the address-space limit and the cgroup's."""
+    limits = [(available_memory_bytes(), "available memory"),
+              (_address_space_limit(), "ulimit -v, less 768 MiB of reserved address space"),
+              (_cgroup_limit(), "the cgroup's memory.max")]
+    return min(((b, why) for b, why in limits if b is not None), key=lambda t: t[0])
+
+
 def parse_gib(text: str, what: str) -> float:
     """A memory limit in GiB (a finite number > 0) from `text`; MemoryLimitError otherwise."""
     try:
@@ -60,7 +101,7 @@ def memory_limit_bytes(max_memory_gib: float | None = None) -> tuple[int, str]:
     env = os.environ.get(ENVIRONMENT)
     if env:
         return int(parse_gib(env, ENVIRONMENT) * GIB), ENVIRONMENT
-    return available_memory_bytes(), "available memory"
+    return machine_limit_bytes()
 
 
 def format_bytes(n: float) -> str:

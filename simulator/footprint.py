@@ -1,0 +1,87 @@
+"""Peak memory of a simulation, estimated from the layer shapes before anything is built.
+
+The largest arrays a run holds are the two operands of one lowered pass (`lowering.py`):
+float32 streams of [groups, rows, steps, lanes], with each tap's reduction channels
+zero-padded to a multiple of `lanes`, plus the scheduler's uint8 masks of them and the
+intermediate im2col views that build them. Layers are simulated one at a time, so the
+peak follows the largest pass of the largest layer:
+
+    peak bytes ~ BASE_BYTES + OPERAND_FACTOR * max over layers and passes of
+                 4 * (kernel operand + input operand elements) + the trace's tensors
+
+(`accelsim check` uses CHECK_FACTOR: it also holds the float64 NumPy reference.)
+
+Operand elements per pass (N batch, G groups, k kernel, s stride, C channels per group,
+padded(c) = ceil(c / lanes) * lanes):
+- forward:      G * (C_out/G + N*Ho*Wo) * k*k * padded(C_in/G)   (pad lowering; space-to-depth is smaller)
+- input_grad:   G * (C_in/G + N*H*W) * ceil(k/s)^2 * padded(C_out/G) (phase lowering;
+                zero-insert streams all k*k taps)
+- weight_grad:  G * (C_out/G + C_in/G*k*k) * padded(N*Ho*Wo)
+
+The constants come from the peak resident memory (ru_maxrss) of `simulator.run` on
+ResNet-50 (batch 1, 4 and 16; image size 448; 64 lanes), VGG-16 (batch 2) and
+MobileNet-v2 (batch 8), and of `simulator.check` on ResNet-50 at batch 4 (README,
+"Memory estimate"), with margin: the estimate errs high (up to 3.4x on MobileNet-v2,
+whose depthwise layers it counts at a full lane block per group).
+"""
+
+from __future__ import annotations
+
+import math
+
+BASE_BYTES = 300 << 20  # interpreter, numpy/numba/pandas, compiled kernels, results (measured: ~200 MiB)
+OPERAND_FACTOR = 4.0    # run: peak growth / largest pass's operand bytes (measured: 2.1-3.1)
+CHECK_FACTOR = 10.0     # check: also the float64 NumPy reference and the recomputed outputs (8.4)
+
+
+def _padded(channels: int, lanes: int) -> int:
+    return -(-channels // lanes) * lanes
+
+
+def pass_operand_elements(spec, pass_name: str, batch: int, lanes: int,
+                          input_grad_lowering: str = "phase", space_to_depth: bool = False) -> int:
+    """Elements of both stream operands of one pass of the layer `spec` (see the module
+    docstring; an fc layer is a 1x1 convolution on a 1x1 input). `space_to_depth`: the
+    forward pass runs as a stride-1 ceil(k/s) x ceil(k/s) convolution on s*s*C channels."""
+    g = spec.groups if spec.kind == "conv" else 1
+    k, s = (spec.kernel, spec.stride) if spec.kind == "conv" else (1, 1)
+    in_hw, out_hw = (spec.in_hw, spec.out_hw) if spec.kind == "conv" else ((1, 1), (1, 1))
+    cin, cout = spec.in_channels // g, spec.out_channels // g
+    windows = batch * out_hw[0] * out_hw[1]
+    if pass_name == "forward":
+        if space_to_depth:
+            k, cin = math.ceil(k / s), cin * s * s
+        return g * (cout + windows) * k * k * _padded(cin, lanes)
+    if pass_name == "input_grad":
+        taps = k * k if input_grad_lowering == "zero-insert" else math.ceil(k / s) ** 2
+        return g * (cin + batch * in_hw[0] * in_hw[1]) * taps * _padded(cout, lanes)
+    if pass_name == "weight_grad":
+        return g * (cout + cin * k * k) * _padded(windows, lanes)
+    raise ValueError(f"unknown pass {pass_name!r}")
+
+
+def largest_pass_elements(specs, batch: int, lanes: int, passes, lowering) -> int:
+    """The largest `pass_operand_elements` over `specs` and the `passes` run on them, as
+    `simulate.PassPlan` runs them with the config's `lowering` (the first layer's input
+    gradient only if asked for; its forward pass space-to-depth where that applies)."""
+    from .lowering import space_to_depth_applies
+
+    largest = 0
+    for i, spec in enumerate(specs):
+        for p in passes:
+            if p == "input_grad" and i == 0 and not lowering.first_layer_input_grad:
+                continue
+            s2d = (p == "forward" and lowering.first_layer == "space-to-depth"
+                   and space_to_depth_applies(spec, i == 0))
+            largest = max(largest, pass_operand_elements(spec, p, batch, lanes,
+                                                         lowering.input_grad_lowering, s2d))
+    return largest
+
+
+def estimate_run_bytes(specs, batch: int, lanes: int, passes, lowering, tensor_bytes: int = 0,
+                       check: bool = False) -> int:
+    """Estimated peak resident bytes of simulating (`check`: functionally checking) `specs`
+    at `batch`; `tensor_bytes`: the workload's tensors held for the whole run (a loaded trace)."""
+    largest = largest_pass_elements(specs, batch, lanes, passes, lowering)
+    factor = CHECK_FACTOR if check else OPERAND_FACTOR
+    return int(BASE_BYTES + factor * 4 * largest + tensor_bytes)
