@@ -19,8 +19,8 @@ from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
 from .simulate import PassPlan, check_layers, simulate_layers
-from .footprint import estimate_run_bytes
-from .resources import MemoryLimitError, check_memory
+from .footprint import bytes_for, largest_pass
+from .resources import MemoryLimitError, check_memory, format_bytes
 from .trace import TENSORS, TraceError, TraceLayer, read_trace
 
 
@@ -91,7 +91,8 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
     _check_memory(config, net.layers, wl.batch, 0,
                   f"{config.source}: {net.name} at image_size {wl.image_size or net.layers[0].in_hw[0]}, "
                   f"batch {wl.batch}, {config.architecture.lanes} lanes",
-                  "workload.batch or workload.image_size (or architecture.lanes)", max_memory_gib, check)
+                  "workload.batch, workload.image_size or workload.num_classes (or architecture.lanes)",
+                  max_memory_gib, check)
     bns = _batchnorm_elements(net, wl.batch)
     for s in wl.sparsity:
         yield (net.name, s, len(net.layers),
@@ -102,8 +103,10 @@ def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: st
                   change: str, max_memory_gib: float | None, check: bool) -> None:
     """Refuse (ConfigError) a workload whose estimated peak memory exceeds the limit
     (`simulator.footprint`, `simulator.resources`; `max_memory_gib` sets it)."""
-    estimate = estimate_run_bytes(specs, batch, config.architecture.lanes, config.passes,
-                                  config.lowering, tensor_bytes, check)
+    largest, layer, pass_name = largest_pass(specs, batch, config.architecture.lanes,
+                                             config.passes, config.lowering)
+    estimate = bytes_for(largest, tensor_bytes, check)
+    what += f" (largest pass: {layer} {pass_name}, {format_bytes(4 * largest)} of streams)"
     try:
         check_memory(estimate, what, change, max_memory_gib)
     except MemoryLimitError as e:

@@ -64,17 +64,23 @@ def largest_pass_elements(specs, batch: int, lanes: int, passes, lowering) -> in
     """The largest `pass_operand_elements` over `specs` and the `passes` run on them, as
     `simulate.PassPlan` runs them with the config's `lowering` (the first layer's input
     gradient only if asked for; its forward pass space-to-depth where that applies)."""
+    return largest_pass(specs, batch, lanes, passes, lowering)[0]
+
+
+def largest_pass(specs, batch: int, lanes: int, passes, lowering) -> tuple[int, str, str]:
+    """(`largest_pass_elements`, its layer's name, its pass)."""
     from .lowering import space_to_depth_applies
 
-    largest = 0
+    largest = (0, "", "")
     for i, spec in enumerate(specs):
         for p in passes:
             if p == "input_grad" and i == 0 and not lowering.first_layer_input_grad:
                 continue
             s2d = (p == "forward" and lowering.first_layer == "space-to-depth"
                    and space_to_depth_applies(spec, i == 0))
-            largest = max(largest, pass_operand_elements(spec, p, batch, lanes,
-                                                         lowering.input_grad_lowering, s2d))
+            n = pass_operand_elements(spec, p, batch, lanes, lowering.input_grad_lowering, s2d)
+            if n > largest[0]:
+                largest = (n, spec.name, p)
     return largest
 
 
@@ -83,5 +89,10 @@ def estimate_run_bytes(specs, batch: int, lanes: int, passes, lowering, tensor_b
     """Estimated peak resident bytes of simulating (`check`: functionally checking) `specs`
     at `batch`; `tensor_bytes`: the workload's tensors held for the whole run (a loaded trace)."""
     largest = largest_pass_elements(specs, batch, lanes, passes, lowering)
+    return bytes_for(largest, tensor_bytes, check)
+
+
+def bytes_for(largest_elements: int, tensor_bytes: int = 0, check: bool = False) -> int:
+    """The peak estimate for a largest pass of `largest_elements` operand elements."""
     factor = CHECK_FACTOR if check else OPERAND_FACTOR
-    return int(BASE_BYTES + factor * 4 * largest + tensor_bytes)
+    return int(BASE_BYTES + factor * 4 * largest_elements + tensor_bytes)

@@ -108,8 +108,9 @@ def test_run_and_check_refuse_before_the_work(tmp_path, monkeypatch):
                                       if command == "run" else [command, str(config), "-q"])
         assert rc == 2 and len(stderr.splitlines()) == 1, stderr
         assert stderr.startswith(f"accelsim: error: {config}: resnet18-cifar at image_size 8, "
-                                 "batch 1000000, 16 lanes: needs about ")
-        assert "lower workload.batch or workload.image_size" in stderr and "--max-memory" in stderr
+                                 "batch 1000000, 16 lanes (largest pass: ")
+        assert "of streams): needs about " in stderr and "--max-memory" in stderr
+        assert "lower workload.batch, workload.image_size or workload.num_classes" in stderr
         assert time.monotonic() - t < 30
     assert not (tmp_path / "o").exists()
     small = write_config(tmp_path)
