@@ -218,9 +218,9 @@ def probe_output_dir(path: str | os.PathLike, what: str, files: tuple[str, ...] 
         fd, probe = tempfile.mkstemp(prefix=_prefix(path / "probe"), suffix=".tmp", dir=path)
         os.close(fd)
         os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"{what}: cannot write in {str(path)[:120]!r} "
-                          f"({e.strerror or e.__class__.__name__})") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        reason = getattr(e, "strerror", None) or str(e)[:80] or e.__class__.__name__
+        raise OutputError(f"{what}: cannot write in {str(path)[:120]!r} ({reason})") from None
     finally:
         for d in reversed(made):
             try:

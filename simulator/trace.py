@@ -58,8 +58,8 @@ class LayerSpec:
 
     def __post_init__(self):
         def fail(key: str, expected: str) -> ValueError:
-            return ValueError(f"layer {self.name!r}: {key}: expected {expected}, "
-                              f"got {getattr(self, key)!r}")
+            return ValueError(f"layer {safe_yaml.cut(repr(self.name))}: {key}: expected {expected}, "
+                              f"got {safe_yaml.cut(repr(getattr(self, key)))}")
 
         if not isinstance(self.name, str) or not self.name:
             raise fail("name", "a non-empty string")
@@ -255,6 +255,7 @@ _SPEC_FIELDS = ("name", "kind", "in_channels", "out_channels", "kernel", "stride
 
 
 _CONV_FIELDS = ("kernel", "stride", "padding", "dilation", "groups", "in_hw", "out_hw")
+PATH_CHARS = 200  # a path quoted in a message is cut to this length
 MAX_MEMBER_BYTES = 4 << 30   # an array of a layer archive, uncompressed
 
 
@@ -294,8 +295,14 @@ def read_trace(directory: str | os.PathLike) -> Trace:
     """Read a trace directory. Raises `TraceError` with the file and field on bad input."""
     directory = Path(directory)
     mpath = directory / "manifest.yaml"
-    if not mpath.is_file():
-        raise TraceError(f"{mpath}: no such file (a trace is a directory with manifest.yaml)")
+    try:
+        found = mpath.is_file()
+    except (OSError, ValueError) as e:  # a name too long, a NUL in the path
+        raise TraceError(f"{safe_yaml.cut(mpath, PATH_CHARS)}: cannot read "
+                         f"({getattr(e, 'strerror', None) or e})") from None
+    if not found:
+        raise TraceError(f"{safe_yaml.cut(mpath, PATH_CHARS)}: no such file (a trace is a "
+                         "directory with manifest.yaml)")
     try:
         manifest = safe_yaml.load(mpath)
     except (OSError, safe_yaml.YAMLInputError) as e:
@@ -304,14 +311,14 @@ def read_trace(directory: str | os.PathLike) -> Trace:
         raise TraceError(f"{mpath}: expected a mapping at the top level")
     version = manifest.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
-        raise TraceError(f"{mpath}: format_version: expected {FORMAT_VERSION}, got {version!r} "
+        raise TraceError(f"{mpath}: format_version: expected {FORMAT_VERSION}, got {safe_yaml.cut(repr(version))} "
                          "(written by a different accelsim version)")
     entries = manifest.get("layers")
     if not isinstance(entries, list) or not entries:
         raise TraceError(f"{mpath}: layers: expected a non-empty list")
     sparsity = manifest.get("sparsity", 0.0)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-        raise TraceError(f"{mpath}: sparsity: expected a number in [0, 1), got {sparsity!r}")
+        raise TraceError(f"{mpath}: sparsity: expected a number in [0, 1), got {safe_yaml.cut(repr(sparsity))}")
     seen: set[str] = set()
     layers = []
     for i, entry in enumerate(entries):
@@ -321,13 +328,13 @@ def read_trace(directory: str | os.PathLike) -> Trace:
         required = ("file", *_SPEC_FIELDS[:4]) + (_CONV_FIELDS if entry.get("kind") == "conv" else ())
         missing = [k for k in required if k not in entry]
         if missing:
-            raise TraceError(f"{where}: missing field {missing[0]!r}")
+            raise TraceError(f"{where}: missing field {safe_yaml.cut(repr(missing[0]))}")
         try:
             spec = LayerSpec(**{k: entry[k] for k in _SPEC_FIELDS if k in entry})
         except (TypeError, ValueError) as e:
             raise TraceError(f"{where}: {e}") from None
         if spec.name in seen:
-            raise TraceError(f"{where}: name: expected a unique layer name, got {spec.name!r} twice")
+            raise TraceError(f"{where}: name: expected a unique layer name, got {safe_yaml.cut(repr(spec.name))} twice")
         seen.add(spec.name)
         npz = _member(directory, entry["file"], where)
         try:
