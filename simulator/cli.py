@@ -148,18 +148,21 @@ def _cmd_check(args) -> int:
 
 def _cmd_sweep(args) -> int:
     from .executors import DaskExecutor, ProcessExecutor, SerialExecutor
-    from .sweep import finished, format_sweep_summary, load_sweep, pending, run_sweep
+    from .sweep import (finished, format_sweep_summary, load_sweep, pending, run_sweep,
+                        scan_points)
 
-    sweep = load_sweep(args.config)  # every point validated before anything runs
+    # every point validated before anything runs (at most --max-points of them)
+    sweep = load_sweep(args.config, max_points=args.max_points, progress=not args.quiet)
     out = Path(args.out) if args.out else sweep.default_output_dir()
     _ensure_writable_dir(out, "--out" if args.out else f"{sweep.source}: output.dir")
+    stored = scan_points(sweep, out, progress=not args.quiet)  # finished points; bad entries fail
     if args.dask_scheduler:
         executor, where = DaskExecutor(args.dask_scheduler), f"on {args.dask_scheduler}"
     else:
         workers = args.workers or 1
         executor = SerialExecutor() if workers == 1 else ProcessExecutor(workers)
         where = f"in {workers} worker processes" if workers > 1 else "in this process"
-    todo = pending(sweep, out)
+    todo = pending(sweep, out, stored)
     total = len(sweep.points)
     if todo and args.dask_scheduler:
         executor.connect()  # a wrong address fails before anything is printed
@@ -168,8 +171,14 @@ def _cmd_sweep(args) -> int:
         print(f"note: skipped {point.label()}: {why}")
     if len(shown) < len(sweep.skipped):
         print(f"note: ... and {len(sweep.skipped) - len(shown)} more (-v lists them)")
+    bad = stored.unfinished if args.verbose else stored.unfinished[:10]
+    for path in bad:
+        print(f"note: points/{path.name} is incomplete or not ours; rerunning that point")
+    if len(bad) < len(stored.unfinished):
+        print(f"note: ... and {len(stored.unfinished) - len(bad)} more such point files "
+              "(-v lists them)")
     skipped = len(sweep.skipped)
-    print(f"{sweep.name}: {finished(sweep, out)} of {total} points done, {len(todo)} to run"
+    print(f"{sweep.name}: {finished(sweep, out, stored)} of {total} points done, {len(todo)} to run"
           + (f" {where}" if todo else "") + (f" ({skipped} front-end combination"
                                              f"{'s' if skipped > 1 else ''} skipped)" if skipped else ""))
 
@@ -178,7 +187,8 @@ def _cmd_sweep(args) -> int:
             print(f"done {point.point.label()} ({len(rows)} rows, points/{point.id}.csv)", flush=True)
 
     try:
-        result = run_sweep(sweep, out, executor, progress=not args.quiet, on_done=report)
+        result = run_sweep(sweep, out, executor, progress=not args.quiet, on_done=report,
+                           todo=todo)
     except KeyboardInterrupt:
         print(f"accelsim: interrupted: {finished(sweep, out)} of {total} points done, kept in "
               f"{out / 'points'}; the same command resumes", file=sys.stderr)
@@ -342,9 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "in this process)")
     where.add_argument("--dask-scheduler", metavar="tcp://HOST:PORT", help="run the points on the "
                        "Dask distributed cluster with this scheduler (needs the `distributed` extra)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from .sweep import MAX_POINTS
+
+    p.add_argument("--max-points", type=_positive(int), metavar="N", default=MAX_POINTS,
+                   help="refuse a sweep of more than N points (the product of its value lists' "
+                   f"lengths) before building any (default {MAX_POINTS:,})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="a line per finished point, every "
-                   "skipped combination")
+                   "skipped combination and unfinished point file")
     p.set_defaults(func=_cmd_sweep)
 
     from workloads.networks import NETWORKS

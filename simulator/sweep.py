@@ -10,13 +10,19 @@ A sweep file is YAML with these keys:
     output: {dir: reports/x}      # optional; default reports/<name>/
 
 **Points.** The points are the Cartesian product of the value lists, in file order with
-the last key varying fastest (`itertools.product`). A point's config is the base mapping
-with each swept key set (nested mappings are created where the base lacks them). Every
-point is validated with `parse_config`, and its workload is built far enough to know
-that the network (or trace) exists, *before* anything runs, so a bad value fails at once
-with one line naming the sweep file and the key, e.g.
+the last key varying fastest (`itertools.product`). Their number, the product of the
+lists' lengths, is known before any point is built; a sweep of more than `max_points`
+(default `MAX_POINTS` = 10,000; `accelsim sweep --max-points N`) is refused in one line.
+A point's config is the base mapping with each swept key set (nested mappings are created
+where the base lacks them). Every point is validated with `parse_config`, and its workload
+is built far enough to know that the network (or trace) exists, *before* anything runs,
+so a bad value fails at once with one line naming the sweep file and the key, e.g.
 ``configs/sweep.yaml: sweep.architecture.frontend.lookahead[3]: expected an integer >= 0,
 got -1``. Problems in the base name the base file (or ``base.<key>`` of the sweep file).
+Validation streams over the product (one point at a time, each distinct workload built
+once) and keeps only each valid point's position and id; a point's config is rebuilt
+when it runs. It takes some 0.15 ms a point, with a progress bar if it takes over a
+second.
 
 **Front-end combinations.** Lookahead, lookaside and shape are valid one by one but not
 in every combination (T<1,9> cannot place 9 lateral connections on 16 lanes; shape
@@ -34,26 +40,39 @@ key columns. Both are written atomically.
 **Resumability.** Each finished point is stored as ``points/<id>.csv`` (its rows without
 the key columns, written atomically) as soon as it finishes, where `<id>` is a stable
 hash of the point's *resolved* config (the parsed `Config` with defaults filled in, minus
-its name, output and source, plus the accelsim version). A re-run skips points whose
-file exists and rebuilds the merged CSVs from the point files, so an interrupted sweep
-(Ctrl-C, a lost worker) loses at most the points that were running. Points are keyed by
-what they simulate, not by the sweep, so growing a sweep reuses what is done. The hash
-does not cover the simulator's code or a trace's contents: delete ``points/`` after
-changing either.
+its name, output and source, plus the accelsim version). The file is the CSV followed by
+one end line, ``# accelsim sweep point <id>: <n> rows, <b> bytes, sha256 <digest>``,
+where <b> and <digest> are the CSV's length and SHA-256. A point is *finished* only if
+its file is a regular file ending in the end line of its own id whose length and digest
+match (and, when merged, whose CSV has <n> rows). A re-run skips finished points and
+rebuilds the merged CSVs from the point files, so an interrupted sweep (Ctrl-C, a lost
+worker) loses at most the points that were running. A regular file that is not finished
+(truncated, corrupt, empty, someone else's) is run again, with a note, and replaced
+atomically; anything else at that path (a directory, FIFO, device or symlink), or a
+``points`` that is not a directory, is a one-line error: we never replace what we did not
+create. Points are keyed by what they simulate, not by the sweep, so growing a sweep
+reuses what is done. The hash does not cover the simulator's code or a trace's contents:
+delete ``points/`` after changing either.
 
 **Execution backends** (`executors.py`): this process, N local worker processes, or
 an existing Dask distributed cluster. All three yield finished points as they finish;
-the merge does not depend on the order.
+the merge does not depend on the order. Tasks are built as they are handed out, so only
+the points in flight have their config in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import itertools
 import json
+import math
 import os
-from collections.abc import Callable
+import re
+import stat
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +86,7 @@ from .trace import write_atomic
 
 POINT_SOURCE = "<sweep point>"  # the `source` points are parsed with; rewritten in messages
 SWEEP_KEYS = ("name", "base", "sweep", "output")
+MAX_POINTS = 10_000  # points a sweep may have unless the caller allows more (--max-points)
 
 
 # --- points --------------------------------------------------------------------------------------
@@ -88,12 +108,42 @@ class Point:
         return " ".join(f"{names[k]}={format_value(v)}" for k, v in self.items())
 
 
-def expand(sweep: dict[str, list]) -> list[Point]:
+class Points(Sequence):
+    """The Cartesian product of the value lists, without building it: `len()` is the product
+    of the lists' lengths, point `n` is computed from `n` (the last key varying fastest), and
+    iteration walks `itertools.product` one point at a time."""
+
+    def __init__(self, sweep: dict[str, list]):
+        self.keys = tuple(sweep)
+        self.lists = [list(sweep[k]) for k in self.keys]
+
+    def __len__(self) -> int:
+        return math.prod(len(values) for values in self.lists)
+
+    def __getitem__(self, n: int) -> Point:
+        if not isinstance(n, int):
+            raise TypeError(f"point indices are integers, not {type(n).__name__}")
+        size = len(self)
+        if not -size <= n < size:
+            raise IndexError(n)
+        n %= size
+        indices = []
+        for values in reversed(self.lists):
+            n, i = divmod(n, len(values))
+            indices.append(i)
+        return self._point(tuple(reversed(indices)))
+
+    def __iter__(self) -> Iterator[Point]:
+        for indices in itertools.product(*(range(len(v)) for v in self.lists)):
+            yield self._point(indices)
+
+    def _point(self, indices: tuple[int, ...]) -> Point:
+        return Point(self.keys, tuple(v[i] for v, i in zip(self.lists, indices)), indices)
+
+
+def expand(sweep: dict[str, list]) -> Points:
     """The Cartesian product of the value lists: keys in mapping order, the last fastest."""
-    keys = tuple(sweep)
-    lists = [list(enumerate(sweep[k])) for k in keys]
-    return [Point(keys, tuple(v for _, v in combo), tuple(i for i, _ in combo))
-            for combo in itertools.product(*lists)]
+    return Points(sweep)
 
 
 def set_key(mapping: dict, dotted: str, value: Any) -> dict:
@@ -125,11 +175,31 @@ def apply(base: dict, point: Point) -> dict:
 def point_id(config: Config) -> str:
     """Stable 16-hex-digit hash of what a config simulates (its resolved settings, without
     name, output and source, plus the accelsim version)."""
-    data = dataclasses.asdict(config)
+    data = _fields(config)
     for k in ("name", "output", "source"):
         data.pop(k, None)
     text = json.dumps({"accelsim": __version__, "config": data}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_LEAVES = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # dataclass -> its field names
+
+
+def _fields(value: Any) -> Any:
+    """`dataclasses.asdict` without its deep copies (the same JSON, a few times faster)."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if kind not in _FIELD_NAMES and dataclasses.is_dataclass(kind):
+        _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
+    if kind in _FIELD_NAMES:
+        return {name: _fields(getattr(value, name)) for name in _FIELD_NAMES[kind]}
+    if isinstance(value, (list, tuple)):
+        return [_fields(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _fields(v) for k, v in value.items()}
+    return value
 
 
 def short_names(keys) -> dict[str, str]:
@@ -157,15 +227,77 @@ def _plain(value: Any) -> Any:
 
 # --- the sweep file ------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
+class _Base:
+    """The base config mapping, and the directory relative traces are also looked up in."""
+
+    data: dict
+    dir: Path
+
+    def mapping(self, point: Point) -> dict:
+        """The config mapping of `point` (plain data, what a worker gets): the base with every
+        swept key set, a relative `workload.trace` resolved as `load_config` does."""
+        mapping = apply(self.data, point)
+        workload = mapping.get("workload")
+        found = _trace_next_to_base(workload.get("trace") if isinstance(workload, dict) else None,
+                                    self.dir)
+        return set_key(mapping, "workload.trace", found) if found else mapping
+
+
+def _trace_next_to_base(trace: Any, base_dir: Path) -> str | None:
+    """A relative trace path that does not exist from the current directory but does from
+    the base config's directory: that path. Else None (the value is used as written)."""
+    if not isinstance(trace, str) or not trace:
+        return None
+    try:
+        if Path(trace).is_absolute() or Path(trace).exists() or not (base_dir / trace).exists():
+            return None
+    except (OSError, ValueError):  # a name the file system cannot take: parse_config judges it
+        return None
+    return str(base_dir / trace)
+
+
+@dataclass(frozen=True)
 class PlannedPoint:
-    """A valid point: its config mapping (plain data, what a worker gets), the parsed
-    config and its id (the name of its point file)."""
+    """A valid point and its id (the name of its point file). Its config mapping and parsed
+    config are rebuilt from the base when asked, so a sweep holds only positions and ids."""
 
     point: Point
-    mapping: dict
-    config: Config
     id: str
+    base: _Base = field(repr=False, compare=False)
+
+    @property
+    def mapping(self) -> dict:
+        """The point's config mapping (plain data, what a worker gets)."""
+        return self.base.mapping(self.point)
+
+    @property
+    def config(self) -> Config:
+        return parse_config(self.mapping, POINT_SOURCE)
+
+
+class PlannedPoints(Sequence):
+    """The valid points of a sweep in point order, each kept as its position in the product
+    and its id (some 100 bytes); `PlannedPoint`s are made as they are asked for."""
+
+    def __init__(self, points: Points, base: _Base):
+        self._points, self._base = points, base
+        self._positions = array("q")
+        self.ids: list[str] = []
+
+    def add(self, position: int, id: str) -> None:
+        self._positions.append(position)
+        self.ids.append(id)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> PlannedPoint:
+        return PlannedPoint(self._points[self._positions[i]], self.ids[i], self._base)
+
+    def __iter__(self) -> Iterator[PlannedPoint]:
+        for position, id in zip(self._positions, self.ids):
+            yield PlannedPoint(self._points[position], id, self._base)
 
 
 @dataclass
@@ -173,7 +305,7 @@ class Sweep:
     name: str
     source: str                      # the sweep file
     keys: tuple[str, ...]
-    points: list[PlannedPoint]       # valid points, in point order
+    points: PlannedPoints            # valid points, in point order
     skipped: list[tuple[Point, str]] = field(default_factory=list)  # (point, why)
     output_dir: Path | None = None   # the sweep file's output.dir, if any
 
@@ -207,11 +339,28 @@ def parse_sweep_mapping(src: str, data: Any) -> dict[str, list]:
         values = data[key]
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{src}: sweep.{key}: expected a non-empty list of values, got {values!r}")
+        seen = set()
         for i, v in enumerate(values):
-            if any(v == w and type(v) is type(w) for w in values[:i]):
+            token = (type(v), _hashable(v))
+            if token in seen:
                 raise ConfigError(f"{src}: sweep.{key}[{i}]: expected distinct values, got {v!r} "
                                   "twice")
+            seen.add(token)
     return {k: data[k] for k in keys}
+
+
+def _hashable(value: Any) -> Any:
+    """A hashable stand-in for YAML data, equal where the data are equal (lists and
+    mappings compared by content), so duplicates are found with a set, in linear time."""
+    if isinstance(value, list):
+        return ("list", tuple(_hashable(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((k, _hashable(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:  # anything else unhashable: compared by its text
+        return ("repr", repr(value))
+    return value
 
 
 class _Messages:
@@ -267,22 +416,85 @@ def _check_workload(config: Config) -> None:
         gen.close()
 
 
-def _resolve_trace(mapping: dict, config: Config, base_dir: Path) -> tuple[dict, Config]:
-    """A relative `workload.trace` is taken from the current directory if it exists there,
-    else from the base config's directory (as `load_config` does)."""
-    trace = config.workload.trace
-    if trace and not Path(trace).is_absolute() and not Path(trace).exists():
-        alt = base_dir / trace
-        if alt.exists():
-            mapping = set_key(mapping, "workload.trace", str(alt))
-            config = dataclasses.replace(config, workload=dataclasses.replace(config.workload,
-                                                                               trace=str(alt)))
-    return mapping, config
+def _workload_error(config: Config, checked: dict) -> ConfigError | None:
+    """The error of building `config`'s workload, or None. `checked` caches the answer by
+    what `_check_workload` reads (not sparsity, batch or seed), so each distinct workload is
+    built once however many points share it."""
+    wl = config.workload
+    key = (wl.network, wl.trace, wl.image_size, wl.num_classes, wl.dense_layers,
+           config.passes if wl.trace else None)
+    if key not in checked:
+        try:
+            _check_workload(config)
+            checked[key] = None
+        except ConfigError as e:
+            checked[key] = e
+    return checked[key]
 
 
-def load_sweep(path: str | os.PathLike) -> Sweep:
-    """Read a sweep file, expand its points and validate every one of them (raises
-    ConfigError with one line on the first problem; see the module docstring)."""
+def _format_count(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+
+
+def check_size(src: str, swept: dict[str, list], max_points: int) -> int:
+    """The number of points (the product of the lists' lengths); ConfigError if it is over
+    `max_points`. Nothing is built."""
+    lengths = [len(values) for values in swept.values()]
+    total = math.prod(lengths)
+    if total > max_points:
+        shape = " x ".join(map(str, lengths)) if len(lengths) <= 8 else f"{len(lengths)} lists"
+        raise ConfigError(f"{src}: sweep: expected at most {max_points:,} points (the product of "
+                          f"the value lists' lengths), got {_format_count(total)} ({shape}); "
+                          "split the sweep, or allow more with --max-points N")
+    return total
+
+
+def _validate(src: str, base_src: str | None, base: _Base, points: Points, label: str,
+              progress: bool) -> tuple[PlannedPoints, list[tuple[Point, str]]]:
+    """Parse every point and check its workload, one point at a time; raise the first error
+    as one line. Returns the valid points and the front-end combinations that cannot be
+    built, with why. A progress bar shows if this takes over a second (and `progress`)."""
+    from tqdm.auto import tqdm
+
+    messages = _Messages(src, base_src)
+    planned = PlannedPoints(points, base)
+    combos: list[tuple[Point, str]] = []
+    checked: dict = {}
+    with tqdm(points, total=len(points), desc=f"{label}: validating", unit="point", delay=1.0,
+              leave=False, disable=True if not progress else None) as bar:
+        for position, point in enumerate(bar):
+            try:
+                config = parse_config(base.mapping(point), POINT_SOURCE)
+            except ConfigError as e:
+                if not _frontend_combination(e):
+                    raise messages(e, point) from None
+                combos.append((point, "{}: {}".format(*_Messages.split(e))))
+                continue
+            error = _workload_error(config, checked)
+            if error is not None:
+                raise messages(error, point) from None
+            planned.add(position, point_id(config))
+    return planned, combos
+
+
+def _check_combinations(src: str, planned: PlannedPoints, combos: list[tuple[Point, str]]) -> None:
+    """ConfigError if a value of a skipped point builds in no valid point at all."""
+    if not combos:
+        return
+    valid = {(k, i) for p in planned for k, i in zip(p.point.keys, p.point.indices)}
+    for point, why in combos:
+        for k, i, v in zip(point.keys, point.indices, point.values):
+            if (k, i) not in valid:
+                raise ConfigError(f"{src}: sweep.{k}[{i}]: expected a value that some point of "
+                                  f"the sweep can build, got {v!r}: every point with it fails "
+                                  f"({why})")
+
+
+def load_sweep(path: str | os.PathLike, max_points: int = MAX_POINTS,
+               progress: bool = False) -> Sweep:
+    """Read a sweep file, refuse it if it has more than `max_points` points, and validate
+    every point (raises ConfigError with one line on the first problem; see the module
+    docstring). `progress`: a bar while validating, if that takes over a second."""
     path = Path(path)
     src = str(path)
     data = read_yaml(path)
@@ -319,6 +531,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         raise ConfigError(f"{src}: base: expected a config file name (relative to the sweep "
                           f"file) or an inline config mapping, got {base!r}")
     swept = parse_sweep_mapping(src, data.get("sweep"))
+    check_size(src, swept, max_points)
     for key in swept:
         try:
             set_key(base_data, key, None)
@@ -326,44 +539,10 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             raise ConfigError(f"{src}: sweep.{key}: expected a key through mappings of the base "
                               f"config, but {e} is not a mapping there") from None
 
-    messages = _Messages(src, base_src)
-    points = expand(swept)
-    planned: list[PlannedPoint] = []
-    combos: list[tuple[Point, ConfigError]] = []
-    checked: dict[str, ConfigError | None] = {}
-    for point in points:
-        mapping = apply(base_data, point)
-        try:
-            config = parse_config(mapping, POINT_SOURCE)
-        except ConfigError as e:
-            if _frontend_combination(e):
-                combos.append((point, e))
-                continue
-            raise messages(e, point) from None
-        mapping, config = _resolve_trace(mapping, config, base_dir)
-        wl = json.dumps([dataclasses.asdict(config.workload), config.passes,
-                         config.lowering.first_layer_input_grad], default=str)
-        if wl not in checked:
-            try:
-                _check_workload(config)
-                checked[wl] = None
-            except ConfigError as e:
-                checked[wl] = e
-        if checked[wl] is not None:
-            raise messages(checked[wl], point) from None
-        planned.append(PlannedPoint(point, mapping, config, point_id(config)))
-
-    if combos:
-        valid = {(k, i) for p in planned for k, i in zip(p.point.keys, p.point.indices)}
-        for point, e in combos:
-            for k, i, v in zip(point.keys, point.indices, point.values):
-                if (k, i) not in valid:
-                    key, rest = _Messages.split(e)
-                    raise ConfigError(f"{src}: sweep.{k}[{i}]: expected a value that some point of "
-                                      f"the sweep can build, got {v!r}: every point with it fails "
-                                      f"({key}: {rest})")
-    return Sweep(name=name, source=src, keys=tuple(swept), points=planned,
-                 skipped=[(p, "{}: {}".format(*_Messages.split(e))) for p, e in combos],
+    planned, combos = _validate(src, base_src, _Base(base_data, base_dir), Points(swept), name,
+                                progress)
+    _check_combinations(src, planned, combos)
+    return Sweep(name=name, source=src, keys=tuple(swept), points=planned, skipped=combos,
                  output_dir=Path(out_dir) if out_dir else None)
 
 
@@ -376,52 +555,211 @@ def run_point(mapping: dict, source: str = POINT_SOURCE) -> pd.DataFrame:
     return run(parse_config(mapping, source), quiet=True)
 
 
-def run_points(points: list[PlannedPoint], executor,
-               on_done: Callable[[PlannedPoint, pd.DataFrame], None] | None = None
-               ) -> dict[str, pd.DataFrame]:
+class _Tasks(Sequence):
+    """The executor tasks `(id, (mapping, source))` of `points`, each built when the
+    executor takes it, so only the points in flight have a config mapping in memory."""
+
+    def __init__(self, points: Sequence[PlannedPoint]):
+        self.points = points
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i: int) -> tuple[str, tuple]:
+        point = self.points[i]
+        return point.id, (point.mapping, POINT_SOURCE)
+
+
+def run_points(points: Sequence[PlannedPoint], executor,
+               on_done: Callable[[PlannedPoint, pd.DataFrame], None] | None = None) -> int:
     """Run `points` on `executor`; call `on_done(point, rows)` as each finishes (in finishing
-    order). Returns id -> rows. An error of a point is raised with `sweep_task` set to the
-    point's index in `points`."""
-    results = {}
-    tasks = [(p.id, (p.mapping, POINT_SOURCE)) for p in points]
-    for i, rows in executor.map_unordered(run_point, tasks):
-        point = points[i]
-        results[point.id] = rows
+    order; the rows are not kept). Returns how many ran. An error of a point is raised with
+    `sweep_task` set to the point's index in `points`."""
+    ran = 0
+    for i, rows in executor.map_unordered(run_point, _Tasks(points)):
+        ran += 1
         if on_done is not None:
-            on_done(point, rows)
-    return results
+            on_done(points[i], rows)
+    return ran
 
 
 # --- storage and merging -----------------------------------------------------------------------------
+
+# The last line of a point file: says the file is complete, whose it is, and what it holds.
+END_LINE = re.compile(rb"# accelsim sweep point (?P<id>[0-9a-f]{16}): (?P<rows>[0-9]{1,12}) rows, "
+                      rb"(?P<size>[0-9]{1,15}) bytes, sha256 (?P<digest>[0-9a-f]{64})\n")
+END_MAX = 200  # bytes: an end line is shorter than this
+MISSING, UNFINISHED, FINISHED = "missing", "unfinished", "finished"
+
 
 def point_path(out_dir: Path, point: PlannedPoint) -> Path:
     return Path(out_dir) / "points" / f"{point.id}.csv"
 
 
+def point_file_bytes(id: str, rows: pd.DataFrame) -> bytes:
+    """What a point file holds: the rows as CSV, then the end line (see the module docstring)."""
+    body = rows.to_csv(index=False).encode()
+    end = (f"# accelsim sweep point {id}: {len(rows)} rows, {len(body)} bytes, "
+           f"sha256 {hashlib.sha256(body).hexdigest()}\n")
+    return body + end.encode()
+
+
 def store_point(out_dir: Path, point: PlannedPoint, rows: pd.DataFrame) -> Path:
-    return write_atomic(point_path(out_dir, point), rows.to_csv(index=False))
+    """Write the point file (atomically, replacing an unfinished regular file)."""
+    return write_atomic(point_path(out_dir, point), point_file_bytes(point.id, rows))
+
+
+def _kind(mode: int) -> str:
+    return ("a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a regular file" if stat.S_ISREG(mode)
+            else "a device or special file")
+
+
+def _not_a_point_file(path: Path, mode: int) -> ConfigError:
+    return ConfigError(f"{path}: expected a point file (a regular file) or nothing, got "
+                       f"{_kind(mode)}; it is not ours to replace: move it away or delete it")
+
+
+def _cannot_read(path: Path, e: OSError) -> ConfigError:
+    return ConfigError(f"{path}: cannot read this point file ({e.strerror or e})")
+
+
+def _open_point_file(path: Path) -> int | None:
+    """A read-only descriptor of the regular file at `path`, or None if nothing is there.
+    ConfigError for anything else there (a directory, FIFO, device or symlink, which is
+    neither opened nor followed) or a file that cannot be read."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _cannot_read(path, e) from None
+    if not stat.S_ISREG(mode):
+        raise _not_a_point_file(path, mode)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _cannot_read(path, e) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # swapped since the lstat
+        os.close(fd)
+        raise _not_a_point_file(path, mode)
+    return fd
+
+
+def read_point_file(path: Path, id: str) -> tuple[str, bytes, int]:
+    """(state, CSV, rows) of the point file of point `id` at `path`: MISSING, UNFINISHED (a
+    regular file without a valid end line of this id, of another length or digest: truncated,
+    corrupt, empty or not ours) or FINISHED with its CSV and row count. A file without a
+    valid end line is read no further than its last END_MAX bytes. ConfigError if the entry
+    is not a regular file or cannot be read."""
+    fd = _open_point_file(path)
+    if fd is None:
+        return MISSING, b"", 0
+    try:
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - END_MAX))
+            tail = f.read(END_MAX)
+            start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+            end = END_LINE.fullmatch(tail[start:])
+            if (end is None or end["id"].decode() != id
+                    or int(end["size"]) != size - (len(tail) - start)):
+                return UNFINISHED, b"", 0
+            f.seek(0)
+            body = f.read(int(end["size"]))
+    except OSError as e:
+        raise _cannot_read(path, e) from None
+    if len(body) != int(end["size"]) or hashlib.sha256(body).hexdigest() != end["digest"].decode():
+        return UNFINISHED, b"", 0
+    return FINISHED, body, int(end["rows"])
 
 
 def read_point(out_dir: Path, point: PlannedPoint) -> pd.DataFrame:
-    """A stored point's rows, exactly as written (no text is taken for a missing value)."""
+    """A finished point's rows, exactly as written (no text is taken for a missing value).
+    ConfigError if its file is not finished (it changed since the sweep checked it)."""
     path = point_path(out_dir, point)
+    state, body, n = read_point_file(path, point.id)
+    rows = None
+    if state == FINISHED:
+        try:
+            rows = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values=[""])
+        except ValueError:  # pandas' parser and empty-data errors are ValueErrors
+            pass
+    if rows is None or len(rows) != n:
+        raise ConfigError(f"{path}: expected a finished point file, got one that is "
+                          f"{'missing' if state == MISSING else 'incomplete or not ours'} (it "
+                          "changed while the sweep ran); the same command reruns that point")
+    return rows
+
+
+@dataclass
+class StoredPoints:
+    """What `points/` holds for a sweep: the ids of finished points, and the paths of
+    regular files that are not finished (their points run again and replace them)."""
+
+    finished: set[str] = field(default_factory=set)
+    unfinished: list[Path] = field(default_factory=list)
+
+
+def check_points_dir(out_dir: Path) -> Path:
+    """`out_dir/points`; ConfigError if something other than a directory (or a symlink to
+    one) is there."""
+    points = Path(out_dir) / "points"
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise ConfigError(f"{path}: cannot read this finished point ({' '.join(str(e).split())}); "
-                          "delete it to run the point again") from None
+        mode = os.stat(points).st_mode
+    except FileNotFoundError:
+        if os.path.lexists(points):
+            raise ConfigError(f"{points}: expected a directory of finished sweep points (or "
+                              "nothing), got a dangling symlink") from None
+        return points
+    except OSError as e:
+        raise ConfigError(f"{points}: cannot read this directory ({e.strerror or e})") from None
+    if not stat.S_ISDIR(mode):
+        raise ConfigError(f"{points}: expected a directory of finished sweep points (or nothing), "
+                          f"got {_kind(mode)}; move it away or choose another output directory")
+    return points
 
 
-def pending(sweep: Sweep, out_dir: Path) -> list[PlannedPoint]:
-    """The points of `sweep` without a stored result in `out_dir` (once each, should two
-    points resolve to the same config)."""
-    todo = {p.id: p for p in sweep.points if not point_path(out_dir, p).is_file()}
+def scan_points(sweep: Sweep, out_dir: Path, progress: bool = False) -> StoredPoints:
+    """Check the point file of every point of `sweep` in `out_dir` (see the module
+    docstring). ConfigError (one line) if `points` is not a directory or a point's entry is
+    not a regular file. `progress`: a bar if this takes over a second."""
+    from tqdm.auto import tqdm
+
+    points = check_points_dir(out_dir)
+    stored = StoredPoints()
+    if not points.exists():
+        return stored
+    ids = list(dict.fromkeys(sweep.points.ids))  # once each, should two points be the same
+    for id in tqdm(ids, desc=f"{sweep.name}: reading points/", unit="file", delay=1.0,
+                   leave=False, disable=True if not progress else None):
+        state, _, _ = read_point_file(points / f"{id}.csv", id)
+        if state == FINISHED:
+            stored.finished.add(id)
+        elif state == UNFINISHED:
+            stored.unfinished.append(points / f"{id}.csv")
+    return stored
+
+
+def pending(sweep: Sweep, out_dir: Path, stored: StoredPoints | None = None) -> list[PlannedPoint]:
+    """The points of `sweep` not finished in `out_dir` (once each, should two points resolve
+    to the same config). `stored`: `scan_points` of `out_dir`, if already made."""
+    stored = scan_points(sweep, out_dir) if stored is None else stored
+    todo: dict[str, PlannedPoint] = {}
+    for p in sweep.points:
+        if p.id not in stored.finished and p.id not in todo:
+            todo[p.id] = p
     return list(todo.values())
 
 
-def finished(sweep: Sweep, out_dir: Path) -> int:
-    """How many points of `sweep` have a stored result in `out_dir`."""
-    return sum(point_path(out_dir, p).is_file() for p in sweep.points)
+def finished(sweep: Sweep, out_dir: Path, stored: StoredPoints | None = None) -> int:
+    """How many points of `sweep` are finished in `out_dir`."""
+    stored = scan_points(sweep, out_dir) if stored is None else stored
+    return sum(id in stored.finished for id in sweep.points.ids)
 
 
 def with_keys(rows: pd.DataFrame, point: Point) -> pd.DataFrame:
@@ -462,13 +800,16 @@ class SweepRun:
 
 
 def run_sweep(sweep: Sweep, out_dir: Path, executor, progress: bool = True,
-              on_done: Callable[[PlannedPoint, pd.DataFrame], None] | None = None) -> SweepRun:
-    """Run the points not yet done (each stored as it finishes), then merge every point into
-    `results.csv` and `summary.csv` in `out_dir`."""
+              on_done: Callable[[PlannedPoint, pd.DataFrame], None] | None = None,
+              todo: list[PlannedPoint] | None = None) -> SweepRun:
+    """Run the points not yet finished (`todo`, default `pending(sweep, out_dir)`), each
+    stored as it finishes, then merge every point into `results.csv` and `summary.csv` in
+    `out_dir`."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    todo = pending(sweep, out_dir)
+    if todo is None:
+        todo = pending(sweep, out_dir)
     messages = _Messages(sweep.source, None)
     bar = tqdm(total=len(todo), desc=sweep.name, unit="point", disable=True if not progress else None)
 
