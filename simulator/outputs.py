@@ -11,8 +11,9 @@ Rules (README, "Outputs"):
   read-only or pseudo file systems, over-long names), so a long run cannot fail at its end;
 - temporary files and directories carry our naming, ``.<name>.accelsim-<pid>-<random>``
   with the suffix ``.tmp`` (being written) or ``.old`` (the replaced trace, until it is
-  deleted). A writer killed with SIGKILL leaves them behind; the next write to the same
-  target removes those whose process is gone (`remove_stale`), and nothing else.
+  deleted). A writer killed with SIGKILL leaves them behind; the first write of a later
+  process into that directory removes those whose process is gone (`remove_stale`), and
+  nothing else.
 """
 
 from __future__ import annotations
@@ -57,30 +58,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def stale_entries(target: Path) -> list[Path]:
-    """Temporary files/directories of our naming for `target` left by dead processes."""
+_CLEANED: set[str] = set()  # directories this process has already cleaned
+
+
+def stale_entries(directory: Path) -> list[Path]:
+    """Temporary files/directories of our naming in `directory` left by dead processes."""
     try:
-        names = os.listdir(target.parent)
+        names = os.listdir(directory)
     except OSError:
         return []
-    out = []
-    for n in names:
-        m = _STALE.match(n)
-        if m and m["name"] == target.name[:NAME_KEPT] and not _alive(int(m["pid"])):
-            out.append(target.parent / n)
-    return sorted(out)
+    return sorted(directory / n for n in names
+                  if (m := _STALE.match(n)) and not _alive(int(m["pid"])))
 
 
 def remove_stale(target: Path) -> list[Path]:
-    """Delete what dead writers of `target` left (see the module docstring). If a writer
-    died between the two renames of a directory replacement (only on file systems without
-    an atomic exchange) and `target` is missing, its `.old` copy is put back first."""
-    stale = stale_entries(target)
-    if not os.path.lexists(target):
-        old = [p for p in stale if p.name.endswith(".old") and (p / "manifest.yaml").is_file()]
-        if old:
-            os.replace(old[-1], target)
-            stale.remove(old[-1])
+    """Delete what dead writers left in `target`'s directory (see the module docstring),
+    once per directory and process (a sweep writes thousands of files into one). If a
+    writer died between the two renames of a directory replacement (only on file systems
+    without an atomic exchange) and its target is missing, that `.old` copy is put back."""
+    directory = target.parent
+    key = os.path.realpath(directory)
+    if key in _CLEANED:
+        return []
+    _CLEANED.add(key)
+    stale = stale_entries(directory)
+    for p in [p for p in stale if p.name.endswith(".old") and (p / "manifest.yaml").is_file()]:
+        name = _STALE.match(p.name)["name"]
+        home = (target if name == target.name[:NAME_KEPT]
+                else directory / name if len(name) < NAME_KEPT else None)
+        if home is not None and not os.path.lexists(home):
+            os.replace(p, home)
+            stale.remove(p)
     for p in stale:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -218,6 +226,8 @@ def probe_output_dir(path: str | os.PathLike, what: str, files: tuple[str, ...] 
         fd, probe = tempfile.mkstemp(prefix=_prefix(path / "probe"), suffix=".tmp", dir=path)
         os.close(fd)
         os.unlink(probe)
+    except OutputError:
+        raise
     except (OSError, ValueError) as e:  # ValueError: a NUL in the path
         reason = getattr(e, "strerror", None) or str(e)[:80] or e.__class__.__name__
         raise OutputError(f"{what}: cannot write in {str(path)[:120]!r} ({reason})") from None

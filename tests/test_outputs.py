@@ -85,17 +85,21 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_nothing_else(tmp_path
     dead, alive = dead_pid(), os.getppid()
     stale_file = tmp_path / temp_name("results.csv", dead, ".tmp")
     stale_dir = tmp_path / temp_name("results.csv", dead, ".old")
-    live = tmp_path / temp_name("results.csv", alive, ".tmp")          # its writer still runs
     other_target = tmp_path / temp_name("summary.csv", dead, ".tmp")   # another file's
+    live = tmp_path / temp_name("results.csv", alive, ".tmp")          # its writer still runs
     foreign = tmp_path / ".results.csv.XYZ123"                          # not our naming
     stale_file.write_text("partial")
     stale_dir.mkdir()
     (stale_dir / "x").write_text("x")
-    for p in (live, other_target, foreign):
+    for p in (other_target, live, foreign):
         p.write_text("keep")
     write_atomic(tmp_path / "results.csv", "rows")
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["results.csv", live.name, other_target.name, foreign.name])
+    assert left == sorted(["results.csv", live.name, foreign.name])
+    later = tmp_path / temp_name("results.csv", dead, ".tmp")
+    later.write_text("x")
+    write_atomic(tmp_path / "results.csv", "rows")  # once per directory and process
+    assert later.exists()
 
 
 # ------------------------------------------------------------------ trace directories
@@ -129,6 +133,7 @@ def test_a_writer_killed_between_two_renames_gets_its_old_trace_back(tmp_path, m
     old = tmp_path / temp_name("trace", dead, ".old")
     os.replace(out, old)
     (tmp_path / temp_name("trace", dead, ".tmp")).mkdir()
+    monkeypatch.setattr(outputs, "_CLEANED", set())  # as in a new process
     assert sorted(p.name for p in remove_stale(out)) == [temp_name("trace", dead, ".tmp")]
     assert float(read_trace(out).layers[0].weight[0, 0]) == 1.0  # the old output is back
     monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)  # the two-rename path
