@@ -398,7 +398,7 @@ def read_yaml(path: str | os.PathLike, missing: str | None = None) -> Any:
     """The YAML data of `path` (`simulator.safe_yaml`: a regular file of at most 1 MiB, no
     duplicate keys, aliases or absurd nesting); a one-line ConfigError if it cannot be read
     or parsed (`missing`, if given, is the message when there is no such file)."""
-    source = str(path)
+    source = safe_yaml.cut(path, 200)
     try:
         return safe_yaml.load(path)
     except FileNotFoundError:

@@ -79,7 +79,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import __version__
+from . import __version__, safe_yaml
 from .config import Config, ConfigError, parse_config, read_yaml
 from .frontend import FrontendError
 from .trace import write_atomic
@@ -87,6 +87,11 @@ from .trace import write_atomic
 POINT_SOURCE = "<sweep point>"  # the `source` points are parsed with; rewritten in messages
 SWEEP_KEYS = ("name", "base", "sweep", "output")
 MAX_POINTS = 10_000  # points a sweep may have unless the caller allows more (--max-points)
+
+
+def _show(value: Any) -> str:
+    """`value` as a message quotes it: its repr, cut to one short line."""
+    return safe_yaml.cut(repr(value))
 
 
 # --- points --------------------------------------------------------------------------------------
@@ -326,24 +331,24 @@ def parse_sweep_mapping(src: str, data: Any) -> dict[str, list]:
     distinct values."""
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{src}: sweep: expected a non-empty mapping of dotted config keys to "
-                          f"lists of values, got {data!r}")
+                          f"lists of values, got {_show(data)}")
     keys = list(data)
     for key in keys:
         if not _key_ok(key):
             raise ConfigError(f"{src}: sweep: expected dotted config keys like "
-                              f"architecture.frontend.lookahead, got {key!r}")
+                              f"architecture.frontend.lookahead, got {_show(key)}")
         for other in keys:
             if other != key and key.startswith(other + "."):
                 raise ConfigError(f"{src}: sweep.{key}: expected a key outside the other swept "
                                   f"keys, got one inside sweep.{other}")
         values = data[key]
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{src}: sweep.{key}: expected a non-empty list of values, got {values!r}")
+            raise ConfigError(f"{src}: sweep.{key}: expected a non-empty list of values, got {_show(values)}")
         seen = set()
         for i, v in enumerate(values):
             token = (type(v), _hashable(v))
             if token in seen:
-                raise ConfigError(f"{src}: sweep.{key}[{i}]: expected distinct values, got {v!r} "
+                raise ConfigError(f"{src}: sweep.{key}[{i}]: expected distinct values, got {_show(v)} "
                                   "twice")
             seen.add(token)
     return {k: data[k] for k in keys}
@@ -486,7 +491,7 @@ def _check_combinations(src: str, planned: PlannedPoints, combos: list[tuple[Poi
         for k, i, v in zip(point.keys, point.indices, point.values):
             if (k, i) not in valid:
                 raise ConfigError(f"{src}: sweep.{k}[{i}]: expected a value that some point of "
-                                  f"the sweep can build, got {v!r}: every point with it fails "
+                                  f"the sweep can build, got {_show(v)}: every point with it fails "
                                   f"({why})")
 
 
@@ -499,7 +504,7 @@ def load_sweep(path: str | os.PathLike, max_points: int = MAX_POINTS,
     src = str(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{src}: expected a mapping with keys base and sweep, got {data!r}")
+        raise ConfigError(f"{src}: expected a mapping with keys base and sweep, got {_show(data)}")
     unknown = [k for k in data if k not in SWEEP_KEYS]
     if unknown:
         raise ConfigError(f"{src}: {unknown[0]}: expected one of the known keys "
@@ -508,28 +513,28 @@ def load_sweep(path: str | os.PathLike, max_points: int = MAX_POINTS,
     if (not isinstance(name, str) or not name or name.startswith(".")
             or not all(c.isalnum() or c in "-_." for c in name)):
         raise ConfigError(f"{src}: name: expected letters, digits, '-', '_' or '.' (it names the "
-                          f"output directory reports/<name>), got {name!r}")
+                          f"output directory reports/<name>), got {_show(name)}")
     output = data.get("output") or {}
     if not isinstance(output, dict) or set(output) - {"dir"}:
-        raise ConfigError(f"{src}: output: expected a mapping with the key dir, got {output!r}")
+        raise ConfigError(f"{src}: output: expected a mapping with the key dir, got {_show(output)}")
     out_dir = output.get("dir")
     if out_dir is not None and (not isinstance(out_dir, str) or not out_dir):
-        raise ConfigError(f"{src}: output.dir: expected a non-empty string, got {out_dir!r}")
+        raise ConfigError(f"{src}: output.dir: expected a non-empty string, got {_show(out_dir)}")
 
     base = data.get("base")
     if isinstance(base, str) and base:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
         base_src = str(base_path)
         base_data = read_yaml(base_path, f"{src}: base: expected a config file (relative to the "
-                               f"sweep file), got {base!r}: no such file {base_src!r}")
+                               f"sweep file), got {_show(base)}: no such file {_show(base_src)}")
         if not isinstance(base_data, dict):
-            raise ConfigError(f"{base_src}: (top level): expected a mapping, got {base_data!r}")
+            raise ConfigError(f"{base_src}: (top level): expected a mapping, got {_show(base_data)}")
         base_dir = base_path.parent
     elif isinstance(base, dict):
         base_src, base_data, base_dir = None, base, path.parent
     else:
         raise ConfigError(f"{src}: base: expected a config file name (relative to the sweep "
-                          f"file) or an inline config mapping, got {base!r}")
+                          f"file) or an inline config mapping, got {_show(base)}")
     swept = parse_sweep_mapping(src, data.get("sweep"))
     check_size(src, swept, max_points)
     for key in swept:

@@ -213,3 +213,32 @@ def test_manifests_are_accepted_or_refused_in_one_line(trace_copy, mutations):
         for t in ("weight", "input", "input_saved", "grad_output"):
             a = getattr(lay, t)
             assert a is None or (a.dtype.name in ("float32", "float64") and a.shape[0] >= 1)
+
+
+# ------------------------------------------------------------------ sweep files
+
+SWEEP_KEYS = [".".join(p) for p in CONFIG_PATHS] + ["workload.sparsity", "nope.key", "", "a..b"]
+sweep_lists = st.one_of(st.lists(values, max_size=5), values)
+sweep_files = st.fixed_dictionaries(
+    {"base": st.one_of(st.just(copy.deepcopy(BASE)), values,
+                       st.sampled_from(["missing.yaml", "/dev/zero", "../..", "c.yaml"])),
+     "sweep": st.one_of(st.dictionaries(st.sampled_from(SWEEP_KEYS), sweep_lists, max_size=3), values)},
+    optional={"name": values, "output": values, "extra": values})
+
+
+@settings(SETTINGS, max_examples=200)
+@given(sweep_files)
+def test_sweep_files_are_accepted_or_refused_in_one_line(tmp_path_factory, data):
+    from simulator.sweep import load_sweep
+
+    d = tmp_path_factory.mktemp("sweep")
+    (d / "c.yaml").write_text(yaml.safe_dump(BASE))
+    path = d / "s.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    try:
+        sweep = load_sweep(path, max_points=50)
+    except ConfigError as e:
+        one_line(str(e))
+        assert str(e).startswith((str(d), "/dev/zero: ")), str(e)  # the sweep file, or its base
+        return
+    assert 1 <= len(sweep.points) <= 50
