@@ -526,7 +526,7 @@ def load_sweep(path: str | os.PathLike, max_points: int = MAX_POINTS,
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
         base_src = str(base_path)
         base_data = read_yaml(base_path, f"{src}: base: expected a config file (relative to the "
-                               f"sweep file), got {_show(base)}: no such file {_show(base_src)}")
+                               f"sweep file), got {_show(base)}: no such file {safe_yaml.cut(repr(base_src), 200)}")
         if not isinstance(base_data, dict):
             raise ConfigError(f"{base_src}: (top level): expected a mapping, got {_show(base_data)}")
         base_dir = base_path.parent
