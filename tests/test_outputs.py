@@ -205,3 +205,38 @@ def test_run_refuses_an_unusable_out_before_any_work(tmp_path):
         assert rc == 2 and stdout == "" and len(stderr.splitlines()) == 1, stderr
         assert stderr.startswith("accelsim: error: --out: ") and expected in stderr
     assert target.read_text() == "keep"
+
+
+@pytest.mark.parametrize("moment", ["before-rename", "before-swap"])
+def test_a_writer_killed_at_the_rename_leaves_the_old_output_and_the_next_write_cleans_up(
+        tmp_path, moment, monkeypatch):
+    """A process that dies (os._exit: no clean-up runs, as with kill -9) just before its
+    rename leaves the old output whole and a temporary of ours; the next write succeeds and
+    removes the temporary."""
+    target = tmp_path / ("results.csv" if moment == "before-rename" else "trace")
+    if moment == "before-rename":
+        write_atomic(target, "old")
+        code = ("import os; from simulator import outputs\n"
+                "os.replace = lambda a, b: os._exit(9)\n"
+                f"outputs.write_atomic({str(target)!r}, 'new')\n")
+    else:
+        write_trace(tiny_trace(1.0), target)
+        code = ("import os; from simulator import outputs, trace; from tests.test_outputs import tiny_trace\n"
+                "outputs._exchange = lambda a, b: os._exit(9)\n"
+                f"trace.write_trace(tiny_trace(2.0), {str(target)!r})\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and left[1] == target.name and left[0].endswith(".tmp")  # ours, stale
+    if moment == "before-rename":
+        assert target.read_text() == "old"
+        monkeypatch.setattr(outputs, "_CLEANED", set())  # as in a new process
+        write_atomic(target, "newer")
+        assert target.read_text() == "newer"
+    else:
+        assert float(read_trace(target).layers[0].weight[0, 0]) == 1.0
+        monkeypatch.setattr(outputs, "_CLEANED", set())
+        write_trace(tiny_trace(3.0), target)
+        assert float(read_trace(target).layers[0].weight[0, 0]) == 3.0
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
