@@ -60,6 +60,7 @@ import gzip
 import math
 import os
 import pickle
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,18 +157,129 @@ _IDX_NAMES = {0x08: "ubyte", 0x09: "byte", 0x0B: "short", 0x0C: "int", 0x0D: "fl
               0x0E: "double"}
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it is gzip (by its magic, whatever its name)."""
+MAX_IDX_DATA_BYTES = 2**31  # an IDX file's data, as its header claims it (Fashion-MNIST: 47 MB)
+MAX_IDX_DIMS = 16
+MAX_CIFAR_BATCH_BYTES = 256 * 2**20  # a CIFAR-10 python batch file (10,000 images: 31 MB)
+
+
+def _regular_file(path: Path) -> os.stat_result:
+    """The `os.stat` of `path` if it is a regular file (a symlink to one is fine);
+    DataError naming what it is otherwise (a FIFO or device is never opened)."""
     try:
-        raw = path.read_bytes()
+        st = os.stat(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device or special file")
+        raise DataError(f"{path}: expected a regular file, found {kind}")
+    return st
+
+
+class _IdxFile:
+    """An open IDX file, gzipped or plain (by its magic, whatever its name): its header is
+    read and checked on opening, its data only by `read_data`, which reads exactly the
+    size the header gives, so a file that inflates past it is refused after one byte more."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.size = _regular_file(path).st_size
         try:
-            return gzip.decompress(raw)
+            self._raw = open(path, "rb")
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        try:
+            self.gz = self._raw.read(2) == b"\x1f\x8b"
+            self._raw.seek(0)
+            self._f = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.gz else self._raw
+            self._header()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._f is not self._raw:
+            self._f.close()
+        self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self._f.read(n)
         except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
-    return raw
+            raise DataError(f"{self.path}: corrupt or truncated gzip file ({exc})") from None
+
+    def _header(self) -> None:
+        path, magic = self.path, self._read(4)
+        if len(magic) < 4:
+            raise DataError(f"{path}: not an IDX file (expected a 4-byte magic number, "
+                            f"file has {len(magic)} bytes)")
+        code, ndim = magic[2], magic[3]
+        if magic[0] != 0 or magic[1] != 0 or code not in _IDX_DTYPES or ndim == 0:
+            raise DataError(f"{path}: not an IDX file (bad magic number 0x{magic.hex()}; "
+                            f"expected 0x0000TTDD with type TT in 08/09/0b/0c/0d/0e and DD >= 1 "
+                            f"dimensions)")
+        if ndim > MAX_IDX_DIMS:
+            raise DataError(f"{path}: not a data set IDX file (header says {ndim} dimensions; "
+                            f"expected at most {MAX_IDX_DIMS})")
+        header = 4 + 4 * ndim
+        rest = self._read(4 * ndim)
+        if len(rest) < 4 * ndim:
+            raise DataError(f"{path}: truncated IDX header (expected {ndim} dimensions, "
+                            f"{header} bytes; file has {4 + len(rest)})")
+        self.code, self.header = code, header
+        self.dtype = _IDX_DTYPES[code]
+        self.dims = tuple(int(d) for d in np.frombuffer(rest, ">u4"))
+        self.nbytes = math.prod(self.dims) * self.dtype.itemsize
+        if self.nbytes > MAX_IDX_DATA_BYTES:
+            raise DataError(f"{path}: implausible IDX header: {self.shape_text()} is "
+                            f"{self.nbytes:,} bytes of data, more than the {MAX_IDX_DATA_BYTES:,} "
+                            "a data set file may hold here (refused before reading it)")
+        if not self.gz and self.size != header + self.nbytes:
+            self._size_error(self.size - header)
+        most = (self.size - 18) * 1032  # deflate inflates at most 1032:1 (gzip: 18 bytes of framing)
+        if self.gz and most < header + self.nbytes:
+            raise DataError(f"{path}: truncated: header says {self.shape_text()} = {self.nbytes} "
+                            f"bytes of data, and {self.size:,} bytes of gzip hold at most "
+                            f"{max(most, 0):,} (refused before reading it)")
+
+    def shape_text(self) -> str:
+        return f"{'x'.join(map(str, self.dims))} {_IDX_NAMES[self.code]}"
+
+    def _size_error(self, found: int, more: bool = False):
+        what = "truncated" if found < self.nbytes else "has trailing bytes"
+        raise DataError(f"{self.path}: {what}: header says {self.shape_text()} = {self.nbytes} "
+                        f"bytes of data, found {found}{' or more' if more else ''}")
+
+    def read_data(self) -> np.ndarray:
+        """The data as an array of shape `dims`, native byte order."""
+        out = np.empty(self.nbytes, np.uint8)
+        view, got = memoryview(out), 0
+        while got < self.nbytes:
+            try:
+                n = self._f.readinto(view[got:])
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataError(f"{self.path}: corrupt or truncated gzip file ({exc})") from None
+            if not n:
+                self._size_error(got)
+            got += n
+        if self._read(1):
+            self._size_error(self.nbytes + 1, more=self.gz)
+        arr = out.view(self.dtype).reshape(self.dims)
+        if not arr.dtype.isnative:
+            arr.byteswap(inplace=True)
+        return arr.view(self.dtype.newbyteorder("="))
+
+
+def read_idx_header(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
+    """The (native) dtype and dimensions an IDX file's header gives, reading only the header."""
+    with _IdxFile(Path(path)) as f:
+        return f.dtype.newbyteorder("="), f.dims
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -175,32 +287,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Header, big-endian: two zero bytes, a dtype code (0x08 ubyte, 0x09 byte,
     0x0B short, 0x0C int, 0x0D float, 0x0E double), the number of dimensions, then
-    each dimension as a uint32; the data follow, exactly prod(dims) items.
+    each dimension as a uint32; the data follow, exactly prod(dims) items. Only a
+    regular file is read (a FIFO or device is refused unopened); a header claiming more
+    than `MAX_IDX_DATA_BYTES` of data is refused before any data are read, and a gzipped
+    file is inflated only up to the size its header gives (plus one byte, to see that it
+    ends there).
     """
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DataError(f"{path}: not an IDX file (expected a 4-byte magic number, "
-                        f"file has {len(raw)} bytes)")
-    code, ndim = raw[2], raw[3]
-    if raw[0] != 0 or raw[1] != 0 or code not in _IDX_DTYPES or ndim == 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number 0x{raw[:4].hex()}; "
-                        f"expected 0x0000TTDD with type TT in 08/09/0b/0c/0d/0e and DD >= 1 "
-                        f"dimensions)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header (expected {ndim} dimensions, "
-                        f"{header} bytes; file has {len(raw)})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = _IDX_DTYPES[code]
-    expected = math.prod(dims) * dtype.itemsize
-    found = len(raw) - header
-    if found != expected:
-        what = "truncated" if found < expected else "has trailing bytes"
-        raise DataError(f"{path}: {what}: header says {'x'.join(map(str, dims))} "
-                        f"{_IDX_NAMES[code]} = {expected} bytes of data, found {found}")
-    arr = np.frombuffer(raw, dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    with _IdxFile(Path(path)) as f:
+        return f.read_data()
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -218,14 +312,18 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
+    """The IDX file `stem`.gz or `stem` in `directory`: whatever is there under that name
+    (a FIFO or directory too, which `read_idx` then refuses by name)."""
     for candidate in (directory / f"{stem}.gz", directory / stem):
-        if candidate.is_file():
+        if os.path.lexists(candidate):
             return candidate
     return None
 
 
 def load_fashion_mnist(split: str, data_dir: str | None = None) -> Dataset:
-    """Fashion-MNIST from its IDX files in `data_dir` (default `FASHION_MNIST_DIR`)."""
+    """Fashion-MNIST from its IDX files in `data_dir` (default `FASHION_MNIST_DIR`). Both
+    files' headers are read and checked against each other (ubyte images [N, rows, cols],
+    N ubyte labels) before either's data are."""
     directory = Path(data_dir if data_dir is not None else FASHION_MNIST_DIR)
     how = ("install the Debian package: apt-get install dataset-fashion-mnist, "
            "or pass --data-dir DIR")
@@ -238,17 +336,23 @@ def load_fashion_mnist(split: str, data_dir: str | None = None) -> Dataset:
         if path is None:
             raise DataError(f"fashion-mnist: missing {stem}.gz (or {stem}) in {directory} ({how})")
     images_path, labels_path = found
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"{images_path}: expected ubyte images [N, rows, cols], "
-                        f"got {images.dtype} {images.shape}")
-    if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise DataError(f"{labels_path}: expected ubyte labels [N], got {labels.dtype} {labels.shape}")
-    if labels.shape[0] != images.shape[0]:
-        raise DataError(f"{labels_path}: {labels.shape[0]} labels for the {images.shape[0]} "
-                        f"images of {images_path.name}")
-    if labels.size and labels.max() >= NUM_CLASSES:
-        raise DataError(f"{labels_path}: labels must be 0..{NUM_CLASSES - 1}, found {labels.max()}")
+    with _IdxFile(images_path) as images_file, _IdxFile(labels_path) as labels_file:
+        dims, ldims = images_file.dims, labels_file.dims
+        if images_file.code != 0x08 or len(dims) != 3:
+            raise DataError(f"{images_path}: expected ubyte images [N, rows, cols], "
+                            f"got {images_file.shape_text()}")
+        if labels_file.code != 0x08 or len(ldims) != 1:
+            raise DataError(f"{labels_path}: expected ubyte labels [N], got {labels_file.shape_text()}")
+        if ldims[0] != dims[0]:
+            raise DataError(f"{labels_path}: {ldims[0]} labels for the {dims[0]} "
+                            f"images of {images_path.name}")
+        if dims[0] and (dims[1] == 0 or dims[2] == 0):
+            raise DataError(f"{images_path}: expected images of at least 1x1 pixels, "
+                            f"got {images_file.shape_text()}")
+        labels = labels_file.read_data()
+        if labels.size and labels.max() >= NUM_CLASSES:
+            raise DataError(f"{labels_path}: labels must be 0..{NUM_CLASSES - 1}, found {labels.max()}")
+        images = images_file.read_data()
     return Dataset("fashion-mnist", images[..., None], labels.astype(np.int64), NUM_CLASSES)
 
 
@@ -322,6 +426,10 @@ def load_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     a list of n ints 0..9; keys may be bytes (Python 2 pickles) or str.
     """
     path = Path(path)
+    size = _regular_file(path).st_size
+    if size > MAX_CIFAR_BATCH_BYTES:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({size:,} bytes; a batch of "
+                        f"10,000 images is about 31 MB)")
     try:
         with open(path, "rb") as f:
             obj = _RestrictedUnpickler(f, path).load()
@@ -366,7 +474,7 @@ def load_cifar10(split: str, data_dir: str | None) -> Dataset:
     parts = []
     for name in CIFAR10_FILES[split]:
         path = directory / name
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise DataError(f"cifar10: missing {name} in {directory} ({how})")
         parts.append(load_cifar_batch(path))
     images = np.concatenate([p[0] for p in parts])
