@@ -2,8 +2,10 @@
 
 The models themselves are `flops.py` (SWAT A.3) and `topk_overhead.py` (SWAT A.4); this
 module turns options into their inputs (one-line `ConfigError`s for bad values, exit 2 in
-`cli.main`) and prints their tables. `--measure` times our Top-K on this machine through
-`workloads.topk_timing`.
+`cli.main`; batches, image sizes and periods at most 2**31-1, MAC counts at most 2**60 so
+that the A.3 sums stay exact; `--measure` refused before allocating when its tensors
+would not fit in memory, `simulator.resources`) and prints their tables. `--measure`
+times our Top-K on this machine through `workloads.topk_timing`.
 """
 
 from __future__ import annotations
@@ -36,16 +38,42 @@ def _numbers(option: str, text: str, **kw) -> list:
     return values
 
 
+MAX_BATCH = 2**31 - 1
+MAX_REPEAT = 100
+MAX_MS = 1e12          # --step-ms, --topk-ms: about 30 years
+MAX_MACS = 2**60       # MACs of one pass of a batch: every pass of the A.3 model stays exact in int64
+
+
 def _network(name: str, image_size: str | None, option: str = "NETWORK"):
     from workloads.networks import NETWORKS, build_network
 
     if name not in NETWORKS:
         raise ConfigError(f"{option}: expected one of {', '.join(NETWORKS)}, got {name!r}")
     size = None if image_size is None else _number("--image-size", image_size, 1, None, integer=True)
+    if size is not None and size > MAX_BATCH:
+        raise ConfigError(f"--image-size: expected an integer in 1..{MAX_BATCH}, got {image_size}")
     try:
         return build_network(name, image_size=size)
     except ValueError as e:
         raise ConfigError(f"--image-size: {e}") from None
+
+
+def _batch(text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    batch = _number("--batch", text, 1, None, integer=True)
+    if batch > MAX_BATCH:
+        raise ConfigError(f"--batch: expected an integer in 1..{MAX_BATCH}, got {text}")
+    return batch
+
+
+def _check_macs(net, batch: int) -> None:
+    """Refuse sizes whose MAC counts would leave exact 64-bit integer arithmetic."""
+    macs = net.macs(batch)
+    if macs > MAX_MACS:
+        raise ConfigError(f"--batch/--image-size: {net.name} at {net.image_size}x{net.image_size}, "
+                          f"batch {batch:,} is {macs:.3g} MACs per pass, more than the {MAX_MACS:.3g} "
+                          "this model counts exactly; lower --batch or --image-size")
 
 
 def cmd_flops(args) -> int:
@@ -60,8 +88,9 @@ def cmd_flops(args) -> int:
            else _number("--activation-sparsity", args.activation_sparsity, high_open=False))
     if act is not None and args.method in ("dense", "meprop"):
         raise ConfigError(f"--activation-sparsity: not used by --method {args.method}")
-    batch = _number("--batch", args.batch, 1, None, integer=True)
+    batch = _batch(args.batch, 1)
     net = _network(args.network, args.image_size)
+    _check_macs(net, batch)
     dense = None
     if args.dense_layers is not None:
         dense = [] if args.dense_layers.strip() == "none" else \
@@ -109,14 +138,20 @@ def cmd_topk_overhead(args) -> int:
                                 format_overhead, overhead_table)
 
     period = _number("--period", args.period, 1, None, integer=True) if args.period else PAPER_PERIOD
+    if period > MAX_BATCH:
+        raise ConfigError(f"--period: expected an integer in 1..{MAX_BATCH}, got {args.period}")
     step = _number("--step-ms", args.step_ms, 0.0, None) if args.step_ms else None
     if step is not None and step <= 0:
         raise ConfigError(f"--step-ms: expected a positive number, got {args.step_ms}")
+    if step is not None and step > MAX_MS:
+        raise ConfigError(f"--step-ms: expected a number in (0, {MAX_MS:g}], got {args.step_ms}")
+    if args.topk_ms and _number("--topk-ms", args.topk_ms, 0.0, None) > MAX_MS:
+        raise ConfigError(f"--topk-ms: expected a number in [0, {MAX_MS:g}], got {args.topk_ms}")
     reductions = _numbers("--reduction", args.reduction) if args.reduction else None
     sparsities = _numbers("--sparsity", args.sparsity) if args.sparsity else None
     if not args.measure:
         for opt, val in (("--batch", args.batch), ("--image-size", args.image_size),
-                         ("--repeat", args.repeat)):
+                         ("--repeat", args.repeat), ("--max-memory", args.max_memory)):
             if val is not None:
                 raise ConfigError(f"{opt}: only used with --measure NETWORK")
         topk = _number("--topk-ms", args.topk_ms, 0.0, None) if args.topk_ms else PAPER_TOPK_MS
@@ -148,16 +183,23 @@ def cmd_topk_overhead(args) -> int:
 
 def _topk_measure(args, period, step, reductions, sparsities) -> int:
     from workloads.networks import build_network
-    from workloads.topk_timing import time_topk
+    from workloads.topk_timing import time_topk, topk_memory_bytes
 
     from .flops import training_flop_reduction
+    from .resources import check_memory, parse_gib
     from .topk_overhead import PAPER_STEP_MS, Case, format_overhead, overhead_table
 
     if args.topk_ms:
         raise ConfigError("--topk-ms: not used with --measure (which measures the Top-K time)")
-    batch = _number("--batch", args.batch, 1, None, integer=True) if args.batch else 32
+    batch = _batch(args.batch, 32)
     repeat = _number("--repeat", args.repeat, 1, None, integer=True) if args.repeat else 1
+    if repeat > MAX_REPEAT:
+        raise ConfigError(f"--repeat: expected an integer in 1..{MAX_REPEAT}, got {args.repeat}")
     net = _network(args.measure, args.image_size, "--measure")
+    max_memory = None if args.max_memory is None else parse_gib(args.max_memory, "--max-memory")
+    check_memory(topk_memory_bytes(net, batch),
+                 f"--measure {net.name} at {net.image_size}x{net.image_size}, batch {batch:,}",
+                 "--batch or --image-size", max_memory)
     sparsities = sparsities or [0.8, 0.9]
     for s in sparsities:
         if s >= 1.0:

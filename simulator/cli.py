@@ -27,6 +27,7 @@ from . import __version__
 from .config import ConfigError, load_config
 from .analytic_commands import cmd_flops, cmd_topk_overhead
 from .outputs import OutputError, probe_output_dir
+from .resources import MemoryLimitError
 from .trace import TraceError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
@@ -204,16 +205,6 @@ def _cmd_sweep(args) -> int:
     return EXIT_OK
 
 
-def _iterations(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated iterations, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected iterations >= 1, got {text!r}")
-    return values
-
-
 def _gib(text: str) -> float:
     from .resources import MemoryLimitError, parse_gib
 
@@ -235,32 +226,80 @@ def _positive(kind):
     return parse
 
 
-def _cmd_trace_from_training(args) -> int:
-    from workloads.data import DataError
-    from workloads.trainer import TrainSettings, Trainer
+# trace-from-training: the option of each TrainSettings field, for its one-line errors
+_TRAIN_OPTIONS = {"network": "NETWORK", "lr_scaling": "--no-lr-scaling",
+                  "zero_init_residual": "--no-zero-init-residual"}
+# its numeric options: parsed here (one line naming the option), ranges checked by TrainSettings
+_TRAIN_NUMBERS = {"sparsity": float, "iterations": int, "epochs": float, "batch": int,
+                  "image_size": int, "trace_image_size": int, "trace_batch": int, "seed": int,
+                  "lr": float, "momentum": float, "weight_decay": float, "label_smoothing": float,
+                  "warmup": int, "topk_period": int, "checkpoint_every": int,
+                  "checkpoint_minutes": float, "eval_limit": int}
 
-    settings = TrainSettings(
-        network=args.network, method=args.method, sparsity=args.sparsity,
-        iterations=args.iterations, epochs=args.epochs, batch=args.batch,
-        image_size=args.image_size, dataset=args.dataset, data_dir=args.data_dir, lr=args.lr,
-        lr_scaling=not args.no_lr_scaling, momentum=args.momentum, nesterov=args.nesterov,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-        schedule=args.schedule, warmup=args.warmup,
-        zero_init_residual=not args.no_zero_init_residual, topk_scope=args.topk_scope,
-        topk_period=args.topk_period, trace_batch=args.trace_batch,
-        trace_image_size=args.trace_image_size, trace_at=args.trace_at or (), out=args.out,
-        run_dir=args.run_dir, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        checkpoint_minutes=args.checkpoint_minutes, eval_limit=args.eval_limit, resume=args.resume)
+
+def _train_option(name: str) -> str:
+    return _TRAIN_OPTIONS.get(name, "--" + name.replace("_", "-"))
+
+
+def _train_number(name: str, text: str | None):
+    if text is None:
+        return None
+    kind = _TRAIN_NUMBERS[name]
     try:
-        trainer = Trainer(settings)
+        return int(text) if kind is int else float(text)
+    except ValueError:
+        raise ConfigError(f"{_train_option(name)}: expected {'an integer' if kind is int else 'a number'}, "
+                          f"got {text[:40]!r}") from None
+
+
+def _train_iterations(text: str | None) -> tuple[int, ...]:
+    if text is None:
+        return ()
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise ConfigError(f"--trace-at: expected comma-separated iterations, got {text[:40]!r}")
+    return values
+
+
+def _cmd_trace_from_training(args) -> int:
+    from dataclasses import fields
+
+    from workloads.data import DataError
+    from workloads.trainer import SettingsError, TrainingError, TrainSettings, Trainer
+
+    from .outputs import OutputError
+    from .resources import MemoryLimitError, parse_gib
+
+    numbers = {name: _train_number(name, getattr(args, name)) for name in _TRAIN_NUMBERS}
+    max_memory = None if args.max_memory is None else parse_gib(args.max_memory, "--max-memory")
+    trace_at = _train_iterations(args.trace_at)
+    options = {f.name: _train_option(f.name) for f in fields(TrainSettings)}
+    try:
+        settings = TrainSettings(
+            network=args.network, method=args.method, **numbers, dataset=args.dataset,
+            data_dir=args.data_dir, lr_scaling=not args.no_lr_scaling, nesterov=args.nesterov,
+            schedule=args.schedule, zero_init_residual=not args.no_zero_init_residual,
+            topk_scope=args.topk_scope, trace_at=trace_at, out=args.out,
+            run_dir=args.run_dir, resume=args.resume, max_memory=max_memory)
+        trainer = Trainer(settings, option_names=options)
+    except SettingsError as e:
+        raise ConfigError(f"{_train_option(e.field)}: {e.detail}") from None
     except DataError as e:
         raise ConfigError(f"--dataset {args.dataset}: {e}") from None
+    except (ConfigError, TrainingError, TraceError, OutputError, MemoryLimitError) as e:
+        raise ConfigError(str(e)) from None
     except ValueError as e:
         raise ConfigError(f"trace-from-training: {e}") from None
     settings = trainer.settings
     width = min(100, shutil.get_terminal_size((100, 24)).columns)
     print(textwrap.fill(trainer.plan(), width=width) + "\n", flush=True)
-    result = trainer.run(progress=not args.quiet)
+    try:
+        result = trainer.run(progress=not args.quiet)
+    except TrainingError as e:
+        raise ConfigError(str(e)) from None
     last = result.log.iloc[-1] if len(result.log) else None
     print(f"{settings.name}: {result.iterations} iterations"
           + (f", final loss {last['loss']:.4f}, train accuracy {last['train_accuracy']:.1%}" if last is not None else "")
@@ -368,53 +407,62 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trace-from-training", help="train with SWAT in NumPy and export traces",
                        description="Train NETWORK with a sparsity method on a dataset, evaluate it "
                        "on the test split, and export the sparse tensors of the requested "
-                       "iterations as traces that `accelsim run` can simulate.")
+                       "iterations as traces that `accelsim run` can simulate. Bad values, a run "
+                       "that would not fit in memory, unusable output paths and unusable "
+                       "checkpoints are refused with one line before training.")
     p.add_argument("network", choices=NETWORKS, metavar="NETWORK", help=f"one of {', '.join(NETWORKS)}")
     p.add_argument("--method", default="swat-u", choices=METHODS, help="sparsity method (default swat-u)")
-    p.add_argument("--sparsity", type=float, default=0.8, help="target sparsity in [0, 1) (default 0.8)")
+    p.add_argument("--sparsity", default="0.8", metavar="S", help="target sparsity in [0, 1) (default 0.8)")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--iterations", type=_positive(int), help="SGD steps")
-    steps.add_argument("--epochs", type=_positive(float), help="passes over the training split (default 1)")
-    p.add_argument("--batch", type=_positive(int), help="training batch (default: the network's "
+    steps.add_argument("--iterations", metavar="N", help="SGD steps, 1 to 2**31-1")
+    steps.add_argument("--epochs", metavar="E", help="passes over the training split, a number "
+                       "> 0 (default 1)")
+    p.add_argument("--batch", metavar="B", help="training batch (default: the network's "
                    "recipe, 32 for the ImageNet-shaped networks, 64 for simple-cnn)")
-    p.add_argument("--image-size", type=_positive(int), help="training resolution in pixels "
+    p.add_argument("--image-size", metavar="N", help="training resolution in pixels "
                    "(default: the recipe's, 64 for the ImageNet-shaped networks, 28 for simple-cnn)")
-    p.add_argument("--trace-image-size", type=_positive(int), metavar="N", help="resolution of "
+    p.add_argument("--trace-image-size", metavar="N", help="resolution of "
                    "the recorded iteration (default: the network's native size, 224 for the "
                    "ImageNet-shaped networks, when its weights do not depend on the size)")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or synthetic")
     p.add_argument("--data-dir", help="where the dataset's files are")
-    p.add_argument("--trace-batch", type=_positive(int), help="samples in the recorded iteration "
+    p.add_argument("--trace-batch", metavar="B", help="samples in the recorded iteration "
                    "(default: the recipe's, 1 for the ImageNet-shaped networks)")
-    p.add_argument("--trace-at", type=_iterations, metavar="I,...", help="iterations to export (default: the last)")
+    p.add_argument("--trace-at", metavar="I,...", help="iterations to export (default: the last)")
     p.add_argument("--out", metavar="DIR", help="trace directory (default traces/<network>-<method>-<sparsity>)")
     p.add_argument("--run-dir", metavar="DIR", help="log and checkpoint directory (default runs/<trace name>)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and "
-                   "augmentation (default 0)")
+    p.add_argument("--seed", default="0", metavar="N", help="seed of initialisation, shuffling and "
+                   "augmentation, 0 to 2**63-1 (default 0)")
     p.add_argument("--threads", type=_positive(int), help="BLAS and numba threads (default: all; 1 under CI)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    p.add_argument("--lr", type=_positive(float), help="learning rate at batch 256, scaled "
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's "
+                   "checkpoint (refused unless it and log.csv are this run's, complete and intact)")
+    p.add_argument("--max-memory", metavar="GIB", help="refuse a run whose estimated peak memory "
+                   "is above GIB GiB (default: the memory available when it starts, or "
+                   "$ACCELSIM_MAX_MEMORY)")
+    p.add_argument("--lr", metavar="LR", help="learning rate at batch 256, scaled "
                    "linearly to --batch (default: the recipe's, 0.1 for the ResNets)")
     p.add_argument("--no-lr-scaling", action="store_true", help="use --lr as given, whatever the batch")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--momentum", default="0.9", metavar="M", help="SGD momentum in [0, 1) (default 0.9)")
     p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay, not on "
+    p.add_argument("--weight-decay", default="5e-4", metavar="WD", help="L2 weight decay >= 0, not on "
                    "batch-norm parameters (default 5e-4)")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 1) "
+    p.add_argument("--label-smoothing", default="0", metavar="EPS", help="label smoothing in [0, 1) "
                    "(default 0)")
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
                    help="learning-rate schedule after warm-up (default cosine)")
-    p.add_argument("--warmup", type=int, help="iterations of linear warm-up (default: 5%% of the run)")
+    p.add_argument("--warmup", metavar="N", help="iterations of linear warm-up, at most the run's "
+                   "(default: 5%% of the run)")
     p.add_argument("--no-zero-init-residual", action="store_true", help="start residual "
                    "branches' last batch-norm scale at 1 instead of 0")
     p.add_argument("--topk-scope", choices=("NCHW", "CHW", "HW"), default="NCHW",
                    help="what one Top-K selection covers (default NCHW: the whole tensor)")
-    p.add_argument("--topk-period", type=_positive(int), default=1, help="iterations between Top-K thresholds")
-    p.add_argument("--checkpoint-every", type=_positive(int), default=100,
+    p.add_argument("--topk-period", default="1", metavar="N", help="iterations between Top-K "
+                   "thresholds (default 1)")
+    p.add_argument("--checkpoint-every", default="100", metavar="N",
                    help="checkpoint and log every N iterations (default 100)")
-    p.add_argument("--checkpoint-minutes", type=_positive(float), default=4.0,
+    p.add_argument("--checkpoint-minutes", default="4", metavar="MIN",
                    help="and whenever this many minutes have passed since the last (default 4)")
-    p.add_argument("--eval-limit", type=_positive(int), help="test samples to evaluate (default all)")
+    p.add_argument("--eval-limit", metavar="N", help="test samples to evaluate (default all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also the measured sparsity of every layer at the last iteration")
@@ -464,7 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "saved activations")
     p.add_argument("--batch", metavar="B", help="with --measure: batch of the activations (default 32)")
     p.add_argument("--image-size", metavar="N", help="with --measure: input size (default: the network's)")
-    p.add_argument("--repeat", metavar="N", help="with --measure: best of N timings (default 1)")
+    p.add_argument("--repeat", metavar="N", help="with --measure: best of N timings, at most 100 "
+                   "(default 1)")
+    p.add_argument("--max-memory", metavar="GIB", help="with --measure: refuse sizes whose "
+                   "tensors would need more than GIB GiB (default: the memory available, or "
+                   "$ACCELSIM_MAX_MEMORY)")
     p.set_defaults(func=cmd_topk_overhead)
     return parser
 
@@ -483,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     _set_threads(threads)
     try:
         return args.func(args)
-    except (ConfigError, TraceError, OutputError) as e:
+    except (ConfigError, TraceError, OutputError, MemoryLimitError) as e:
         print(f"accelsim: error: {e}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:

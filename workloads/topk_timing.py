@@ -13,6 +13,7 @@ numba radix select the trainer uses, split over the cores). Each time is the bes
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection
 
@@ -37,6 +38,16 @@ def topk_tensors(network: Network, batch: int,
         out.append((lay.name, "weight", lay.weight_shape))
         out.append((lay.name, "activation", lay.input_shape(batch)))
     return out
+
+
+def topk_memory_bytes(network: Network, batch: int,
+                      dense_layers: Collection[str] | None = None) -> int:
+    """A generous bound on `time_topk`'s peak memory: 300 MiB of interpreter and numba, the
+    largest tensor's values and their ReLU (float32), and three more copies of it for
+    |x|, np.partition's work array and the radix select's buffers."""
+    tensors = topk_tensors(network, batch, dense_layers)
+    largest = max((math.prod(s) for _, _, s in tensors), default=0)
+    return 300 * 2**20 + 4 * largest * 5
 
 
 def _best_ms(fn, x, sparsity, repeat) -> float:

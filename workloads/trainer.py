@@ -44,8 +44,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import stat
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -53,17 +56,55 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from simulator.trace import TraceError, check_trace_destination, nearest_existing, write_atomic
+from simulator.outputs import probe_output_dir
+from simulator.resources import check_memory
+from simulator.trace import TraceError, check_trace_destination, write_atomic
 
-from .data import Loader, load_dataset
+from .data import DATASETS, NUM_CLASSES, DataError, Loader, load_dataset
 from .export import export_trace
 from .layers import softmax_cross_entropy
 from .models import build_model, weight_layers
-from .networks import build_network
-from .optim import SGD, LRSchedule
-from .recipes import (estimate_seconds, format_duration, peak_bytes, physical_memory_bytes, recipe,
+from .networks import NETWORKS, build_network
+from .optim import LR_KINDS, SGD, LRSchedule
+from .recipes import (activation_bytes, estimate_seconds, format_duration, peak_bytes, recipe,
                       scaled_lr, warmup_iterations)
-from .sparsity import make_method
+from .sparsity import METHODS, make_method
+from .topk import SCOPES
+
+MAX_COUNT = 2**31 - 1   # iterations, batches, sizes, periods: as a config's integers
+MAX_SEED = 2**63 - 1
+RUN_FILES = ("log.csv", "checkpoint.npz", "summary.yaml")
+
+
+class TrainingError(ValueError):
+    """A run refused (bad settings, a run directory or checkpoint that is not usable) or
+    stopped (the loss diverged); `str()` is one line naming the setting or the file."""
+
+
+class SettingsError(TrainingError):
+    """A bad value of the TrainSettings field `field`; `detail` says what was expected
+    and what was got (the CLI names the option instead of the field)."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field}: {detail}")
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint or log that cannot be resumed from; the message names the file."""
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def _is_real(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
 @dataclass(frozen=True)
@@ -104,10 +145,86 @@ class TrainSettings:
     synthetic_size: int = 1024
     resume: bool = False
     method_options: dict = field(default_factory=dict)
+    max_memory: float | None = None    # GiB a run may need (default: the available memory)
 
     def __post_init__(self):
+        self.check()
         if self.method == "dense":  # dense training has no sparsity, whatever was asked
             object.__setattr__(self, "sparsity", 0.0)
+        object.__setattr__(self, "trace_at", tuple(int(i) for i in self.trace_at))
+
+    def check(self) -> None:
+        """SettingsError naming the first field whose value is out of range or of the
+        wrong type (what needs the data set or the recipe is checked by `Trainer`)."""
+        def choice(name, options):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in options:
+                raise SettingsError(name, f"expected one of {', '.join(options)}, got {_shown(value)}")
+
+        def integer(name, low, high=MAX_COUNT, optional=True):
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if not _is_int(value) or not low <= value <= high:
+                raise SettingsError(name, f"expected an integer in {low}..{high:,}, got {_shown(value)}")
+
+        def real(name, low, high=None, low_open=False, optional=False):
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            ok = _is_real(value) and math.isfinite(value) and (value > low if low_open else value >= low) \
+                and (high is None or value < high)
+            if not ok:
+                expected = (f"a number in [{low:g}, {high:g})" if high is not None
+                            else f"a finite number {'>' if low_open else '>='} {low:g}")
+                raise SettingsError(name, f"expected {expected}, got {_shown(value)}")
+
+        def flag(name):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise SettingsError(name, f"expected true or false, got {_shown(getattr(self, name))}")
+
+        def path(name):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (str, os.PathLike)) or str(value) == ""):
+                raise SettingsError(name, f"expected a path, got {_shown(value)}")
+
+        choice("network", NETWORKS)
+        choice("method", METHODS)
+        real("sparsity", 0.0, 1.0)
+        integer("iterations", 1)
+        real("epochs", 0.0, low_open=True, optional=True)
+        integer("batch", 1)
+        integer("image_size", 1)
+        choice("dataset", DATASETS)
+        path("data_dir")
+        real("lr", 0.0, low_open=True, optional=True)
+        real("momentum", 0.0, 1.0)
+        real("weight_decay", 0.0)
+        real("label_smoothing", 0.0, 1.0)
+        choice("schedule", LR_KINDS)
+        integer("warmup", 0)
+        choice("topk_scope", SCOPES)
+        integer("topk_period", 1, optional=False)
+        integer("trace_batch", 1)
+        integer("trace_image_size", 1)
+        if not isinstance(self.trace_at, (tuple, list)) or len(self.trace_at) > 10_000 \
+                or not all(_is_int(i) and 1 <= i <= MAX_COUNT for i in self.trace_at):
+            shown = (",".join(str(i) for i in self.trace_at)
+                     if isinstance(self.trace_at, (tuple, list)) else repr(self.trace_at))
+            raise SettingsError("trace_at", f"expected iterations in 1..{MAX_COUNT:,} (at most "
+                                f"10,000 of them), got {shown[:60]}")
+        path("out")
+        path("run_dir")
+        integer("seed", 0, MAX_SEED, optional=False)
+        integer("checkpoint_every", 1, optional=False)
+        real("checkpoint_minutes", 0.0, low_open=True)
+        integer("eval_limit", 1)
+        integer("synthetic_size", 1, optional=False)
+        for name in ("lr_scaling", "nesterov", "decay_bn", "zero_init_residual", "resume"):
+            flag(name)
+        if not isinstance(self.method_options, dict):
+            raise SettingsError("method_options", f"expected a dict, got {_shown(self.method_options)}")
+        real("max_memory", 0.0, low_open=True, optional=True)
 
     @property
     def name(self) -> str:
@@ -132,6 +249,10 @@ class TrainSettings:
             if per_epoch is None:
                 raise ValueError("resolved: the length is in epochs; give per_epoch")
             iterations = max(1, round((self.epochs or 1.0) * per_epoch))
+            if iterations > MAX_COUNT:
+                raise SettingsError("epochs", f"{self.epochs or 1.0:g} epochs of {per_epoch:,} batches "
+                                    f"are {iterations:.3g} iterations, more than the {MAX_COUNT:,} "
+                                    "a run may have")
         elif iterations is None:
             iterations = r.iterations
         lr = r.lr_at_256 if self.lr is None else self.lr
@@ -185,13 +306,164 @@ def save_checkpoint(path: Path, model, optimizer, progress: dict, method=None) -
     write_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, model, optimizer, method=None) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        model.load_state_dict({k[6:]: data[k] for k in data.files if k.startswith("model/")})
-        optimizer.load_state_dict({k[6:]: data[k] for k in data.files if k.startswith("optim/")})
-        if method is not None:
-            method.load_state_dict({k[7:]: data[k] for k in data.files if k.startswith("method/")})
-        return json.loads(str(data["progress"]))
+def _kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a symlink" if stat.S_ISLNK(mode) else "a device or special file")
+
+
+def _model_state(model) -> dict[str, np.ndarray]:
+    state = {n: p.value for n, p in model.named_params()}
+    state.update(model.named_buffers())
+    return state
+
+
+def checkpoint_limit(model, method=None, batch: int = 1) -> int:
+    """The most bytes a checkpoint of `model` (with `method`'s state at `batch`) can hold:
+    the parameters and buffers, a momentum buffer per parameter, the method's per-layer
+    thresholds (at most one per output-input channel pair of a weight, and one per
+    sample and channel of an input) and 1 MiB for the progress record and the archive."""
+    params = sum(p.value.nbytes for p in model.params())
+    model_bytes = sum(a.nbytes for a in _model_state(model).values())
+    members = len(_model_state(model)) + len(model.params()) + 1
+    thresholds = 0
+    for lay in (method.layers if method is not None else ()):
+        shape = lay.weight.value.shape
+        thresholds += 8 * (2 * int(np.prod(shape[:2])) + batch * lay.spec.in_channels) + 8
+        members += len(method.STATE)
+    return model_bytes + params + thresholds + 2**20 + 512 * members
+
+
+def read_checkpoint(path: str | os.PathLike, model, method=None, batch: int = 1) -> tuple[dict, dict]:
+    """The arrays and the progress record of the checkpoint at `path`, read without loading
+    anything: a regular file (a FIFO or device is never opened) of at most
+    `checkpoint_limit` bytes, a zip archive of .npy arrays (no pickles) that unpacks to at
+    most that much, with a JSON progress record. CheckpointError naming the file
+    otherwise ("corrupt or truncated", or "not a checkpoint of this run")."""
+    path = Path(path)
+
+    def fail(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {why}")
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise fail(f"cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise fail(f"expected a checkpoint file, found {_kind(st)}")
+    limit = checkpoint_limit(model, method, batch)
+    if st.st_size == 0:
+        raise fail("corrupt or truncated (an empty file)")
+    if st.st_size > limit:
+        raise fail(f"not a checkpoint of this run ({st.st_size:,} bytes, more than the {limit:,} "
+                   f"a checkpoint of this model can have)")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise fail(f"cannot read ({e.strerror or e})") from None
+    try:
+        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+        raise fail(f"corrupt or truncated (not a complete zip archive: {e})") from None
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names) or not all(n.endswith(".npy") for n in names):
+        raise fail("not a checkpoint of this run (not an archive of distinct .npy arrays)")
+    unpacked = sum(i.file_size for i in infos)
+    if unpacked > limit:
+        raise fail(f"not a checkpoint of this run (its arrays unpack to {unpacked:,} bytes, more "
+                   f"than the {limit:,} a checkpoint of this model can have)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:  # whatever a damaged archive or .npy header raises
+        raise fail(f"corrupt or truncated ({type(e).__name__}: {str(e)[:100]})") from None
+    progress = arrays.pop("progress", None)
+    if progress is None:
+        raise fail("not a checkpoint of this run (no progress record)")
+    try:
+        record = json.loads(str(progress)) if progress.dtype.kind == "U" and progress.ndim == 0 else None
+    except (ValueError, RecursionError):
+        record = None
+    if not isinstance(record, dict):
+        raise fail("corrupt (its progress record is not a JSON object)")
+    return arrays, record
+
+
+def check_checkpoint_arrays(path: str | os.PathLike, arrays: dict, model, optimizer,
+                            method=None, batch: int = 1) -> None:
+    """CheckpointError naming `path` unless `arrays` (from `read_checkpoint`) hold exactly
+    the model's parameters and buffers and, at most, a momentum buffer per parameter and
+    the method's per-layer state, each with the shape and dtype it is loaded into, and
+    finite values (thresholds may be +inf: nothing kept)."""
+    def fail(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {why}")
+
+    def foreign(why: str) -> CheckpointError:
+        return fail(f"not a checkpoint of this run ({why})")
+
+    groups: dict[str, dict[str, np.ndarray]] = {"model": {}, "optim": {}, "method": {}}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in groups or not name:
+            raise foreign(f"unexpected array {key[:60]!r}")
+        groups[group][name] = value
+    state = _model_state(model)
+    missing = sorted(set(state) - set(groups["model"]))
+    unexpected = sorted(set(groups["model"]) - set(state))
+    if missing or unexpected:
+        raise foreign(f"model arrays missing {missing[:3]}, unexpected {unexpected[:3]}")
+    params = {p.name: p.value for p in optimizer.params}
+    unexpected = sorted(set(groups["optim"]) - set(params))
+    if unexpected:
+        raise foreign(f"optimizer arrays for unknown parameters {unexpected[:3]}")
+    for group, targets in (("model", state), ("optim", params)):
+        for name, value in groups[group].items():
+            target = targets[name]
+            if value.shape != target.shape or value.dtype != target.dtype:
+                raise foreign(f"{group}/{name}: expected {target.dtype} {list(target.shape)}, got "
+                              f"{value.dtype} {list(value.shape)}")
+            if not np.isfinite(value).all():
+                raise fail(f"corrupt ({group}/{name} holds non-finite values)")
+    if method is None:
+        return
+    layers = {lay.spec.name: lay for lay in method.layers}
+    attrs = [a for a in method.STATE if hasattr(method, a)]
+    for key, value in groups["method"].items():
+        attr, _, name = key.partition("/")
+        if attr not in attrs or name not in layers:
+            raise foreign(f"method/{key[:60]}: not state of {method.name} on this network")
+        lay = layers[name]
+        if value.dtype.kind != "f" or np.isnan(value).any():
+            raise foreign(f"method/{key}: expected floating-point numbers, got {value.dtype}")
+        if attr == "layer_sparsity":
+            ok = value.ndim == 0 and 0.0 <= float(value) < 1.0
+        elif attr == "input_threshold":
+            x = lay.spec.input_shape(batch)
+            ok = value.ndim == len(x) and all(t in (1, d) for t, d in zip(value.shape[1:], x[1:]))
+        else:
+            w = lay.weight.value.shape
+            ok = value.ndim <= len(w) and all(t in (1, d) for t, d in zip(value.shape, w))
+        if not ok:
+            raise foreign(f"method/{key}: shape {list(value.shape)} does not fit layer {name}")
+
+
+def load_checkpoint(path: Path, model, optimizer, method=None, batch: int = 1) -> dict:
+    """Load the checkpoint at `path` into the model, optimizer and method, all or nothing
+    (`read_checkpoint` and `check_checkpoint_arrays` first); returns its progress record."""
+    arrays, progress = read_checkpoint(path, model, method, batch)
+    check_checkpoint_arrays(path, arrays, model, optimizer, method, batch)
+    _load_arrays(arrays, model, optimizer, method)
+    return progress
+
+
+def _load_arrays(arrays: dict, model, optimizer, method=None) -> None:
+    part = {g: {k[len(g) + 1:]: v for k, v in arrays.items() if k.startswith(g + "/")}
+            for g in ("model", "optim", "method")}
+    model.load_state_dict(part["model"])
+    optimizer.load_state_dict(part["optim"])
+    if method is not None:
+        method.load_state_dict(part["method"])
 
 
 def _dropout_generators(model) -> list:
@@ -204,7 +476,8 @@ def _dropout_generators(model) -> list:
 
 def evaluate(model, loader, layers, method=None, progress: bool = False) -> float:
     """Test accuracy of the model as trained: eval-mode BN and, with `method`, the sparse
-    forward weights Top-K'd from the *current* weights (the last step changed them)."""
+    forward weights Top-K'd from the *current* weights (the last step changed them).
+    FloatingPointError if the model's outputs are not finite (a diverged run)."""
     from tqdm.auto import tqdm
 
     if method is not None:
@@ -214,97 +487,228 @@ def evaluate(model, loader, layers, method=None, progress: bool = False) -> floa
         lay.save_input = lay.grad_output_hook = None
     model.eval()
     correct = total = 0
-    with tqdm(total=len(loader.dataset), desc="evaluating", unit="img", leave=False,
-              disable=True if not progress else None) as bar:
-        for x, y in loader:
-            correct += int((model.forward(x).argmax(axis=1) == y).sum())
-            total += len(y)
-            bar.update(len(y))
-    model.train()
-    for lay, (s, g) in zip(layers, hooks):
-        lay.save_input, lay.grad_output_hook = s, g
+    try:
+        with tqdm(total=len(loader.dataset), desc="evaluating", unit="img", leave=False,
+                  disable=True if not progress else None) as bar, \
+                np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for x, y in loader:
+                logits = model.forward(x)
+                if not np.isfinite(logits).all():
+                    raise FloatingPointError("the model's outputs on the test set are not finite")
+                correct += int((logits.argmax(axis=1) == y).sum())
+                total += len(y)
+                bar.update(len(y))
+    finally:
+        model.train()
+        for lay, (s, g) in zip(layers, hooks):
+            lay.save_input, lay.grad_output_hook = s, g
     return correct / max(total, 1)
+
+
+def _nominal_data_shapes(s: TrainSettings) -> dict[str, tuple[int, int, int, int]]:
+    """[N, H, W, C] of each split of `s.dataset` as stored, before loading it (the files'
+    own sizes are checked when they are read, and the memory again with them)."""
+    if s.dataset == "synthetic":
+        return {"train": (s.synthetic_size, 32, 32, 3), "test": (max(1, s.synthetic_size // 4), 32, 32, 3)}
+    if s.dataset == "cifar10":
+        return {"train": (50_000, 32, 32, 3), "test": (10_000, 32, 32, 3)}
+    return {"train": (60_000, 28, 28, 1), "test": (10_000, 28, 28, 1)}
+
+
+def memory_needed(s: TrainSettings, network, trace_network, stored: dict) -> dict[str, int]:
+    """The estimated peak memory in bytes, by part, of a run with the resolved settings `s`
+    (`network` and `trace_network`: its specs at the training and the trace size, the same
+    object when they are equal; `stored`: the data set's [N, H, W, C] per split, as stored),
+    from `recipes.peak_bytes` for the steps:
+
+    - "train": a training step at `batch` and `image_size` (evaluation runs the same
+      model at the same batch, forward only, so it needs less);
+    - "trace": the recorded iteration: at `trace_image_size` a separate forward and
+      backward pass on `trace_batch` images (counted on top of the training step's
+      activations, which may still be held), plus the recorded tensors and their
+      export buffers (twice their float32 size);
+    - "data": the data set as stored, the copies resized to `image_size` that the
+      loaders keep (each at most `data.DEFAULT_CACHE_BYTES`) and the resizing scratch."""
+    from .data import DEFAULT_CACHE_BYTES
+
+    train = peak_bytes(network, s.batch)
+    separate = trace_network is not network
+    trace_batch = min(s.trace_batch, stored["train"][0] if separate else s.batch)
+    recorded = 4 * sum(trace_batch * (2 * lay.in_hw[0] * lay.in_hw[1] * lay.in_channels
+                                      + lay.out_hw[0] * lay.out_hw[1] * lay.out_channels)
+                       + lay.weight_count for lay in trace_network.layers)
+    trace = 2 * recorded + (3 * activation_bytes(trace_network, trace_batch) if separate else 0)
+    data, size = 0, network.image_size
+    for n, h, w, c in stored.values():
+        data += n * h * w * c
+        resized = n * size * size * c
+        if (h, w) != (size, size):
+            data += resized if resized <= DEFAULT_CACHE_BYTES else 0
+    if any((h, w) != (size, size) for _, h, w, _ in stored.values()):
+        data += 3 * 64 * 2**20  # resizing, in chunks of 64 MiB of float32 temporaries
+    return {"train": train, "trace": trace, "data": data}
 
 
 class Trainer:
     """Builds everything a run needs from `TrainSettings`; `plan()` says what it will do,
-    `run()` trains, evaluates and exports."""
+    `run()` trains, evaluates and exports.
 
-    def __init__(self, settings: TrainSettings):
+    Everything that can be checked is checked here, before anything large is allocated or
+    any training step runs: the settings (`TrainSettings.check`, then those that need the
+    recipe and the data set), the peak memory (`memory_needed`, against
+    `simulator.resources`' limit: before the data set and the model are built, and again
+    with the data set's real size), the output locations (`_check_outputs`) and, with
+    `resume`, the checkpoint and the log (`_load_resume`). Errors are `TrainingError`s
+    (`SettingsError` naming a field, `CheckpointError` naming a file), `DataError`s naming
+    a data file, or `simulator.resources.MemoryLimitError`; each is one line.
+    `option_names` maps field names to what the messages call them (the CLI's options)."""
+
+    def __init__(self, settings: TrainSettings, option_names: dict[str, str] | None = None):
+        self.option_names = dict(option_names or {})
         s = settings
+        # the sizes that decide the memory, from the settings and the recipe alone
+        early = s.resolved(per_epoch=1)
+        network, trace_network = self._networks(early)
+        stored = _nominal_data_shapes(s)
+        self._check_batchnorm(early, network, trace_network, stored)
+        self._check_memory(early, network, trace_network, stored)
         self.train_set = load_dataset(s.dataset, "train", s.data_dir, synthetic_size=s.synthetic_size, seed=s.seed)
         self.test_set = load_dataset(s.dataset, "test", s.data_dir, synthetic_size=s.synthetic_size, seed=s.seed)
         batch = recipe(s.network).batch if s.batch is None else s.batch
-        per_epoch = len(self.train_set) // batch if len(self.train_set) >= batch else 0
+        if batch > len(self.train_set):
+            raise SettingsError("batch", f"expected at most the {len(self.train_set):,} training "
+                                f"images of {s.dataset}, got {batch:,}")
+        per_epoch = len(self.train_set) // batch
         s = self.settings = s.resolved(per_epoch=max(per_epoch, 1))
-        self.network = build_network(s.network, image_size=s.image_size,
-                                     num_classes=self.train_set.num_classes)
-        size = self.network.image_size
-        self.loader = Loader(self.train_set, s.batch, size, 3, train=True, seed=s.seed)
+        self._check_resolved()
         if s.eval_limit:
             self.test_set.images = self.test_set.images[:s.eval_limit]
             self.test_set.labels = self.test_set.labels[:s.eval_limit]
+        self.network, self.trace_network = network, trace_network
+        self._check_memory(s, network, trace_network,
+                           {"train": self.train_set.images.shape, "test": self.test_set.images.shape})
+        size = self.network.image_size
+        self.loader = Loader(self.train_set, s.batch, size, 3, train=True, seed=s.seed)
         self.test_loader = Loader(self.test_set, s.batch, size, 3, train=False)  # memory: as a step
         self.iterations = s.iterations
         self.trace_at = tuple(sorted(set(s.trace_at))) or (self.iterations,)
-        bad = [i for i in self.trace_at if not 1 <= i <= self.iterations]
-        if bad:
-            raise ValueError(f"trace_at: iteration {bad[0]} is outside 1..{self.iterations}")
-        self.trace_network = self.network
         self.trace_loader = None
-        if s.trace_image_size != size:  # record a separate iteration at the trace size
-            try:
-                self.trace_network = build_network(s.network, image_size=s.trace_image_size,
-                                                   num_classes=self.train_set.num_classes)
-            except ValueError as e:
-                raise ValueError(f"trace_image_size: {e}") from None
-            if not _same_weights(s.network, size, s.trace_image_size):
-                raise ValueError(f"trace_image_size: {s.network}'s weights depend on the image size "
-                                 f"(its classifier sees the feature map unpooled), so it can only "
-                                 f"be recorded at the size it trains at, {size}")
+        if self.trace_network is not self.network:  # record a separate iteration at the trace size
             self.trace_loader = Loader(self.train_set, min(s.trace_batch, len(self.train_set)),
                                        s.trace_image_size, 3, train=True, seed=s.seed,
                                        drop_last=False, cache_bytes=0)
-        self._check_memory()
         self._check_outputs()
         self.model = build_model(self.network, seed=s.seed, zero_init_residual=s.zero_init_residual)
         self.layers = weight_layers(self.model)
         self.optimizer = SGD(self.model.params(), lr=s.peak_lr, momentum=s.momentum, nesterov=s.nesterov,
                              weight_decay=s.weight_decay, decay_bn=s.decay_bn)
         self.schedule = LRSchedule(s.peak_lr, self.iterations, kind=s.schedule, warmup_iterations=s.warmup)
-        self.method = make_method(s.method, s.sparsity, scope=s.topk_scope, topk_period=s.topk_period,
-                                  **s.method_options)
+        try:
+            self.method = make_method(s.method, s.sparsity, scope=s.topk_scope, topk_period=s.topk_period,
+                                      **s.method_options)
+        except TypeError as e:
+            raise SettingsError("method_options", f"not options of {s.method} ({e})") from None
         self.method.attach(self.layers, self.optimizer)
+        self._start, self._rows = self._load_resume() if s.resume else (0, [])
+
+    def _n(self, name: str) -> str:
+        """What messages call the field `name` (its CLI option when run from the CLI)."""
+        return self.option_names.get(name, name)
+
+    def _networks(self, s: TrainSettings):
+        """The network specs at the training and the trace size (the same object when
+        the two are equal); cheap, nothing allocated."""
+        try:
+            network = build_network(s.network, image_size=s.image_size, num_classes=NUM_CLASSES)
+        except ValueError as e:
+            raise SettingsError("image_size", str(e)) from None
+        if s.trace_image_size == network.image_size:
+            return network, network
+        try:
+            trace_network = build_network(s.network, image_size=s.trace_image_size,
+                                          num_classes=NUM_CLASSES)
+        except ValueError as e:
+            raise SettingsError("trace_image_size", str(e)) from None
+        if not _same_weights(s.network, network.image_size, s.trace_image_size):
+            raise SettingsError("trace_image_size", f"{s.network}'s weights depend on the image "
+                                f"size (its classifier sees the feature map unpooled), so "
+                                f"trace_image_size must be the size it trains at, {network.image_size}")
+        return network, trace_network
+
+    def _check_batchnorm(self, s: TrainSettings, network, trace_network, stored: dict) -> None:
+        """A batch-norm in training mode needs more than one value per channel: refuse a
+        batch that would give one (a 1x1 map and batch 1) before training, not at the step."""
+        n = self._n
+        passes = [(network, s.batch, ("batch", "image_size"))]
+        if trace_network is not network:  # a pass of its own (else the training batch is recorded)
+            passes.append((trace_network, min(s.trace_batch, stored["train"][0]),
+                           ("trace_batch", "trace_image_size")))
+        for net, batch, names in passes:
+            bn = next((b for b in net.batchnorms if batch * b.hw[0] * b.hw[1] < 2), None)
+            if bn is not None:
+                raise SettingsError(names[0], f"{s.network} at {net.image_size}x{net.image_size}, batch "
+                                    f"{batch}, has a single value per channel at batch-norm "
+                                    f"{bn.name} ({bn.hw[0]}x{bn.hw[1]}), which cannot be "
+                                    f"normalised in training; raise {n(names[0])} or {n(names[1])}")
+
+    def _check_resolved(self) -> None:
+        """The settings that need the recipe and the data set's size."""
+        s = self.settings
+        if not math.isfinite(s.peak_lr):
+            raise SettingsError("lr", f"expected a learning rate that stays finite at batch "
+                                f"{s.batch}, got {s.lr!r}")
+        if s.warmup > s.iterations:
+            raise SettingsError("warmup", f"expected at most the run's {s.iterations:,} iterations, "
+                                f"got {s.warmup:,}")
+        bad = [i for i in s.trace_at if i > s.iterations]
+        if bad:
+            raise SettingsError("trace_at", f"iteration {bad[0]:,} is outside the run's 1..{s.iterations:,} "
+                                "(trace_at names iterations of the run)")
 
     def _check_outputs(self) -> None:
         """Fail now, not after training, if a trace or the run directory cannot be written
-        where asked, or would replace something that is not ours."""
-        for it in self.trace_at:
-            check_trace_destination(self.trace_dir(it))
-        out = self.settings.out_dir
-        if len(self.trace_at) > 1 and out.exists() and (not out.is_dir() or (out / "manifest.yaml").exists()):
+        where asked, or would replace something that is not ours: each trace directory is
+        an existing trace or can be created (probed), `out` holds no trace when it is to
+        hold the iter-* traces, and the run directory is a directory (or can be made one)
+        in which a directory can really be created (probed: permissions, read-only and
+        pseudo file systems, over-long names), whose log.csv, checkpoint.npz and
+        summary.yaml are regular files if they exist."""
+        s = self.settings
+        out = s.out_dir
+        if len(self.trace_at) > 1 and os.path.lexists(out) and (
+                not out.is_dir() or (out / "manifest.yaml").exists()):
             raise TraceError(f"{out}: expected a directory for the iter-* traces, found "
                              + ("a trace" if out.is_dir() else "a file"))
-        run = self.settings.run_path
-        probe = nearest_existing(run)
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise TraceError(f"{run}: cannot write the log and checkpoint here ({probe} is not a "
-                             "writable directory)")
+        for it in self.trace_at:
+            check_trace_destination(self.trace_dir(it))
+        probe_output_dir(s.run_path, self._n("run_dir"), files=RUN_FILES)
 
-    def _check_memory(self) -> None:
-        """Refuse a run whose training step or recorded iteration cannot fit in this
-        machine's memory (`recipes.peak_bytes`), before the model is built."""
-        ram = physical_memory_bytes()
-        if ram is None:
-            return
-        s = self.settings
-        for what, net, batch in (("batch/image_size", self.network, s.batch),
-                                 ("trace_batch/trace_image_size", self.trace_network, self.trace_batch)):
-            need = peak_bytes(net, batch)
-            if need > 0.9 * ram:
-                raise ValueError(f"{what}: a step of {s.network} at {net.image_size}x{net.image_size}, "
-                                 f"batch {batch}, needs about {need / 2**30:.1f} GiB, more than this "
-                                 f"machine's {ram / 2**30:.1f} GiB; lower the batch or the image size")
+    def _check_memory(self, s: TrainSettings, network, trace_network, stored: dict) -> None:
+        """Refuse a run whose estimated peak memory (`memory_needed`) exceeds the limit of
+        `simulator.resources` (the available memory, or `max_memory` GiB), naming the
+        settings that lower the largest part."""
+        need = memory_needed(s, network, trace_network, stored)
+        total = sum(need.values())
+        n = self._n
+        part = max(need, key=need.get)
+        if part == "trace":
+            batch = min(s.trace_batch, stored["train"][0] if trace_network is not network else s.batch)
+        if part == "train":
+            what = (f"{n('batch')}/{n('image_size')}: a step of {s.network} at {network.image_size}x"
+                    f"{network.image_size}, batch {s.batch:,}")
+            change = f"{n('batch')} or {n('image_size')}"
+        elif part == "trace":
+            what = (f"{n('trace_batch')}/{n('trace_image_size')}: the recorded iteration of "
+                    f"{s.network} at {trace_network.image_size}x{trace_network.image_size}, "
+                    f"batch {batch:,}")
+            change = f"{n('trace_batch')} or {n('trace_image_size')}"
+        else:
+            images = sum(shape[0] for shape in stored.values())
+            what = (f"{n('dataset')} {s.dataset}: {images:,} images and their copies at "
+                    f"{network.image_size}x{network.image_size}")
+            change = (n("image_size") if s.dataset != "synthetic"
+                      else f"{n('synthetic_size')} or {n('image_size')}")
+        check_memory(total, what, change, s.max_memory)
 
     def trace_dir(self, iteration: int) -> Path:
         out = self.settings.out_dir
@@ -353,18 +757,8 @@ class Trainer:
 
         s, run_path = self.settings, self.settings.run_path
         ckpt, log_path = run_path / "checkpoint.npz", run_path / "log.csv"
-        start, rows = 0, []
-        if s.resume and not ckpt.is_file():
-            raise ValueError(f"resume: no checkpoint at {ckpt} (run without --resume to start)")
-        if s.resume:
-            state = load_checkpoint(ckpt, self.model, self.optimizer, self.method)
-            self._check_resumable(state.get("settings"), ckpt)
-            start = state["iteration"]
-            self.loader.set_state(state["loader"])
-            for gen, saved in zip(_dropout_generators(self.model), state.get("dropout_rng", [])):
-                gen.bit_generator.state = saved
-            if log_path.is_file():
-                rows = pd.read_csv(log_path).query("iteration <= @start").to_dict("records")
+        start, rows = self._start, list(self._rows)  # (0, []) unless resumed (see __init__)
+        self._saved = start
         traces = [self.trace_dir(i) for i in self.trace_at if i <= start]
         per_epoch = len(self.loader)
         bar = tqdm(total=self.iterations, initial=start, desc=s.name, unit="it",
@@ -373,47 +767,72 @@ class Trainer:
         started = last_checkpoint = time.monotonic()
         elapsed = float(rows[-1].get("elapsed_s", 0.0)) if rows else 0.0  # before a resume
         elapsed = elapsed if np.isfinite(elapsed) else 0.0
-        for it in range(start + 1, self.iterations + 1):
-            x, y = next(batches)
-            record = it in self.trace_at
-            if record and self.trace_loader is not None:
-                traces.append(self._record_at_trace_size(it, progress))
-            record_here = record and self.trace_loader is None
-            for lay in self.layers:
-                lay.record = record_here
-            self.method.before_forward(it - 1)
-            logits = self.model.forward(x)
-            loss, dlogits = softmax_cross_entropy(logits, y, s.label_smoothing)
-            self.model.zero_grad()
-            self.model.backward(dlogits)
-            self.method.after_backward(it - 1)
-            lr = self.schedule(it - 1)
-            self.optimizer.step(lr)
-            acc = float((logits.argmax(axis=1) == y).mean())
-            row = {"iteration": it, "epoch": (it - 1) // per_epoch, "loss": loss,
-                   "train_accuracy": acc, "lr": lr,
-                   "elapsed_s": round(elapsed + time.monotonic() - started, 3)}
-            for name, (ws, xs) in self.method.measured.items():
-                row[f"w:{name}"], row[f"a:{name}"] = ws, xs
-            rows.append(row)
-            if record_here:
+        # divergence is reported as such (the loss, and the weights at each checkpoint,
+        # are checked), so numpy's overflow warnings on the way there are not shown
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for it in range(start + 1, self.iterations + 1):
+                x, y = next(batches)
+                record = it in self.trace_at
+                if record and self.trace_loader is not None:
+                    self._check_finite(it, run_path)  # no trace of a diverged model
+                    traces.append(self._record_at_trace_size(it, progress))
+                record_here = record and self.trace_loader is None
                 for lay in self.layers:
-                    lay.record = False
-                traces.append(self._export(it, self.trace_batch))
-            if (it % s.checkpoint_every == 0 or it == self.iterations
-                    or time.monotonic() - last_checkpoint >= 60 * s.checkpoint_minutes):
-                self._checkpoint(ckpt, log_path, rows, it)
-                last_checkpoint = time.monotonic()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
+                    lay.record = record_here
+                self.method.before_forward(it - 1)
+                logits = self.model.forward(x)
+                loss, dlogits = softmax_cross_entropy(logits, y, s.label_smoothing)
+                if not math.isfinite(loss):
+                    bar.close()
+                    self._diverged(it, f"the training loss is {loss}", run_path)
+                self.model.zero_grad()
+                self.model.backward(dlogits)
+                self.method.after_backward(it - 1)
+                lr = self.schedule(it - 1)
+                self.optimizer.step(lr)
+                acc = float((logits.argmax(axis=1) == y).mean())
+                row = {"iteration": it, "epoch": (it - 1) // per_epoch, "loss": loss,
+                       "train_accuracy": acc, "lr": lr,
+                       "elapsed_s": round(elapsed + time.monotonic() - started, 3)}
+                for name, (ws, xs) in self.method.measured.items():
+                    row[f"w:{name}"], row[f"a:{name}"] = ws, xs
+                rows.append(row)
+                if record_here:
+                    for lay in self.layers:
+                        lay.record = False
+                    traces.append(self._export(it, self.trace_batch))
+                if (it % s.checkpoint_every == 0 or it == self.iterations
+                        or time.monotonic() - last_checkpoint >= 60 * s.checkpoint_minutes):
+                    self._check_finite(it, run_path)
+                    self._checkpoint(ckpt, log_path, rows, it)
+                    self._saved = it
+                    last_checkpoint = time.monotonic()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
         bar.close()
-        accuracy = evaluate(self.model, self.test_loader, self.layers, self.method, progress=progress)
+        try:
+            accuracy = evaluate(self.model, self.test_loader, self.layers, self.method, progress=progress)
+        except FloatingPointError as e:
+            self._diverged(self.iterations, str(e), run_path)
         summary = {"settings": {k: (list(v) if isinstance(v, tuple) else v)
                                 for k, v in asdict(s).items()},
                    "iterations": self.iterations, "test_accuracy": accuracy,
                    "traces": [str(p) for p in traces]}
         write_atomic(run_path / "summary.yaml", yaml.safe_dump(summary, sort_keys=False).encode())
         return TrainResult(accuracy, pd.DataFrame(rows), traces, self.iterations)
+
+    def _diverged(self, it: int, what: str, run_path: Path):
+        s = self.settings
+        raise TrainingError(
+            f"iteration {it}: {what} (the run diverged); lower {self._n('lr')}"
+            + (f" or {self._n('weight_decay')}" if s.weight_decay else "")
+            + (f"; the checkpoint of iteration {self._saved} is kept in {run_path}" if self._saved else ""))
+
+    def _check_finite(self, it: int, run_path: Path) -> None:
+        """Stop a diverged run before its non-finite weights are checkpointed."""
+        bad = next((name for name, p in self.model.named_params() if not np.isfinite(p.value).all()), None)
+        if bad is not None:
+            self._diverged(it, f"the weights of {bad} are not finite", run_path)
 
     def _record_at_trace_size(self, it: int, progress: bool) -> Path:
         """Record iteration `it` at the trace size: one forward and backward pass of the
@@ -456,9 +875,15 @@ class Trainer:
         return path
 
     def _export(self, it: int, trace_batch: int) -> Path:
-        """Write the layers' recorded iteration `it` as a trace, then free the copies."""
+        """Write the layers' recorded iteration `it` as a trace, then free the copies (a
+        diverged iteration, with non-finite tensors, is not written: no reader takes it)."""
         s = self.settings
         try:
+            for lay in self.layers:
+                for kind, value in (lay.recorded or {}).items():
+                    if not np.isfinite(value).all():
+                        self._diverged(it, f"the recorded {kind} of {lay.spec.name} is not finite",
+                                       s.run_path)
             return export_trace(
                 self.layers, self.trace_dir(it), network=self.network.name, method=s.method,
                 sparsity=s.sparsity, trace_batch=trace_batch, specs=self.trace_network.layers,
@@ -477,22 +902,111 @@ class Trainer:
         return {k: v for k, v in asdict(self.settings).items() if k in TRAINING_FIELDS}
 
     def _check_resumable(self, saved: dict | None, ckpt: Path) -> None:
-        if saved is None:
-            raise ValueError(f"resume: {ckpt} does not record the settings it was trained with "
-                             "(an older accelsim wrote it); start again without --resume")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{ckpt}: does not record the settings it was trained with (an "
+                                  f"older accelsim wrote it, or another program); start again "
+                                  f"without {self._n('resume')}")
         mine = json.loads(json.dumps(self._training_settings()))
         for key in TRAINING_FIELDS:
             if saved.get(key) != mine.get(key):
-                raise ValueError(f"resume: {ckpt} was trained with {key} {saved.get(key)!r}, this "
-                                 f"run has {mine.get(key)!r}; resume with the same settings")
+                raise CheckpointError(
+                    f"{ckpt}: not a checkpoint of this run (trained with {key} "
+                    f"{_shown(saved.get(key))}, this run has {mine.get(key)!r}); resume with the "
+                    f"same settings, or start again without {self._n('resume')}")
+
+    def _load_resume(self) -> tuple[int, list[dict]]:
+        """The iteration and the log rows to go on from: the run directory's checkpoint,
+        checked (`read_checkpoint`: a regular file, not too large, a complete archive; the
+        settings it was trained with; its loader position and dropout generators; its
+        arrays, against the model) before anything is loaded into the model, and its log
+        (`_read_log`)."""
+        s, n = self.settings, self._n
+        ckpt = s.run_path / "checkpoint.npz"
+        if not os.path.lexists(ckpt):
+            raise CheckpointError(f"{ckpt}: no checkpoint to resume from (run without "
+                                  f"{n('resume')} to start)")
+        arrays, progress = read_checkpoint(ckpt, self.model, self.method, s.batch)
+        self._check_resumable(progress.get("settings"), ckpt)
+        start = progress.get("iteration")
+        if not _is_int(start) or not 1 <= start <= self.iterations:
+            raise CheckpointError(f"{ckpt}: corrupt (its iteration {_shown(start)} is not one of "
+                                  f"this run's 1..{self.iterations})")
+        generators = _dropout_generators(self.model)
+        saved_rngs = progress.get("dropout_rng", [])
+        if not isinstance(saved_rngs, list) or len(saved_rngs) != len(generators):
+            raise CheckpointError(f"{ckpt}: corrupt (expected the states of {len(generators)} "
+                                  "dropout generators)")
+        for gen, saved in zip(generators, saved_rngs):
+            try:
+                type(gen.bit_generator)().state = saved  # a spare one: nothing set yet
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise CheckpointError(f"{ckpt}: corrupt (a dropout generator's state: {e})") from None
+        check_checkpoint_arrays(ckpt, arrays, self.model, self.optimizer, self.method, s.batch)
+        rows = self._read_log(s.run_path / "log.csv", start)
+        try:
+            self.loader.set_state(progress.get("loader"))
+        except (DataError, TypeError, ValueError, OverflowError) as e:
+            raise CheckpointError(f"{ckpt}: not a checkpoint of this run ({e})") from None
+        _load_arrays(arrays, self.model, self.optimizer, self.method)
+        for gen, saved in zip(generators, saved_rngs):
+            gen.bit_generator.state = saved
+        return start, rows
+
+    LOG_COLUMNS = ("iteration", "epoch", "loss", "train_accuracy", "lr", "elapsed_s")
+
+    def _read_log(self, path: Path, start: int) -> list[dict]:
+        """The log rows of iterations 1..`start` from `path`: a regular file of plausible
+        size, with this run's columns, numbers only, iterations 1, 2, 3, ... at least to
+        `start` (a log ahead of the checkpoint is cut there) and finite losses."""
+        def fail(why: str) -> CheckpointError:
+            return CheckpointError(f"{path}: {why}; start again without {self._n('resume')}")
+
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise fail(f"missing (the checkpoint is at iteration {start}; resuming needs the "
+                       f"log of iterations 1..{start})") from None
+        except OSError as e:
+            raise fail(f"cannot read ({e.strerror or e})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise fail(f"expected the run's log file, found {_kind(st)}")
+        layers = [lay.spec.name for lay in self.layers]
+        limit = 2**20 + (start + 1) * 32 * (len(self.LOG_COLUMNS) + 2 * len(layers))
+        if st.st_size > limit:
+            raise fail(f"not the log of this run ({st.st_size:,} bytes, more than the {limit:,} a "
+                       f"log of {start} iterations can have)")
+        try:
+            df = pd.read_csv(path)
+        except Exception as e:  # whatever a damaged CSV file raises
+            raise fail(f"corrupt or truncated ({type(e).__name__}: {str(e)[:80]})") from None
+        allowed = set(self.LOG_COLUMNS) | {f"{k}:{name}" for k in "wa" for name in layers}
+        missing = [c for c in self.LOG_COLUMNS if c not in df.columns]
+        extra = [str(c) for c in df.columns if c not in allowed]
+        if missing or extra:
+            raise fail(f"corrupt, truncated or not the log of this run (columns missing {missing[:3]}, unexpected "
+                       f"{[c[:40] for c in extra[:3]]})")
+        for column in df.columns:
+            if df[column].dtype.kind not in "iuf":
+                raise fail(f"corrupt (column {column} holds something other than numbers)")
+        iterations = df["iteration"].to_numpy()
+        if df["iteration"].dtype.kind not in "iu" or not np.array_equal(iterations, np.arange(1, len(df) + 1)):
+            raise fail("corrupt (its iterations are not 1, 2, 3, ...)")
+        if len(df) < start:
+            raise fail(f"truncated (it ends at iteration {len(df)}; the checkpoint is at {start})")
+        df = df.iloc[:start]
+        if not np.isfinite(df[["loss", "lr"]].to_numpy(dtype=float)).all():
+            raise fail("corrupt (non-finite losses or learning rates)")
+        return df.to_dict("records")
 
     def _checkpoint(self, ckpt: Path, log_path: Path, rows: list, iteration: int) -> None:
+        # the log first: interrupted between the two, the log is ahead of the checkpoint,
+        # which a resume accepts (it keeps the rows up to the checkpoint's iteration)
+        write_atomic(log_path, pd.DataFrame(rows).to_csv(index=False).encode())
         save_checkpoint(ckpt, self.model, self.optimizer,
                         {"iteration": iteration, "loader": self.loader.state(),
                          "settings": self._training_settings(),
                          "dropout_rng": [g.bit_generator.state for g in _dropout_generators(self.model)]},
                         self.method)
-        write_atomic(log_path, pd.DataFrame(rows).to_csv(index=False).encode())
 
 
 def train(settings: TrainSettings, progress: bool = False) -> TrainResult:
