@@ -206,7 +206,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _gib(text: str) -> float:
-    from .resources import MemoryLimitError, check_memory, parse_gib
+    from .resources import MemoryLimitError, parse_gib
 
     try:
         return parse_gib(text, "--max-memory")
