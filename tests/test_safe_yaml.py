@@ -96,7 +96,9 @@ def test_cli_gives_one_line_and_exit_2_for_a_fifo_config(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("architecture:\n  tiles: 100000000000000000000\n",
-     "architecture.tiles: expected an integer <= 2,147,483,647, got 100000000000000000000"),
+     "architecture.tiles: expected an integer <= 1,024, got 100000000000000000000"),
+    ("workload:\n  network: resnet18-cifar\n  batch: 100000000000000000000\n",
+     "workload.batch: expected an integer <= 2,147,483,647, got 100000000000000000000"),
     ("memory:\n  buffers_kib:\n    weights: 5.0e-324\n",
      "memory.buffers_kib.weights: expected a finite number > 0"),
     ("memory:\n  element: x" + "y" * 5000 + "\n", "memory.element: expected one of"),
