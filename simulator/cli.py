@@ -271,7 +271,7 @@ def _cmd_trace_from_training(args) -> int:
     from workloads.trainer import SettingsError, TrainingError, TrainSettings, Trainer
 
     from .outputs import OutputError
-    from .resources import MemoryLimitError, check_memory, parse_gib
+    from .resources import MemoryLimitError, parse_gib
 
     numbers = {name: _train_number(name, getattr(args, name)) for name in _TRAIN_NUMBERS}
     max_memory = None if args.max_memory is None else parse_gib(args.max_memory, "--max-memory")
@@ -284,7 +284,7 @@ def _cmd_trace_from_training(args) -> int:
             schedule=args.schedule, zero_init_residual=not args.no_zero_init_residual,
             topk_scope=args.topk_scope, trace_at=trace_at, out=args.out,
             run_dir=args.run_dir, resume=args.resume, max_memory=max_memory)
-        trainer = Trainer(settings, option_names=options, memory_check=check_memory)
+        trainer = Trainer(settings, option_names=options)
     except SettingsError as e:
         raise ConfigError(f"{_train_option(e.field)}: {e.detail}") from None
     except DataError as e:

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator.resources import MemoryLimitError, check_memory
+from simulator.resources import MemoryLimitError
 from tests.util import one_line_error, run_main
 from workloads.data import FASHION_MNIST_FILES, write_idx
 from workloads.networks import build_network
-from workloads.trainer import (MAX_COUNT, MemoryBudgetError, SettingsError, TrainSettings, Trainer,
+from workloads.trainer import (MAX_COUNT, SettingsError, TrainSettings, Trainer,
                                _nominal_data_shapes, memory_needed)
 
 TRAIN = ["trace-from-training", "simple-cnn", "--dataset", "synthetic", "--batch", "4",
@@ -165,14 +165,13 @@ def test_the_memory_estimate_covers_every_part_and_the_defaults_fit():
     big = memory_needed(s, net, build_network("resnet50", image_size=448, num_classes=10),
                         _nominal_data_shapes(s))
     assert big["trace"] > 3 * need["trace"]  # the trace iteration is counted at its own size
-    with pytest.raises(MemoryBudgetError, match=r"^batch/image_size: .* needs about .*this machine's memory"):
+    with pytest.raises(MemoryLimitError, match=r"^batch/image_size: .* needs about .* allowed"):
         Trainer(TrainSettings(network="resnet50", image_size=4096, dataset="synthetic", iterations=1))
-    with pytest.raises(MemoryBudgetError, match=r"\(max_memory\); lower synthetic_size or image_size"):
+    with pytest.raises(MemoryLimitError, match=r"\(--max-memory\); lower synthetic_size or image_size"):
         Trainer(TrainSettings(network="simple-cnn", dataset="synthetic", synthetic_size=2**31 - 1,
                               iterations=1, max_memory=64))
-    with pytest.raises(MemoryLimitError, match="allowed \\(--max-memory\\)"):  # the CLI's check
-        Trainer(TrainSettings(network="simple-cnn", dataset="synthetic", iterations=1, max_memory=0.01),
-                memory_check=check_memory)
+    with pytest.raises(MemoryLimitError, match="allowed \\(--max-memory\\)"):
+        Trainer(TrainSettings(network="simple-cnn", dataset="synthetic", iterations=1, max_memory=0.01))
 
 
 @pytest.mark.parametrize("extra, fragment", [

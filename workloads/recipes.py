@@ -144,26 +144,6 @@ def peak_bytes(network, batch: int) -> int:
     return 300 * 2**20 + 16 * params + 3 * activation_bytes(network, batch)
 
 
-def physical_memory_bytes() -> int | None:
-    """The memory this process may use: the machine's RAM, or a smaller cgroup (container)
-    limit; None where the OS says neither."""
-    import os
-
-    limits = []
-    try:
-        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = open(path).read().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            limits.append(int(text))
-    return min(limits) if limits else None
-
-
 def format_duration(seconds: float) -> str:
     """'about 40 s', 'about 12 minutes', 'about 2.5 hours'."""
     if seconds < 90:

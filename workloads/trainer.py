@@ -56,7 +56,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from simulator.trace import TraceError, check_trace_destination, probe_output_dir, write_atomic
+from simulator.outputs import probe_output_dir, write_atomic
+from simulator.resources import check_memory
+from simulator.trace import TraceError, check_trace_destination
 
 from .data import DATASETS, NUM_CLASSES, DataError, Loader, load_dataset
 from .export import export_trace
@@ -64,8 +66,8 @@ from .layers import softmax_cross_entropy
 from .models import build_model, weight_layers
 from .networks import NETWORKS, build_network
 from .optim import LR_KINDS, SGD, LRSchedule
-from .recipes import (activation_bytes, estimate_seconds, format_duration, peak_bytes,
-                      physical_memory_bytes, recipe, scaled_lr, warmup_iterations)
+from .recipes import (activation_bytes, estimate_seconds, format_duration, peak_bytes, recipe,
+                      scaled_lr, warmup_iterations)
 from .sparsity import METHODS, make_method
 from .topk import SCOPES
 
@@ -90,25 +92,6 @@ class SettingsError(TrainingError):
 
 class CheckpointError(TrainingError):
     """A checkpoint or log that cannot be resumed from; the message names the file."""
-
-
-class MemoryBudgetError(TrainingError):
-    """A run whose estimated peak memory is above the limit of `default_memory_check`."""
-
-
-def default_memory_check(estimate_bytes: float, what: str, change: str,
-                         max_memory_gib: float | None = None) -> None:
-    """The memory limit of a `Trainer` built from Python: `max_memory_gib`, else this
-    machine's memory or its container's limit (`recipes.physical_memory_bytes`). The CLI
-    passes `simulator.resources.check_memory` instead (the memory available when the run
-    starts, `ulimit -v`, ACCELSIM_MAX_MEMORY), which workloads do not import (they use
-    only simulator.trace of the simulator)."""
-    limit = max_memory_gib * 2**30 if max_memory_gib else physical_memory_bytes()
-    if limit is not None and estimate_bytes > limit:
-        source = "max_memory" if max_memory_gib else "this machine's memory"
-        raise MemoryBudgetError(f"{what}: needs about {estimate_bytes / 2**30:,.1f} GiB of memory, "
-                                f"more than the {limit / 2**30:,.1f} GiB allowed ({source}); lower "
-                                f"{change}, or raise max_memory")
 
 
 def _shown(value) -> str:
@@ -576,16 +559,13 @@ class Trainer:
     `simulator.resources`' limit: before the data set and the model are built, and again
     with the data set's real size), the output locations (`_check_outputs`) and, with
     `resume`, the checkpoint and the log (`_load_resume`). Errors are `TrainingError`s
-    (`SettingsError` naming a field, `CheckpointError` naming a file, `MemoryBudgetError`),
-    `DataError`s naming a data file, or whatever `memory_check` raises; each is one line.
-    `option_names` maps field names to what the messages call them (the CLI's options);
-    `memory_check(estimate_bytes, what, change, max_memory_gib)` refuses a run that would
-    not fit (`default_memory_check`; the CLI passes `simulator.resources.check_memory`)."""
+    (`SettingsError` naming a field, `CheckpointError` naming a file), `DataError`s naming
+    a data file, or `simulator.resources.MemoryLimitError` for a run that would not fit;
+    each is one line. `option_names` maps field names to what the messages call them (the
+    CLI's options)."""
 
-    def __init__(self, settings: TrainSettings, option_names: dict[str, str] | None = None,
-                 memory_check=default_memory_check):
+    def __init__(self, settings: TrainSettings, option_names: dict[str, str] | None = None):
         self.option_names = dict(option_names or {})
-        self.memory_check = memory_check
         s = settings
         # the sizes that decide the memory, from the settings and the recipe alone
         early = s.resolved(per_epoch=1)
@@ -706,8 +686,8 @@ class Trainer:
 
     def _check_memory(self, s: TrainSettings, network, trace_network, stored: dict) -> None:
         """Refuse a run whose estimated peak memory (`memory_needed`) exceeds the limit of
-        `memory_check` (`max_memory` GiB, else the machine's), naming the settings that
-        lower the largest part."""
+        (`simulator.resources.check_memory`: `max_memory` GiB, else the machine's), naming the
+        settings that lower the largest part."""
         need = memory_needed(s, network, trace_network, stored)
         total = sum(need.values())
         n = self._n
@@ -729,7 +709,7 @@ class Trainer:
                     f"{network.image_size}x{network.image_size}")
             change = (n("image_size") if s.dataset != "synthetic"
                       else f"{n('synthetic_size')} or {n('image_size')}")
-        self.memory_check(total, what, change, s.max_memory)
+        check_memory(total, what, change, s.max_memory)
 
     def trace_dir(self, iteration: int) -> Path:
         out = self.settings.out_dir
