@@ -541,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("accelsim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `accelsim ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except MemoryError:  # what the estimates before the work did not foresee
         print("accelsim: error: out of memory: the run needed more memory than this process "
               "may use; lower the batch, image size or lanes", file=sys.stderr)

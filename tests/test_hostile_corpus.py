@@ -170,6 +170,17 @@ CASES = {
     "out-under-proc": (lambda t: config(t, lambda d: None)[:-1] + ["/proc/accelsim-out"], "cannot write in"),
     "out-300-chars": (lambda t: config(t, lambda d: None)[:-1] + [str(t / ("x" * 300))], "cannot write in"),
     "truncated-results": (truncated_results, "results.csv: expected"),
+    # the trainer and the analytic commands (details: test_hostile_training.py)
+    "label-smoothing-5": (lambda t: ["trace-from-training", "simple-cnn", "--dataset", "synthetic",
+                                     "--label-smoothing", "5", "--out", str(t / "out")],
+                          "--label-smoothing: expected a number in [0, 1)"),
+    "epochs-inf": (lambda t: ["trace-from-training", "simple-cnn", "--dataset", "synthetic",
+                              "--epochs", "inf", "--out", str(t / "out")], "--epochs"),
+    "trace-out-existing-file": (lambda t: (t / "taken").write_text("keep") and [
+        "trace-from-training", "simple-cnn", "--dataset", "synthetic", "--iterations", "1",
+        "--out", str(t / "taken"), "--run-dir", str(t / "out")], "refusing to replace it"),
+    "topk-overhead-batch-10**9": (lambda t: ["topk-overhead", "--measure", "resnet50", "--batch",
+                                             str(10 ** 9)], "needs about"),
 }
 
 
