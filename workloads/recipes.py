@@ -29,8 +29,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the settings module imports this one
+    from .settings import TrainSettings
 
 EFFICIENCY = 0.49           # the trainer's MAC rate / the machine's sgemm MAC rate
 SECONDS_PER_LAYER = 0.003   # per conv/fc layer per training step (forward + backward)
@@ -151,3 +155,47 @@ def format_duration(seconds: float) -> str:
     if seconds < 5400:
         return f"about {round(seconds / 60)} minutes"
     return f"about {seconds / 3600:.1f} hours"
+
+
+def _nominal_data_shapes(s: TrainSettings) -> dict[str, tuple[int, int, int, int]]:
+    """[N, H, W, C] of each split of `s.dataset` as stored, before loading it (the files'
+    own sizes are checked when they are read, and the memory again with them)."""
+    if s.dataset == "synthetic":
+        return {"train": (s.synthetic_size, 32, 32, 3), "test": (max(1, s.synthetic_size // 4), 32, 32, 3)}
+    if s.dataset == "cifar10":
+        return {"train": (50_000, 32, 32, 3), "test": (10_000, 32, 32, 3)}
+    return {"train": (60_000, 28, 28, 1), "test": (10_000, 28, 28, 1)}
+
+
+def memory_needed(s: TrainSettings, network, trace_network, stored: dict) -> dict[str, int]:
+    """The estimated peak memory in bytes, by part, of a run with the resolved settings `s`
+    (`network` and `trace_network`: its specs at the training and the trace size, the same
+    object when they are equal; `stored`: the data set's [N, H, W, C] per split, as stored),
+    from `recipes.peak_bytes` for the steps:
+
+    - "train": a training step at `batch` and `image_size` (evaluation runs the same
+      model at the same batch, forward only, so it needs less);
+    - "trace": the recorded iteration: at `trace_image_size` a separate forward and
+      backward pass on `trace_batch` images (counted on top of the training step's
+      activations, which may still be held), plus the recorded tensors and their
+      export buffers (twice their float32 size);
+    - "data": the data set as stored, the copies resized to `image_size` that the
+      loaders keep (each at most `data.DEFAULT_CACHE_BYTES`) and the resizing scratch."""
+    from .data import DEFAULT_CACHE_BYTES
+
+    train = peak_bytes(network, s.batch)
+    separate = trace_network is not network
+    trace_batch = min(s.trace_batch, stored["train"][0] if separate else s.batch)
+    recorded = 4 * sum(trace_batch * (2 * lay.in_hw[0] * lay.in_hw[1] * lay.in_channels
+                                      + lay.out_hw[0] * lay.out_hw[1] * lay.out_channels)
+                       + lay.weight_count for lay in trace_network.layers)
+    trace = 2 * recorded + (3 * activation_bytes(trace_network, trace_batch) if separate else 0)
+    data, size = 0, network.image_size
+    for n, h, w, c in stored.values():
+        data += n * h * w * c
+        resized = n * size * size * c
+        if (h, w) != (size, size):
+            data += resized if resized <= DEFAULT_CACHE_BYTES else 0
+    if any((h, w) != (size, size) for _, h, w, _ in stored.values()):
+        data += 3 * 64 * 2**20  # resizing, in chunks of 64 MiB of float32 temporaries
+    return {"train": train, "trace": trace, "data": data}

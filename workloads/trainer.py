@@ -42,14 +42,12 @@ it should take.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import stat
 import time
-import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,224 +58,20 @@ from simulator.outputs import probe_output_dir, write_atomic
 from simulator.resources import check_memory
 from simulator.trace import TraceError, check_trace_destination
 
-from .data import DATASETS, NUM_CLASSES, DataError, Loader, load_dataset
+from .checkpoint import (CheckpointError, _kind, _load_arrays, check_checkpoint_arrays,  # noqa: F401
+                         load_checkpoint, read_checkpoint, save_checkpoint)
+from .data import NUM_CLASSES, DataError, Loader, load_dataset
 from .export import export_trace
 from .layers import softmax_cross_entropy
 from .models import build_model, weight_layers
-from .networks import NETWORKS, build_network
-from .optim import LR_KINDS, SGD, LRSchedule
-from .recipes import (activation_bytes, estimate_seconds, format_duration, peak_bytes, recipe,
-                      scaled_lr, warmup_iterations)
-from .sparsity import METHODS, make_method
-from .topk import SCOPES
+from .networks import build_network
+from .optim import SGD, LRSchedule
+from .recipes import _nominal_data_shapes, estimate_seconds, format_duration, memory_needed, recipe  # noqa: F401
+from .settings import (MAX_COUNT, SettingsError, TrainingError, TrainSettings,  # noqa: F401
+                       _is_int, _same_weights, _shown)
+from .sparsity import make_method
 
-MAX_COUNT = 2**31 - 1   # iterations, batches, sizes, periods: as a config's integers
-MAX_SEED = 2**63 - 1
 RUN_FILES = ("log.csv", "checkpoint.npz", "summary.yaml")
-
-
-class TrainingError(ValueError):
-    """A run refused (bad settings, a run directory or checkpoint that is not usable) or
-    stopped (the loss diverged); `str()` is one line naming the setting or the file."""
-
-
-class SettingsError(TrainingError):
-    """A bad value of the TrainSettings field `field`; `detail` says what was expected
-    and what was got (the CLI names the option instead of the field)."""
-
-    def __init__(self, field: str, detail: str):
-        self.field, self.detail = field, detail
-        super().__init__(f"{field}: {detail}")
-
-
-class CheckpointError(TrainingError):
-    """A checkpoint or log that cannot be resumed from; the message names the file."""
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
-def _is_real(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything a training run depends on (sizes in pixels). Fields left at None take
-    the network's recipe (`workloads.recipes`); `resolved()` fills them in."""
-
-    network: str
-    method: str = "swat-u"
-    sparsity: float = 0.8
-    iterations: int | None = None      # total SGD steps; or
-    epochs: float | None = None        # passes over the training split
-    batch: int | None = None
-    image_size: int | None = None      # training resolution
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    lr: float | None = None            # at batch 256 when lr_scaling, else as is
-    lr_scaling: bool = True            # peak lr = lr * batch / 256
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    decay_bn: bool = False
-    label_smoothing: float = 0.0
-    schedule: str = "cosine"
-    warmup: int | None = None          # iterations of linear warm-up
-    zero_init_residual: bool = True    # residual branches' last BN gamma starts at 0
-    topk_scope: str = "NCHW"
-    topk_period: int = 1
-    trace_batch: int | None = None
-    trace_image_size: int | None = None  # default: the network's native size
-    trace_at: tuple[int, ...] = ()     # default: the last iteration
-    out: str | None = None             # default: traces/<network>-<method>-<sparsity %>
-    run_dir: str | None = None         # default: runs/<name of out>
-    seed: int = 0
-    checkpoint_every: int = 100
-    checkpoint_minutes: float = 4.0
-    eval_limit: int | None = None      # test samples to evaluate (default all)
-    synthetic_size: int = 1024
-    resume: bool = False
-    method_options: dict = field(default_factory=dict)
-    max_memory: float | None = None    # GiB a run may need (default: the available memory)
-
-    def __post_init__(self):
-        self.check()
-        if self.method == "dense":  # dense training has no sparsity, whatever was asked
-            object.__setattr__(self, "sparsity", 0.0)
-        object.__setattr__(self, "trace_at", tuple(int(i) for i in self.trace_at))
-
-    def check(self) -> None:
-        """SettingsError naming the first field whose value is out of range or of the
-        wrong type (what needs the data set or the recipe is checked by `Trainer`)."""
-        def choice(name, options):
-            value = getattr(self, name)
-            if not isinstance(value, str) or value not in options:
-                raise SettingsError(name, f"expected one of {', '.join(options)}, got {_shown(value)}")
-
-        def integer(name, low, high=MAX_COUNT, optional=True):
-            value = getattr(self, name)
-            if value is None and optional:
-                return
-            if not _is_int(value) or not low <= value <= high:
-                raise SettingsError(name, f"expected an integer in {low}..{high:,}, got {_shown(value)}")
-
-        def real(name, low, high=None, low_open=False, optional=False):
-            value = getattr(self, name)
-            if value is None and optional:
-                return
-            ok = _is_real(value) and math.isfinite(value) and (value > low if low_open else value >= low) \
-                and (high is None or value < high)
-            if not ok:
-                expected = (f"a number in [{low:g}, {high:g})" if high is not None
-                            else f"a finite number {'>' if low_open else '>='} {low:g}")
-                raise SettingsError(name, f"expected {expected}, got {_shown(value)}")
-
-        def flag(name):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise SettingsError(name, f"expected true or false, got {_shown(getattr(self, name))}")
-
-        def path(name):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (str, os.PathLike)) or str(value) == ""):
-                raise SettingsError(name, f"expected a path, got {_shown(value)}")
-
-        choice("network", NETWORKS)
-        choice("method", METHODS)
-        real("sparsity", 0.0, 1.0)
-        integer("iterations", 1)
-        real("epochs", 0.0, low_open=True, optional=True)
-        integer("batch", 1)
-        integer("image_size", 1)
-        choice("dataset", DATASETS)
-        path("data_dir")
-        real("lr", 0.0, low_open=True, optional=True)
-        real("momentum", 0.0, 1.0)
-        real("weight_decay", 0.0)
-        real("label_smoothing", 0.0, 1.0)
-        choice("schedule", LR_KINDS)
-        integer("warmup", 0)
-        choice("topk_scope", SCOPES)
-        integer("topk_period", 1, optional=False)
-        integer("trace_batch", 1)
-        integer("trace_image_size", 1)
-        if not isinstance(self.trace_at, (tuple, list)) or len(self.trace_at) > 10_000 \
-                or not all(_is_int(i) and 1 <= i <= MAX_COUNT for i in self.trace_at):
-            shown = (",".join(str(i) for i in self.trace_at)
-                     if isinstance(self.trace_at, (tuple, list)) else repr(self.trace_at))
-            raise SettingsError("trace_at", f"expected iterations in 1..{MAX_COUNT:,} (at most "
-                                f"10,000 of them), got {shown[:60]}")
-        path("out")
-        path("run_dir")
-        integer("seed", 0, MAX_SEED, optional=False)
-        integer("checkpoint_every", 1, optional=False)
-        real("checkpoint_minutes", 0.0, low_open=True)
-        integer("eval_limit", 1)
-        integer("synthetic_size", 1, optional=False)
-        for name in ("lr_scaling", "nesterov", "decay_bn", "zero_init_residual", "resume"):
-            flag(name)
-        if not isinstance(self.method_options, dict):
-            raise SettingsError("method_options", f"expected a dict, got {_shown(self.method_options)}")
-        real("max_memory", 0.0, low_open=True, optional=True)
-
-    @property
-    def name(self) -> str:
-        return f"{self.network}-{self.method}-{round(self.sparsity * 100)}"
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("traces") / self.name
-
-    @property
-    def run_path(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / self.out_dir.name
-
-    def resolved(self, per_epoch: int | None = None) -> TrainSettings:
-        """These settings with the recipe's defaults filled in (`per_epoch`: batches per
-        epoch, needed when the length is given in epochs or the recipe trains one epoch)."""
-        r = recipe(self.network)
-        batch = r.batch if self.batch is None else self.batch
-        image_size = r.image_size if self.image_size is None else self.image_size
-        iterations = self.iterations
-        if iterations is None and (self.epochs is not None or r.iterations is None):
-            if per_epoch is None:
-                raise ValueError("resolved: the length is in epochs; give per_epoch")
-            iterations = max(1, round((self.epochs or 1.0) * per_epoch))
-            if iterations > MAX_COUNT:
-                raise SettingsError("epochs", f"{self.epochs or 1.0:g} epochs of {per_epoch:,} batches "
-                                    f"are {iterations:.3g} iterations, more than the {MAX_COUNT:,} "
-                                    "a run may have")
-        elif iterations is None:
-            iterations = r.iterations
-        lr = r.lr_at_256 if self.lr is None else self.lr
-        warmup = warmup_iterations(iterations, r.warmup_fraction) if self.warmup is None else self.warmup
-        trace_size = self.trace_image_size
-        if trace_size is None:
-            native = build_network(self.network).image_size
-            trace_size = native if _same_weights(self.network, image_size, native) else image_size
-        return replace(self, batch=batch, image_size=image_size, iterations=iterations, lr=lr,
-                       warmup=warmup, trace_image_size=trace_size,
-                       trace_batch=r.trace_batch if self.trace_batch is None else self.trace_batch)
-
-    @property
-    def peak_lr(self) -> float:
-        """The learning rate after warm-up (of resolved settings)."""
-        return scaled_lr(self.lr, self.batch) if self.lr_scaling else self.lr
-
-
-def _same_weights(network: str, size_a: int, size_b: int) -> bool:
-    """Whether `network`'s conv/fc weights have the same shapes at both image sizes."""
-    try:
-        a, b = (build_network(network, image_size=s, num_classes=10) for s in (size_a, size_b))
-    except ValueError:
-        return False
-    return [lay.weight_shape for lay in a.layers] == [lay.weight_shape for lay in b.layers]
 
 
 @dataclass
@@ -293,177 +87,6 @@ TRAINING_FIELDS = ("network", "method", "sparsity", "iterations", "batch", "imag
                    "lr", "lr_scaling", "momentum", "nesterov", "weight_decay", "decay_bn",
                    "label_smoothing", "schedule", "warmup", "zero_init_residual", "topk_scope",
                    "topk_period", "seed", "synthetic_size", "method_options")
-
-
-def save_checkpoint(path: Path, model, optimizer, progress: dict, method=None) -> None:
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays |= {f"optim/{k}": v for k, v in optimizer.state_dict().items()}
-    if method is not None:
-        arrays |= {f"method/{k}": v for k, v in method.state_dict().items()}
-    arrays["progress"] = np.array(json.dumps(progress))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_atomic(path, buf.getvalue())
-
-
-def _kind(st: os.stat_result) -> str:
-    mode = st.st_mode
-    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-            else "a symlink" if stat.S_ISLNK(mode) else "a device or special file")
-
-
-def _model_state(model) -> dict[str, np.ndarray]:
-    state = {n: p.value for n, p in model.named_params()}
-    state.update(model.named_buffers())
-    return state
-
-
-def checkpoint_limit(model, method=None, batch: int = 1) -> int:
-    """The most bytes a checkpoint of `model` (with `method`'s state at `batch`) can hold:
-    the parameters and buffers, a momentum buffer per parameter, the method's per-layer
-    thresholds (at most one per output-input channel pair of a weight, and one per
-    sample and channel of an input) and 1 MiB for the progress record and the archive."""
-    params = sum(p.value.nbytes for p in model.params())
-    model_bytes = sum(a.nbytes for a in _model_state(model).values())
-    members = len(_model_state(model)) + len(model.params()) + 1
-    thresholds = 0
-    for lay in (method.layers if method is not None else ()):
-        shape = lay.weight.value.shape
-        thresholds += 8 * (2 * int(np.prod(shape[:2])) + batch * lay.spec.in_channels) + 8
-        members += len(method.STATE)
-    return model_bytes + params + thresholds + 2**20 + 512 * members
-
-
-def read_checkpoint(path: str | os.PathLike, model, method=None, batch: int = 1) -> tuple[dict, dict]:
-    """The arrays and the progress record of the checkpoint at `path`, read without loading
-    anything: a regular file (a FIFO or device is never opened) of at most
-    `checkpoint_limit` bytes, a zip archive of .npy arrays (no pickles) that unpacks to at
-    most that much, with a JSON progress record. CheckpointError naming the file
-    otherwise ("corrupt or truncated", or "not a checkpoint of this run")."""
-    path = Path(path)
-
-    def fail(why: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {why}")
-
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise fail(f"cannot read ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise fail(f"expected a checkpoint file, found {_kind(st)}")
-    limit = checkpoint_limit(model, method, batch)
-    if st.st_size == 0:
-        raise fail("corrupt or truncated (an empty file)")
-    if st.st_size > limit:
-        raise fail(f"not a checkpoint of this run ({st.st_size:,} bytes, more than the {limit:,} "
-                   f"a checkpoint of this model can have)")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise fail(f"cannot read ({e.strerror or e})") from None
-    try:
-        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
-        raise fail(f"corrupt or truncated (not a complete zip archive: {e})") from None
-    names = [i.filename for i in infos]
-    if len(set(names)) != len(names) or not all(n.endswith(".npy") for n in names):
-        raise fail("not a checkpoint of this run (not an archive of distinct .npy arrays)")
-    unpacked = sum(i.file_size for i in infos)
-    if unpacked > limit:
-        raise fail(f"not a checkpoint of this run (its arrays unpack to {unpacked:,} bytes, more "
-                   f"than the {limit:,} a checkpoint of this model can have)")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:  # whatever a damaged archive or .npy header raises
-        raise fail(f"corrupt or truncated ({type(e).__name__}: {str(e)[:100]})") from None
-    progress = arrays.pop("progress", None)
-    if progress is None:
-        raise fail("not a checkpoint of this run (no progress record)")
-    try:
-        record = json.loads(str(progress)) if progress.dtype.kind == "U" and progress.ndim == 0 else None
-    except (ValueError, RecursionError):
-        record = None
-    if not isinstance(record, dict):
-        raise fail("corrupt (its progress record is not a JSON object)")
-    return arrays, record
-
-
-def check_checkpoint_arrays(path: str | os.PathLike, arrays: dict, model, optimizer,
-                            method=None, batch: int = 1) -> None:
-    """CheckpointError naming `path` unless `arrays` (from `read_checkpoint`) hold exactly
-    the model's parameters and buffers and, at most, a momentum buffer per parameter and
-    the method's per-layer state, each with the shape and dtype it is loaded into, and
-    finite values (thresholds may be +inf: nothing kept)."""
-    def fail(why: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {why}")
-
-    def foreign(why: str) -> CheckpointError:
-        return fail(f"not a checkpoint of this run ({why})")
-
-    groups: dict[str, dict[str, np.ndarray]] = {"model": {}, "optim": {}, "method": {}}
-    for key, value in arrays.items():
-        group, _, name = key.partition("/")
-        if group not in groups or not name:
-            raise foreign(f"unexpected array {key[:60]!r}")
-        groups[group][name] = value
-    state = _model_state(model)
-    missing = sorted(set(state) - set(groups["model"]))
-    unexpected = sorted(set(groups["model"]) - set(state))
-    if missing or unexpected:
-        raise foreign(f"model arrays missing {missing[:3]}, unexpected {unexpected[:3]}")
-    params = {p.name: p.value for p in optimizer.params}
-    unexpected = sorted(set(groups["optim"]) - set(params))
-    if unexpected:
-        raise foreign(f"optimizer arrays for unknown parameters {unexpected[:3]}")
-    for group, targets in (("model", state), ("optim", params)):
-        for name, value in groups[group].items():
-            target = targets[name]
-            if value.shape != target.shape or value.dtype != target.dtype:
-                raise foreign(f"{group}/{name}: expected {target.dtype} {list(target.shape)}, got "
-                              f"{value.dtype} {list(value.shape)}")
-            if not np.isfinite(value).all():
-                raise fail(f"corrupt ({group}/{name} holds non-finite values)")
-    if method is None:
-        return
-    layers = {lay.spec.name: lay for lay in method.layers}
-    attrs = [a for a in method.STATE if hasattr(method, a)]
-    for key, value in groups["method"].items():
-        attr, _, name = key.partition("/")
-        if attr not in attrs or name not in layers:
-            raise foreign(f"method/{key[:60]}: not state of {method.name} on this network")
-        lay = layers[name]
-        if value.dtype.kind != "f" or np.isnan(value).any():
-            raise foreign(f"method/{key}: expected floating-point numbers, got {value.dtype}")
-        if attr == "layer_sparsity":
-            ok = value.ndim == 0 and 0.0 <= float(value) < 1.0
-        elif attr == "input_threshold":
-            x = lay.spec.input_shape(batch)
-            ok = value.ndim == len(x) and all(t in (1, d) for t, d in zip(value.shape[1:], x[1:]))
-        else:
-            w = lay.weight.value.shape
-            ok = value.ndim <= len(w) and all(t in (1, d) for t, d in zip(value.shape, w))
-        if not ok:
-            raise foreign(f"method/{key}: shape {list(value.shape)} does not fit layer {name}")
-
-
-def load_checkpoint(path: Path, model, optimizer, method=None, batch: int = 1) -> dict:
-    """Load the checkpoint at `path` into the model, optimizer and method, all or nothing
-    (`read_checkpoint` and `check_checkpoint_arrays` first); returns its progress record."""
-    arrays, progress = read_checkpoint(path, model, method, batch)
-    check_checkpoint_arrays(path, arrays, model, optimizer, method, batch)
-    _load_arrays(arrays, model, optimizer, method)
-    return progress
-
-
-def _load_arrays(arrays: dict, model, optimizer, method=None) -> None:
-    part = {g: {k[len(g) + 1:]: v for k, v in arrays.items() if k.startswith(g + "/")}
-            for g in ("model", "optim", "method")}
-    model.load_state_dict(part["model"])
-    optimizer.load_state_dict(part["optim"])
-    if method is not None:
-        method.load_state_dict(part["method"])
 
 
 def _dropout_generators(model) -> list:
@@ -503,50 +126,6 @@ def evaluate(model, loader, layers, method=None, progress: bool = False) -> floa
         for lay, (s, g) in zip(layers, hooks):
             lay.save_input, lay.grad_output_hook = s, g
     return correct / max(total, 1)
-
-
-def _nominal_data_shapes(s: TrainSettings) -> dict[str, tuple[int, int, int, int]]:
-    """[N, H, W, C] of each split of `s.dataset` as stored, before loading it (the files'
-    own sizes are checked when they are read, and the memory again with them)."""
-    if s.dataset == "synthetic":
-        return {"train": (s.synthetic_size, 32, 32, 3), "test": (max(1, s.synthetic_size // 4), 32, 32, 3)}
-    if s.dataset == "cifar10":
-        return {"train": (50_000, 32, 32, 3), "test": (10_000, 32, 32, 3)}
-    return {"train": (60_000, 28, 28, 1), "test": (10_000, 28, 28, 1)}
-
-
-def memory_needed(s: TrainSettings, network, trace_network, stored: dict) -> dict[str, int]:
-    """The estimated peak memory in bytes, by part, of a run with the resolved settings `s`
-    (`network` and `trace_network`: its specs at the training and the trace size, the same
-    object when they are equal; `stored`: the data set's [N, H, W, C] per split, as stored),
-    from `recipes.peak_bytes` for the steps:
-
-    - "train": a training step at `batch` and `image_size` (evaluation runs the same
-      model at the same batch, forward only, so it needs less);
-    - "trace": the recorded iteration: at `trace_image_size` a separate forward and
-      backward pass on `trace_batch` images (counted on top of the training step's
-      activations, which may still be held), plus the recorded tensors and their
-      export buffers (twice their float32 size);
-    - "data": the data set as stored, the copies resized to `image_size` that the
-      loaders keep (each at most `data.DEFAULT_CACHE_BYTES`) and the resizing scratch."""
-    from .data import DEFAULT_CACHE_BYTES
-
-    train = peak_bytes(network, s.batch)
-    separate = trace_network is not network
-    trace_batch = min(s.trace_batch, stored["train"][0] if separate else s.batch)
-    recorded = 4 * sum(trace_batch * (2 * lay.in_hw[0] * lay.in_hw[1] * lay.in_channels
-                                      + lay.out_hw[0] * lay.out_hw[1] * lay.out_channels)
-                       + lay.weight_count for lay in trace_network.layers)
-    trace = 2 * recorded + (3 * activation_bytes(trace_network, trace_batch) if separate else 0)
-    data, size = 0, network.image_size
-    for n, h, w, c in stored.values():
-        data += n * h * w * c
-        resized = n * size * size * c
-        if (h, w) != (size, size):
-            data += resized if resized <= DEFAULT_CACHE_BYTES else 0
-    if any((h, w) != (size, size) for _, h, w, _ in stored.values()):
-        data += 3 * 64 * 2**20  # resizing, in chunks of 64 MiB of float32 temporaries
-    return {"train": train, "trace": trace, "data": data}
 
 
 class Trainer:
