@@ -12,9 +12,10 @@ Units: channel counts and spatial sizes are element counts; tensors are float32
 
 from __future__ import annotations
 
+import math
 import os
-import stat
 import shutil
+import stat
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -256,6 +257,17 @@ _SPEC_FIELDS = ("name", "kind", "in_channels", "out_channels", "kernel", "stride
 
 _CONV_FIELDS = ("kernel", "stride", "padding", "dilation", "groups", "in_hw", "out_hw")
 PATH_CHARS = 200  # a path quoted in a message is cut to this length
+NAME_CHARS = 200  # network, method and layer names: printable, at most this long
+MAX_MAGNITUDE = 1e15  # |value| of any tensor: beyond, float32 sums of products overflow
+# metadata the trainer writes that the simulator reads: (key, least, most)
+META_INTEGERS = (("batch", 1, 2**31 - 1), ("image_size", 1, 4096), ("iteration", 0, 2**31 - 1),
+                 ("seed", 0, 2**63 - 1))
+
+
+def _plain_name(value, slash: bool = False) -> bool:
+    """A non-empty string of at most NAME_CHARS printable characters (no '/' unless `slash`)."""
+    return (isinstance(value, str) and 0 < len(value) <= NAME_CHARS and value.isprintable()
+            and (slash or "/" not in value))
 MAX_MEMBER_BYTES = 4 << 30   # an array of a layer archive, uncompressed
 
 
@@ -272,23 +284,70 @@ def _member(directory: Path, name, where: str) -> Path:
     try:
         inside = path.resolve().is_relative_to(directory.resolve())
         st = os.stat(path)
-    except OSError as e:
-        raise TraceError(f"{path}: cannot read ({e.strerror})") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the name
+        raise TraceError(f"{where}: file: cannot read {safe_yaml.cut(repr(name))} "
+                         f"({getattr(e, 'strerror', None) or e})") from None
     if not inside:
         raise TraceError(f"{where}: file: {safe_yaml.cut(repr(name))} leads out of the trace "
                          "directory")
     if not stat.S_ISREG(st.st_mode):
-        raise TraceError(f"{path}: expected a regular file")
+        raise TraceError(f"{_shown_path(path)}: expected a regular file")
     return path
 
 
-def _check_archive(npz: Path) -> None:
-    """Refuse an archive whose arrays would unpack to more than `MAX_MEMBER_BYTES` each."""
+def _shown_path(path) -> str:
+    return safe_yaml.cut(str(path), PATH_CHARS)
+
+
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_archive(npz: Path, spec: LayerSpec) -> None:
+    """Before any array is read: the archive holds only `<tensor>.npy` members of TENSORS,
+    each an NPY array of float32 or float64 whose header shape is the one `spec` gives it
+    (one batch for the activations), whose size is what that shape takes, and no more than
+    `MAX_MEMBER_BYTES`; so a zip bomb or a member of the wrong shape is refused unread."""
+    shown = _shown_path(npz)
+    batch = None
     with zipfile.ZipFile(npz) as z:
         for info in z.infolist():
+            tensor = info.filename[:-4] if info.filename.endswith(".npy") else None
+            if tensor not in TENSORS:
+                raise TraceError(f"{shown}: {safe_yaml.cut(repr(info.filename))}: expected only "
+                                 f"the arrays {', '.join(t + '.npy' for t in TENSORS)}")
             if info.file_size > MAX_MEMBER_BYTES:
-                raise TraceError(f"{npz}: {info.filename}: {info.file_size:,} bytes uncompressed: "
+                raise TraceError(f"{shown}: {info.filename}: {info.file_size:,} bytes uncompressed: "
                                  f"expected at most {MAX_MEMBER_BYTES:,}")
+            with z.open(info) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read_header = NPY_HEADERS.get(version)
+                    if read_header is None:
+                        raise ValueError(f"NPY format version {version} (expected 1.0 or 2.0)")
+                    shape, _, dtype = read_header(f)
+                    header = f.tell() if f.seekable() else None
+                except (ValueError, OSError, EOFError, SyntaxError) as e:
+                    raise TraceError(f"{shown}: {tensor}: expected an NPY array "
+                                     f"({safe_yaml.cut(str(e))})") from None
+            if dtype not in (np.float32, np.float64):
+                raise TraceError(f"{shown}: {tensor}: expected float32 or float64 values, got "
+                                 f"dtype {safe_yaml.cut(str(dtype))}")
+            if tensor == "weight":
+                expected = spec.weight_shape
+            else:
+                if len(shape) < 1 or batch is not None and shape[0] != batch:
+                    expected = (batch, *spec.input_shape(1)[1:])
+                else:
+                    batch = shape[0] if batch is None else batch
+                    expected = (spec.output_shape if tensor == "grad_output" else spec.input_shape)(batch)
+            if tuple(shape) != tuple(expected):
+                raise TraceError(f"{shown}: {tensor}: expected shape {tuple(expected)} (layer "
+                                 f"{safe_yaml.cut(spec.name, 40)}), got {safe_yaml.cut(str(tuple(shape)))}")
+            size = math.prod(shape) * dtype.itemsize
+            if header is not None and info.file_size != header + size:
+                raise TraceError(f"{shown}: {tensor}: {info.file_size:,} bytes, expected "
+                                 f"{header + size:,} for its shape and dtype")
 
 
 def read_trace(directory: str | os.PathLike) -> Trace:
@@ -319,6 +378,20 @@ def read_trace(directory: str | os.PathLike) -> Trace:
     sparsity = manifest.get("sparsity", 0.0)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise TraceError(f"{mpath}: sparsity: expected a number in [0, 1), got {safe_yaml.cut(repr(sparsity))}")
+    for key in ("network", "method"):
+        value = manifest.get(key)
+        if value is not None and not _plain_name(value):
+            raise TraceError(f"{mpath}: {key}: expected a name of at most {NAME_CHARS} printable "
+                             f"characters without '/', got {safe_yaml.cut(repr(value))}")
+    declared = manifest.get("dtype")
+    if declared is not None and declared not in ("float32", "float64"):
+        raise TraceError(f"{mpath}: dtype: expected float32 or float64, got "
+                         f"{safe_yaml.cut(repr(declared))}")
+    for key, low, high in META_INTEGERS:
+        value = manifest.get(key)
+        if value is not None and (type(value) is not int or not low <= value <= high):
+            raise TraceError(f"{mpath}: {key}: expected an integer in {low}..{high:,}, got "
+                             f"{safe_yaml.cut(repr(value))}")
     seen: set[str] = set()
     layers = []
     for i, entry in enumerate(entries):
@@ -333,35 +406,49 @@ def read_trace(directory: str | os.PathLike) -> Trace:
             spec = LayerSpec(**{k: entry[k] for k in _SPEC_FIELDS if k in entry})
         except (TypeError, ValueError) as e:
             raise TraceError(f"{where}: {e}") from None
+        if not _plain_name(spec.name, slash=True):
+            raise TraceError(f"{where}: name: expected at most {NAME_CHARS} printable characters, "
+                             f"got {safe_yaml.cut(repr(spec.name))}")
         if spec.name in seen:
             raise TraceError(f"{where}: name: expected a unique layer name, got {safe_yaml.cut(repr(spec.name))} twice")
         seen.add(spec.name)
         npz = _member(directory, entry["file"], where)
+        shown = _shown_path(npz)
         try:
-            _check_archive(npz)
+            _check_archive(npz, spec)
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {t: data[t] for t in TENSORS if t in data.files}
+        except TraceError:
+            raise
         except Exception as e:  # zip, zlib, EOF, pickle-refusal, OS errors: all one line
-            raise TraceError(f"{npz}: cannot read as an npz archive ({type(e).__name__}: "
-                             f"{' '.join(str(e).split())[:160]})") from None
+            raise TraceError(f"{shown}: cannot read as an npz archive ({type(e).__name__}: "
+                             f"{safe_yaml.cut(str(e), 160)})") from None
         for t, a in arrays.items():
-            if a.dtype not in (np.float32, np.float64):
-                raise TraceError(f"{npz}: {t}: expected float32 or float64 values, got dtype "
-                                 f"{a.dtype}")
+            if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+                raise TraceError(f"{shown}: {t}: expected float32 or float64 values, got "
+                                 f"{safe_yaml.cut(str(getattr(a, 'dtype', type(a).__name__)))}")
             if not np.isfinite(a).all():
                 first = np.flatnonzero(~np.isfinite(a))[0]
-                raise TraceError(f"{npz}: {t}: expected finite values, found {a.flat[first]} "
+                raise TraceError(f"{shown}: {t}: expected finite values, found {a.flat[first]} "
                                  f"at index {tuple(int(i) for i in np.unravel_index(first, a.shape))}")
+            if a.size and np.abs(a).max() > MAX_MAGNITUDE:
+                raise TraceError(f"{shown}: {t}: expected magnitudes up to {MAX_MAGNITUDE:g} (the "
+                                 f"values of a training run; the array sums in float32), found "
+                                 f"{np.abs(a).max():g}")
         for t in ("weight", "input"):
             if t not in arrays:
-                raise TraceError(f"{npz}: missing array {t!r}")
+                raise TraceError(f"{shown}: missing array {t!r}")
         if arrays["input"].ndim == 0 or arrays["input"].shape[0] < 1:
-            raise TraceError(f"{npz}: input: expected a batch of at least 1 sample, got shape "
+            raise TraceError(f"{shown}: input: expected a batch of at least 1 sample, got shape "
                              f"{arrays['input'].shape}")
+        dtypes = {a.dtype.name for a in arrays.values()}
+        if declared is not None and dtypes != {declared}:
+            raise TraceError(f"{mpath}: dtype: the manifest says {declared}, but {shown} holds "
+                             f"{', '.join(sorted(dtypes))}")
         try:
             layers.append(TraceLayer(spec, **arrays))
         except TraceError as e:
-            raise TraceError(f"{npz}: {e}") from None
+            raise TraceError(f"{shown}: {e}") from None
     meta = {k: v for k, v in manifest.items()
             if k not in ("format_version", "network", "method", "sparsity", "layers")}
     return Trace(network=str(manifest.get("network", directory.name)), layers=layers,

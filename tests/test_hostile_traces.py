@@ -2,6 +2,7 @@
 the field, never a traceback, a hang, or a silently accepted wrong value."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -109,3 +110,100 @@ def test_bool_is_not_an_integer_in_a_layer(trace_dir):
     edit_manifest(trace_dir, lambda m: m["layers"][0].update(in_channels=True))
     with pytest.raises(TraceError, match="in_channels: expected an integer >= 1, got True"):
         read_trace(trace_dir)
+
+
+def write_members(path, members: dict) -> None:
+    """An archive with exactly these members (name -> bytes), as a hostile npz would be."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def npy_bytes(a) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_archive_members_are_checked_from_their_headers_before_reading(trace_dir):
+    name = yaml.safe_load((trace_dir / "manifest.yaml").read_text())["layers"][0]["file"]
+    with np.load(trace_dir / name) as data:
+        kept = {k + ".npy": npy_bytes(data[k]) for k in data.files}
+    cases = [
+        ({**kept, "extra.npy": npy_bytes(np.zeros(3, np.float32))}, "'extra.npy': expected only the arrays"),
+        ({**kept, "weight.npy": b"hello world, not an NPY array"}, "weight: expected an NPY array"),
+        ({"weight": kept["weight.npy"], "input.npy": kept["input.npy"]}, "'weight': expected only"),
+        ({**kept, "weight.npy": kept["weight.npy"] + b"junk"}, "weight: "),  # size differs
+        ({**kept, "input.npy": npy_bytes(np.zeros((2, 1, 8), np.float32))}, "input: expected shape"),
+        ({**kept, "weight.npy": npy_bytes(np.array([object()], dtype=object))}, "expected float32 or float64"),
+    ]
+    for members, fragment in cases:
+        write_members(trace_dir / name, members)
+        with pytest.raises(TraceError, match=re.escape(fragment)):
+            read_trace(trace_dir)
+
+
+def test_a_zip_bomb_of_the_wrong_shape_is_refused_unread(trace_dir):
+    """A few kB that would inflate to 400 MB: refused from the NPY header alone."""
+    import tracemalloc
+
+    name = yaml.safe_load((trace_dir / "manifest.yaml").read_text())["layers"][0]["file"]
+    with np.load(trace_dir / name) as data:
+        kept = {k + ".npy": npy_bytes(data[k]) for k in data.files}
+    import zipfile
+
+    with zipfile.ZipFile(trace_dir / name, "w", zipfile.ZIP_DEFLATED) as z:
+        for k, v in kept.items():
+            if k != "weight.npy":
+                z.writestr(k, v)
+        z.writestr("weight.npy", npy_bytes(np.zeros(100_000_000, np.float32)))
+    assert (trace_dir / name).stat().st_size < 2_000_000
+    tracemalloc.start()
+    with pytest.raises(TraceError, match="weight: expected shape"):
+        read_trace(trace_dir)
+    assert tracemalloc.get_traced_memory()[1] < 50_000_000
+    tracemalloc.stop()
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("network", "/tmp/x/abs", "network: expected a name"),
+    ("network", "a\nb", "network: expected a name"),
+    ("method", {"a": 1}, "method: expected a name"),
+    ("dtype", "int8", "dtype: expected float32 or float64"),
+    ("dtype", "float64", "dtype: the manifest says float64"),
+    ("image_size", 10 ** 29, "image_size: expected an integer in 1..4,096"),
+    ("batch", -5, "batch: expected an integer"),
+])
+def test_manifest_fields_are_typed(trace_dir, key, value, fragment):
+    edit_manifest(trace_dir, lambda m: m.update({key: value}))
+    with pytest.raises(TraceError, match=re.escape(fragment)):
+        read_trace(trace_dir)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "\x1b[31mred", "x" * 300])
+def test_layer_names_are_printable_and_short(trace_dir, name):
+    edit_manifest(trace_dir, lambda m: m["layers"][0].update(name=name))
+    with pytest.raises(TraceError, match="name: expected at most 200 printable characters"):
+        read_trace(trace_dir)
+
+
+def test_values_beyond_a_training_runs_range_are_refused(trace_dir):
+    with np.load(trace_dir / "000_conv1.npz") as data:
+        w = data["weight"].astype(np.float64)
+    w.flat[3] = 1e308
+    rewrite_layer(trace_dir, 0, weight=w, **{})
+    edit_manifest(trace_dir, lambda m: m.pop("dtype", None))
+    with pytest.raises(TraceError, match="weight: expected magnitudes up to 1e\\+15"):
+        read_trace(trace_dir)
+
+
+def test_a_nul_or_overlong_file_name_is_one_line(trace_dir):
+    for bad in ("000_conv1.npz\x00x", "f" * 5000):
+        edit_manifest(trace_dir, lambda m: m["layers"][0].update(file=bad))
+        with pytest.raises(TraceError) as info:
+            read_trace(trace_dir)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 500
