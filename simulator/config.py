@@ -409,6 +409,8 @@ def read_yaml(path: str | os.PathLike, missing: str | None = None) -> Any:
         raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
     except safe_yaml.YAMLInputError as e:
         raise ConfigError(f"{source}: {e}") from None
+    except ValueError as e:  # a NUL in the path
+        raise ConfigError(f"{source}: cannot read ({safe_yaml.cut(e)})") from None
 
 
 def load_config(path: str | os.PathLike) -> Config:

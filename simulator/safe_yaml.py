@@ -82,14 +82,37 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node):
-        digits = sum(ch.isalnum() for ch in str(node.value))
+        text = str(node.value)
+        digits = sum(ch.isalnum() for ch in text)
         if digits > MAX_INT_DIGITS:
             raise YAMLInputError(f"{_line(node)}integer of {digits} digits: expected at most "
                                  f"{MAX_INT_DIGITS}")
+        _refuse_yaml11_number(node, text)
         return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        _refuse_yaml11_number(node, str(node.value))
+        try:
+            return super().construct_yaml_float(node)
+        except (OverflowError, ValueError) as e:
+            raise YAMLInputError(f"{_line(node)}number {cut(repr(node.value), 40)}: {cut(e)}") from None
+
+
+def _refuse_yaml11_number(node, text: str) -> None:
+    """YAML 1.1 reads `1:00` as 60 (base 60) and `020` as 16 (octal): surprising in a
+    config, so refused; write the number plainly."""
+    bare = text.lstrip("+-").replace("_", "")
+    if ":" in bare:
+        raise YAMLInputError(f"{_line(node)}{cut(repr(text), 40)}: a base-60 number in YAML 1.1; "
+                             "expected a plain number (quote it if it is text)")
+    if len(bare) > 1 and bare[0] == "0" and bare[1].isdigit() and "." not in bare and "e" not in bare.lower():
+        raise YAMLInputError(f"{_line(node)}{cut(repr(text), 40)}: an octal number in YAML 1.1 "
+                             f"(it means {int(bare, 8) if set(bare) <= set('01234567') else '?'}); "
+                             "expected a plain number without a leading zero")
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
 
 
 def loads(text: str) -> Any:
@@ -120,10 +143,10 @@ def read_text(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> st
         raise YAMLInputError(f"expected a regular file, found {kind}")
     if st.st_size > max_bytes:
         raise YAMLInputError(f"{st.st_size:,} bytes: expected at most {max_bytes:,}")
+    if st.st_size == 0:  # also /proc files, which say 0 and may block when read
+        return ""
     with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise YAMLInputError(f"more than {max_bytes:,} bytes: expected at most {max_bytes:,}")
+        data = f.read(st.st_size)  # what the file says it holds, never to an end that may not come
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -1,6 +1,7 @@
 """Hostile YAML: simulator.safe_yaml and the readers that use it (configs, manifests)."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -113,3 +114,22 @@ def test_config_values_beyond_what_a_field_can_mean_get_one_short_line(tmp_path,
         load_config(cfg)
     message = str(e.value)
     assert expected in message and "\n" not in message and len(message) < 400
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("tiles: 1:00\n", "a base-60 number in YAML 1.1"),
+    ("f: " + ":".join(["59"] * 300) + ".5\n", "a base-60 number in YAML 1.1"),
+    ("tiles: 020\n", "an octal number in YAML 1.1 (it means 16)"),
+])
+def test_yaml11_number_surprises_are_refused(text, fragment):
+    with pytest.raises(safe_yaml.YAMLInputError, match=re.escape(fragment)):
+        safe_yaml.loads(text)
+    assert safe_yaml.loads("a: 0\nb: 0.5\nc: 1_000\nd: 0x10\n") == {"a": 0, "b": 0.5, "c": 1000, "d": 16}
+
+
+def test_a_regular_file_that_says_it_is_empty_is_not_read(tmp_path):
+    """Files under /proc say 0 bytes and may block (e.g. /proc/kmsg): read as empty."""
+    assert safe_yaml.read_text("/proc/self/status") == ""
+    link = tmp_path / "c.yaml"
+    link.symlink_to("/proc/kmsg")
+    assert safe_yaml.read_text(link) == ""
