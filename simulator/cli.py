@@ -328,8 +328,21 @@ def _set_threads(threads: int | None) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `accelsim: error: <command>: <problem>`, and
+    exit code 2, like every other input error (the usage is what `--help` shows)."""
+
+    def error(self, message: str):
+        from .safe_yaml import cut
+
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_INPUT, f"accelsim: error: {where}{cut(message, 300)} "
+                              f"(accelsim {command + ' ' if command else ''}--help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="accelsim", description="Cycle-level simulator of a Bit-Tactical-style sparse "
         "training accelerator.")
     parser.add_argument("--version", action="version", version=f"accelsim {__version__}")

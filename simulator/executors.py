@@ -163,9 +163,13 @@ def _result(future, task: int) -> Any:
 
 
 def check_dask_address(address: str) -> str:
-    if not re.fullmatch(r"[a-z][a-z0-9+]*://\S+", address):
-        raise ConfigError(f"--dask-scheduler: expected a scheduler address like "
-                          f"tcp://HOST:PORT, got {address!r}")
+    """`address` if it is tcp://HOST:PORT (the only transport accelsim configures: tls
+    needs certificates, inproc a scheduler in this process); ConfigError otherwise."""
+    if not re.fullmatch(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]{1,253}):[0-9]{1,5}", address):
+        from .safe_yaml import cut
+
+        raise ConfigError(f"--dask-scheduler: expected a scheduler address tcp://HOST:PORT, "
+                          f"got {cut(repr(address))}")
     return address
 
 

@@ -374,3 +374,16 @@ def test_unwritable_out_is_a_one_line_error(tmp_path, tiny):
     proc = run_cli("run", tiny[0], "-q", "--out", tmp_path / "afile" / "sub")
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, "afile")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["sweep", "s.yaml", "--workers", "-1"], "accelsim: error: sweep: argument --workers: expected a positive int"),
+    (["run", "--bogus"], "accelsim: error: unrecognized arguments: --bogus"),
+    (["trace-from-training", "resnet51"], "accelsim: error: trace-from-training: argument NETWORK: invalid choice"),
+])
+def test_argument_errors_are_one_line(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(fragment) and len(err.splitlines()) == 1 and "usage:" not in err

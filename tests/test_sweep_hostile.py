@@ -297,3 +297,16 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
         for w in workers:
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("address", ["tls://127.0.0.1:1", "inproc://x", "tcp://host", "tcp://" + "x" * 5000 + ":1",
+                                     "tcp://a b:1"])
+def test_dask_addresses_other_than_tcp_host_port_are_one_line(address):
+    from simulator.config import ConfigError
+    from simulator.executors import check_dask_address
+
+    with pytest.raises(ConfigError, match="expected a scheduler address tcp://HOST:PORT") as info:
+        check_dask_address(address)
+    assert len(str(info.value)) < 200
+    assert check_dask_address("tcp://127.0.0.1:8786") == "tcp://127.0.0.1:8786"
+    assert check_dask_address("tcp://[::1]:8786") == "tcp://[::1]:8786"
