@@ -28,6 +28,7 @@ PLANNED_BACKENDS = ("tclp", "tcle")
 MAX_ARRAY_SIDE = 1024  # tiles, rows, lanes, columns
 MAX_LOOKAHEAD = 64     # h: steps a value may be promoted from
 MAX_LOOKASIDE = 1024   # d: lateral connections (also at most lanes * h - 1, see frontend.py)
+MAX_SPARSITIES = 1000  # values of workload.sparsity, each a whole simulation of the network
 
 
 class ConfigError(ValueError):
@@ -302,6 +303,9 @@ def _workload(source: str, data: Any) -> Workload:
         sp = [sp]
     if not isinstance(sp, list) or not sp:
         raise sec.fail("sparsity", "a number or a non-empty list of numbers in [0, 1)", sp)
+    if len(sp) > MAX_SPARSITIES:
+        raise sec.fail("sparsity", f"at most {MAX_SPARSITIES:,} values (each is a whole run of "
+                       "the network)", f"{len(sp):,} of them")
     values = []
     for i, v in enumerate(sp):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:

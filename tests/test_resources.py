@@ -176,3 +176,9 @@ def test_largest_lookaside_error_is_fast():
         parse_config({"architecture": {"lanes": 1024, "frontend": {
             "shape": "L", "lookahead": 1, "lookaside": 1024}}, "workload": {"network": "simple-cnn"}}, "x")
     assert time.monotonic() - t < 2
+
+
+def test_too_many_sparsities():
+    with pytest.raises(ConfigError, match="workload.sparsity: expected at most 1,000 values"):
+        parse_config({"workload": {"network": "simple-cnn",
+                                   "sparsity": [i / 100_000 for i in range(99_999)]}}, "x.yaml")
