@@ -328,6 +328,17 @@ def _set_threads(threads: int | None) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
+def _path(text: str) -> str:
+    """A path option: not empty, no control characters (a newline or escape in a path is a
+    mistake, and would break the one-line messages that quote it)."""
+    if not text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        from .safe_yaml import cut
+
+        raise argparse.ArgumentTypeError(f"expected a non-empty path without control characters, got "
+                                         f"{cut(repr(text))}")
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line, `accelsim: error: <command>: <problem>`, and
     exit code 2, like every other input error (the usage is what `--help` shows)."""
@@ -349,9 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("config", nargs="?", help="YAML config file, e.g. configs/tactical.yaml "
+    common.add_argument("config", nargs="?", type=_path, help="YAML config file, e.g. configs/tactical.yaml "
                         "(with --trace: optional, default tactical.yaml's array and memory)")
-    common.add_argument("--trace", metavar="DIR", help="simulate this trace directory (from "
+    common.add_argument("--trace", metavar="DIR", type=_path, help="simulate this trace directory (from "
                         "trace-from-training) as the workload, on CONFIG's architecture, "
                         "lowering and memory; output to reports/<config>-<trace>/")
     common.add_argument("--max-memory", type=_gib, metavar="GIB", help="refuse a workload whose "
@@ -364,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="simulate a config and write results.csv",
                        description="Simulate every workload point and pass of CONFIG, print a "
                        "SWAT Table-11 style summary and write results.csv.")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: the config's "
+    p.add_argument("--out", metavar="DIR", type=_path, help="output directory (default: the config's "
                    "output.dir, else reports/<config name>/)")
     p.add_argument("--plots", action="store_true", help="also write the plots of `accelsim "
                    "report` (PNG and SVG) next to results.csv")
@@ -375,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "write, per network, PNG and SVG plots next to it: per-layer speedup per "
                        "pass, network speedup vs sparsity with the ideal 1/(1-s) and the front-end "
                        "cap h+1, DRAM traffic per tensor class, and utilization per layer and pass.")
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help="directory holding results.csv, "
+    p.add_argument("results_dir", metavar="RESULTS_DIR", type=_path, help="directory holding results.csv, "
                    "e.g. reports/tactical")
     p.add_argument("--all", action="store_true", help="for a merged sweep of more than 8 "
                    "configurations, draw every configuration's plots instead of the sweep maps")
@@ -395,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "worker processes or on a Dask cluster, and merge all rows, with one column "
                        "per swept key, into results.csv (and per-phase sums into summary.csv). "
                        "Finished points are kept in points/, so a re-run only runs what is left.")
-    p.add_argument("config", metavar="SWEEP_CONFIG", help="sweep file, e.g. configs/sweep.yaml")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: the sweep file's "
+    p.add_argument("config", metavar="SWEEP_CONFIG", type=_path, help="sweep file, e.g. configs/sweep.yaml")
+    p.add_argument("--out", metavar="DIR", type=_path, help="output directory (default: the sweep file's "
                    "output.dir, else reports/<sweep name>/)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive(int), metavar="N",
@@ -438,12 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the recorded iteration (default: the network's native size, 224 for the "
                    "ImageNet-shaped networks, when its weights do not depend on the size)")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or synthetic")
-    p.add_argument("--data-dir", help="where the dataset's files are")
+    p.add_argument("--data-dir", type=_path, help="where the dataset's files are")
     p.add_argument("--trace-batch", metavar="B", help="samples in the recorded iteration "
                    "(default: the recipe's, 1 for the ImageNet-shaped networks)")
     p.add_argument("--trace-at", metavar="I,...", help="iterations to export (default: the last)")
-    p.add_argument("--out", metavar="DIR", help="trace directory (default traces/<network>-<method>-<sparsity>)")
-    p.add_argument("--run-dir", metavar="DIR", help="log and checkpoint directory (default runs/<trace name>)")
+    p.add_argument("--out", metavar="DIR", type=_path, help="trace directory (default traces/<network>-<method>-<sparsity>)")
+    p.add_argument("--run-dir", metavar="DIR", type=_path, help="log and checkpoint directory (default runs/<trace name>)")
     p.add_argument("--seed", default="0", metavar="N", help="seed of initialisation, shuffling and "
                    "augmentation, 0 to 2**63-1 (default 0)")
     p.add_argument("--threads", type=_positive(int), help="BLAS and numba threads (default: all; 1 under CI)")

@@ -421,7 +421,7 @@ def load_config(path: str | os.PathLike) -> Config:
     """Read and validate a YAML config. Relative `workload.trace` paths are taken from the
     current directory if they exist there, else from the config file's directory."""
     path = Path(path)
-    source = str(path)
+    source = safe_yaml.cut(path, 200)
     data = read_yaml(path)
     cfg = parse_config(data, source)
     trace = cfg.workload.trace

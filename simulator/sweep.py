@@ -488,7 +488,7 @@ def load_sweep(path: str | os.PathLike, max_points: int = MAX_POINTS,
     every point (raises ConfigError with one line on the first problem; see the module
     docstring). `progress`: a bar while validating, if that takes over a second."""
     path = Path(path)
-    src = str(path)
+    src = safe_yaml.cut(path, 200)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{src}: expected a mapping with keys base and sweep, got {_show(data)}")

@@ -387,3 +387,14 @@ def test_argument_errors_are_one_line(capsys, argv, fragment):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(fragment) and len(err.splitlines()) == 1 and "usage:" not in err
+
+
+@pytest.mark.parametrize("argv", [["run", "a\nb.yaml"], ["run", "configs/tactical.yaml", "--out", ""],
+                                  ["sweep", "s.yaml", "--out", "o\x1b[2J"], ["report", ""],
+                                  ["trace-from-training", "simple-cnn", "--run-dir", "r\nx"]])
+def test_paths_with_control_characters_or_empty_are_refused(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert "expected a non-empty path without control characters" in err
