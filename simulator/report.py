@@ -30,15 +30,18 @@ first appear in the CSV. Whole-network figures are ratios of summed cycles or by
 The plotting functions are pure: they take a DataFrame of one network's rows and return
 a `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global state).
 `write_report(results_dir)` reads and checks `results_dir/results.csv` and writes each
-figure as PNG and SVG next to it, each atomically (temporary file, then rename).
+figure as PNG and SVG next to it, each atomically (temporary file, then rename), under a
+safe file name (`file_stem`: a network named `../x` or `/abs` writes nothing outside it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +51,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .config import ConfigError
-from .results import COLUMNS, summarize
+from .results import COLUMNS, check_rows, numbers, summarize
 from .outputs import OutputError, write_atomic
+from .safe_yaml import cut
 
 PASSES = ("forward", "input_grad", "weight_grad")
 PHASES = ("forward", "backward", "iteration")
@@ -63,93 +67,176 @@ NUMERIC = ["sparsity", "cycles", "compute_cycles", "stall_cycles", "dense_cycles
            "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
            "activation_memory_bytes", "dense_activation_memory_bytes"]
 REQUIRED = ["network", "layer", "pass", "frontend", *NUMERIC]
-FRONTEND = re.compile(r"^\s*([A-Za-z]+)\s*<\s*(\d+)\s*,\s*(\d+)\s*>(\s*\S.*)?$")  # T<2,5> [detail]
+FRONTEND = re.compile(r"^\s*([A-Za-z]+)\s*<\s*(\d{1,4})\s*,\s*(\d{1,4})\s*>(\s*\S.*)?$")  # T<2,5> [detail]
 
 
 # ---------------------------------------------------------------------------- input
 
 MAX_RESULTS_BYTES = 1 << 30  # a results.csv larger than this is not ours (a 10^4-point sweep: ~100 MB)
+MAX_LAYERS = 1_000  # per network; real networks have at most a few hundred
+MAX_SPARSITIES = 50  # per network: one plot panel (or heat-map row) each
+MAX_ROWS = 6_000  # per configuration (layer passes x sparsities): a minute of drawing
+MAX_NAME = 200  # characters of a network, layer or front-end name (tick labels, titles)
+
+
+def _q(path) -> str:
+    """A path as messages quote it: on one line, at most 200 characters."""
+    return cut(str(path), 200)
+
+
+def _read_exactly(path: Path, what: str) -> bytes:
+    """The bytes of the regular file at `path` (a symlink is followed), reading exactly its
+    size and never to EOF: a file that says it is empty is empty (/proc/kmsg says so, and a
+    read would block forever). ConfigError (one line) for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{_q(path)}: expected {what}, but it does not exist") from None
+    except (OSError, ValueError) as e:  # ENAMETOOLONG, EACCES, ELOOP, a NUL in the path
+        raise ConfigError(f"{_q(path)}: expected {what}, but it cannot be read "
+                          f"({getattr(e, 'strerror', None) or e})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{_q(path)}: expected {what}, but it is a directory")
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block the reader forever
+            raise ConfigError(f"{_q(path)}: expected {what}, but it is not a regular file")
+        if st.st_size > MAX_RESULTS_BYTES:
+            raise ConfigError(f"{_q(path)}: expected {what} of at most {MAX_RESULTS_BYTES >> 30} "
+                              f"GiB, got {st.st_size / (1 << 30):,.1f} GiB")
+        if st.st_size == 0:
+            raise ConfigError(f"{_q(path)}: expected {what}, but the file is empty")
+        chunks, left = [], st.st_size
+        while left:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                raise ConfigError(f"{_q(path)}: expected {what}, but it shrank while being read")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError as e:  # EAGAIN from a special file that claims to be regular, EIO
+        raise ConfigError(f"{_q(path)}: expected {what}, but it cannot be read "
+                          f"({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+
+
+def _name(values) -> str:
+    text = " ".join(str(values).split())
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
     """Read and check a results.csv; raises `ConfigError` (one line naming the file and
-    what was expected) if it is missing, not a CSV, or lacks the columns the plots use."""
+    what was expected) if it is missing, not a CSV, lacks the columns the plots use, holds
+    a value `accelsim run` cannot write (see `simulator.results.check_rows`), or more than
+    MAX_LAYERS layers or MAX_SPARSITIES sparsities per network or MAX_ROWS rows per
+    configuration (plots that would take minutes to draw)."""
     path = Path(path)
     what = "the results.csv that `accelsim run` writes"
-    if path.is_dir():
-        raise ConfigError(f"{path}: expected {what}, but it is a directory")
-    if not path.exists():
-        raise ConfigError(f"{path}: expected {what}, but it does not exist")
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader forever
-        raise ConfigError(f"{path}: expected {what}, but it is not a regular file")
-    if st.st_size > MAX_RESULTS_BYTES:
-        raise ConfigError(f"{path}: expected {what} of at most {MAX_RESULTS_BYTES >> 30} GiB, "
-                          f"got {st.st_size / (1 << 30):,.1f} GiB")
+    data = _read_exactly(path, what)
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(io.BytesIO(data))
     except pd.errors.EmptyDataError:
-        raise ConfigError(f"{path}: expected {what}, but the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{_q(path)}: expected {what}, but the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{path}: expected {what}, but it is not a readable CSV ({first})") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: expected {what}, but it cannot be read ({e.strerror})") from None
+        raise ConfigError(f"{_q(path)}: expected {what}, but it is not a readable CSV "
+                          f"({cut(first, 200)})") from None
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise ConfigError(f"{path}: expected the columns of `accelsim run`'s results.csv; missing "
+        raise ConfigError(f"{_q(path)}: expected the columns of `accelsim run`'s results.csv; missing "
                           f"{', '.join(missing)}")
     if df.empty:
-        raise ConfigError(f"{path}: expected at least one result row, got none")
-    for col in NUMERIC:
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & df[col].notna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ConfigError(f"{path}: column {col}: expected numbers, got {df[col].iloc[i]!r} "
-                              f"(data row {i + 1})")
-        df[col] = values
+        raise ConfigError(f"{_q(path)}: expected at least one result row, got none")
     for col in ("network", "sparsity", "layer", "pass", "frontend"):
         if df[col].isna().any():
             i = int(np.flatnonzero(df[col].isna().to_numpy())[0])
-            raise ConfigError(f"{path}: column {col}: expected a value in every row, "
+            raise ConfigError(f"{_q(path)}: column {col}: expected a value in every row, "
                               f"data row {i + 1} has none")
         if col != "sparsity":
             df[col] = df[col].astype(str)
+            long = df[col].str.len() > MAX_NAME
+            if long.any():
+                i = int(np.flatnonzero(long.to_numpy())[0])
+                raise ConfigError(f"{_q(path)}: column {col}: expected at most {MAX_NAME} "
+                                  f"characters, got {len(df[col].iloc[i]):,} (data row {i + 1})")
+            control = df[col].str.contains(r"[\x00-\x1f\x7f]", regex=True)
+            if control.any():
+                i = int(np.flatnonzero(control.to_numpy())[0])
+                raise ConfigError(f"{_q(path)}: column {col}: expected a name without control "
+                                  f"characters, got {df[col].iloc[i]!r} (data row {i + 1})")
+    try:
+        check_rows(df)
+    except ValueError as e:
+        raise ConfigError(f"{_q(path)}: {e}") from None
+    for col in NUMERIC:  # checked: finite numbers
+        if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+            df[col] = numbers(df[col])[0]
     unknown = sorted(set(df["pass"]) - set(PASSES))
     if unknown:
-        raise ConfigError(f"{path}: column pass: expected {', '.join(PASSES)}, got {unknown[0]!r}")
+        raise ConfigError(f"{_q(path)}: column pass: expected {', '.join(PASSES)}, got {_name(unknown[0])}")
     for fe in dict.fromkeys(df["frontend"]):
         try:
             frontend_cap(fe)
         except ValueError as e:
-            raise ConfigError(f"{path}: column frontend: {e}") from None
+            raise ConfigError(f"{_q(path)}: column frontend: {cut(str(e), 300)}") from None
+    for col, limit, unit in (("layer", MAX_LAYERS, "layers"), ("sparsity", MAX_SPARSITIES, "sparsities")):
+        counts = df.groupby("network", sort=False)[col].nunique()
+        if counts.max() > limit:
+            network = counts.idxmax()
+            raise ConfigError(f"{_q(path)}: expected at most {limit:,} {unit} per network, got "
+                              f"{counts.max():,} for {_name(network)}")
     try:
-        configurations(df)
-        _check_complete(df)
+        _check_configurations(df)
     except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    with open(path, "rb") as f:  # to_csv ends every row with a newline
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) != b"\n":
-            raise ConfigError(f"{path}: expected complete rows, but the last row ends without a "
-                              "newline (a truncated file? run `accelsim run` again)")
+        raise ConfigError(f"{_q(path)}: {e}") from None
+    if not data.endswith(b"\n"):  # to_csv ends every row with a newline
+        raise ConfigError(f"{_q(path)}: expected complete rows, but the last row ends without a "
+                          "newline (a truncated file? run `accelsim run` again)")
     return df
 
 
-def _check_complete(df: pd.DataFrame) -> None:
-    """ValueError unless every sparsity of each configuration has the same (layer, pass)
-    rows, as `accelsim run` writes them: a file cut at a row boundary fails this."""
-    for network, keys, values, part in _split(df):
-        rows = {s: set(zip(g["layer"], g["pass"])) for s, g in part.groupby("sparsity", sort=False)}
-        most = max(rows, key=lambda s: len(rows[s]))
-        for s, have in rows.items():
-            if have != rows[most]:
-                label = _label(keys, values)
-                raise ValueError(f"expected the same layer passes at every sparsity, but "
-                                 f"{network}{' (' + label + ')' if label else ''} has "
-                                 f"{len(have)} at {s:g} and {len(rows[most])} at {most:g} "
-                                 "(a truncated file? run `accelsim run` again)")
+def _check_configurations(df: pd.DataFrame) -> None:
+    """ValueError unless each configuration (`configurations`) has one row per (sparsity,
+    layer, pass), at most MAX_ROWS rows, and the same (layer, pass) rows at every sparsity,
+    as `accelsim run` writes them: a file cut at a row boundary fails this. Vectorized: a
+    file of thousands of configurations is checked in well under a second."""
+    keys = _config_keys(df)
+    by = ["network", *keys]
+    dup = df.duplicated([*by, "sparsity", "layer", "pass"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        label = _label(keys, [r[k] for k in keys])
+        raise ValueError(f"expected one row per (network, sparsity, layer, pass), got "
+                         f"several for ({cut(r['network'], 60)}, {r['sparsity']:g}, "
+                         f"{cut(r['layer'], 60)}, {r['pass']})"
+                         f"{' in ' + cut(label, 100) if label else ''}")
+    cid = df.groupby(by, sort=False, dropna=False).ngroup().to_numpy()
+    sizes = np.bincount(cid)
+    if sizes.max() > MAX_ROWS:
+        r = df.iloc[int(np.flatnonzero(cid == int(sizes.argmax()))[0])]
+        label = _label(keys, [r[k] for k in keys])
+        raise ValueError(f"expected at most {MAX_ROWS:,} rows (layer passes x sparsities) per "
+                         f"network and configuration, got {sizes.max():,} for {_name(r['network'])}"
+                         f"{' (' + cut(label, 100) + ')' if label else ''}")
+    rows = pd.DataFrame({"cid": cid, "sparsity": df["sparsity"].to_numpy(),
+                         "layer": df["layer"].to_numpy(), "pass": df["pass"].to_numpy()})
+    pairs = np.bincount(rows.drop_duplicates(["cid", "layer", "pass"])["cid"], minlength=len(sizes))
+    per_sparsity = rows.groupby(["cid", "sparsity"], sort=False).size()
+    short = per_sparsity.to_numpy() != pairs[per_sparsity.index.get_level_values("cid")]
+    if short.any():  # the message names the sparsity with the most rows, as before
+        bad = int(per_sparsity.index.get_level_values("cid")[np.flatnonzero(short)[0]])
+        part = df[cid == bad]
+        r = part.iloc[0]
+        label = _label(keys, [r[k] for k in keys])
+        have = {s: set(zip(g["layer"], g["pass"])) for s, g in part.groupby("sparsity", sort=False)}
+        most = max(have, key=lambda s: len(have[s]))
+        s = next(s for s in have if have[s] != have[most])
+        raise ValueError(f"expected the same layer passes at every sparsity, but "
+                         f"{cut(r['network'], 60)}{' (' + cut(label, 100) + ')' if label else ''} has "
+                         f"{len(have[s])} at {s:g} and {len(have[most])} at {most:g} "
+                         "(a truncated file? run `accelsim run` again)")
 
 
 def frontend_cap(frontend: str) -> int:
@@ -172,25 +259,34 @@ def configurations(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     return [(network, _label(keys, values), part) for network, keys, values, part in _split(df)]
 
 
-def _split(df: pd.DataFrame):
+def _config_keys(df: pd.DataFrame) -> list[str]:
+    """The columns besides `network` that tell configurations apart (see `configurations`)."""
     keys = ["frontend"] if df["frontend"].nunique() > 1 else []
     for c in (c for c in df.columns if c not in COLUMNS):
         groups = df.groupby(["network", "sparsity", *keys], sort=False, dropna=False)
         if groups[c].nunique(dropna=False).max() > 1:
             keys.append(c)
-    out = []
-    for network, rows in df.groupby("network", sort=False):
-        parts = rows.groupby(keys, sort=False, dropna=False) if keys else [((), rows)]
-        for values, part in parts:
-            values = values if isinstance(values, tuple) else (values,)
-            dup = part.duplicated(["sparsity", "layer", "pass"])
-            if dup.any():
-                r, label = part[dup].iloc[0], _label(keys, values)
-                raise ValueError(f"expected one row per (network, sparsity, layer, pass), got "
-                                 f"several for ({network}, {r['sparsity']:g}, {r['layer']}, "
-                                 f"{r['pass']}){' in ' + label if label else ''}")
-            out.append((str(network), keys, values, part))
-    return out
+    return keys
+
+
+def _count(df: pd.DataFrame) -> int:
+    """How many configurations `df` holds."""
+    return df.groupby(["network", *_config_keys(df)], sort=False, dropna=False).ngroups
+
+
+def _split(df: pd.DataFrame):
+    """(network, keys, values, rows) per configuration, networks in order of first
+    appearance and each network's configurations likewise; ValueError if a configuration
+    has two rows for one (sparsity, layer, pass)."""
+    keys = _config_keys(df)
+    dup = df.duplicated(["network", *keys, "sparsity", "layer", "pass"])
+    if dup.any():
+        _check_configurations(df)  # raises the message
+    order = {n: i for i, n in enumerate(dict.fromkeys(df["network"]))}
+    out = [(values[0], values[1:], part)
+           for values, part in df.groupby(["network", *keys], sort=False, dropna=False)]
+    out.sort(key=lambda t: order.get(t[0], len(order)))  # stable: within a network, as they come
+    return [(str(network), keys, values, part) for network, values, part in out]
 
 
 def _label(keys, values) -> str:
@@ -301,7 +397,8 @@ def speedup_vs_sparsity(df: pd.DataFrame, title: str = "") -> Figure:
     s_max = float(summary["sparsity"].max())
     curve_s = np.linspace(0.0, s_max, 200)
     ideal = 1.0 / (1.0 - curve_s)
-    top = max(cap, float(ideal[-1]), float(summary["speedup"].max()), float(summary["compute_speedup"].max()))
+    shown = summary[["speedup", "compute_speedup"]].to_numpy(dtype=float)
+    top = max(cap, float(ideal[-1]), float(np.max(shown[np.isfinite(shown)], initial=0.0)))
     for ax, phase in zip(axes, phases):
         part = summary[summary["phase"] == phase].sort_values("sparsity")
         ax.plot(curve_s * 100, ideal, color="grey", linestyle=":", label="ideal 1/(1-s)")
@@ -311,6 +408,8 @@ def speedup_vs_sparsity(df: pd.DataFrame, title: str = "") -> Figure:
         ax.plot(part["sparsity"] * 100, part["compute_speedup"], marker="s", linestyle="--",
                 color="tab:orange", label="compute speedup (array only)")
         for s, v, c in zip(part["sparsity"], part["speedup"], part["compute_speedup"]):
+            if not np.isfinite(v):
+                continue
             below = c > v  # keep the label off the compute-speedup marker
             ax.annotate(f"{v:.2f}x", (s * 100, v), textcoords="offset points",
                         xytext=(0, -8 if below else 7), ha="center",
@@ -411,16 +510,49 @@ def utilization_map(df: pd.DataFrame, title: str = "") -> Figure:
 
 
 MAX_CONFIGURATIONS = 8  # beyond this, `write_report` draws a sweep's maps, not its configurations
+MAX_DRAWN_ROWS = 2 * MAX_ROWS  # beyond this, `write_report` draws only with `draw_all`
+MAX_MAP_PANELS = 64  # (network, sparsity, other swept values) panels of a sweep map
 PLOTS = {"layer-speedup": layer_speedup, "speedup-vs-sparsity": speedup_vs_sparsity,
          "dram-traffic": dram_traffic, "utilization": utilization_map}
 
 
+MAX_STEM = 100  # characters of a plot's file stem before `-<kind>.<format>`
+_SAFE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DASHES = re.compile(r"[.-]*-[.-]*")  # ../../ -> one '-'
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def file_stem(network: str, slug: str = "") -> str:
+    """The file-name part of a network's plots (plus its configuration's `_slug`): the
+    network as is when it is a safe name (letters, digits, '-', '_', '.', not starting with
+    '.') of at most MAX_STEM characters; else with every run of other characters (and of
+    '.' and '-' around them) replaced by one '-', no leading or trailing '.' or '-', cut to
+    MAX_STEM characters with a short hash of the name: no network names a path outside the
+    results directory, and distinct networks keep distinct files."""
+    stem = network
+    if not _SAFE.fullmatch(network) or len(network) > MAX_STEM:
+        stem = _DASHES.sub("-", _UNSAFE.sub("-", network)).strip(".-")[:MAX_STEM - 9]
+        stem = f"{stem}-{_short_hash(network)}" if stem else _short_hash(network)
+    if slug and len(stem) + 1 + len(slug) > MAX_STEM:  # `_slug` made it safe: [A-Za-z0-9.+=-]
+        slug = f"{slug[:max(0, MAX_STEM - len(stem) - 10)]}-{_short_hash(slug)}".lstrip("-")
+    return stem + (f"-{slug}" if slug else "")
+
+
 def figures(df: pd.DataFrame) -> list[tuple[str, Figure]]:
-    """Every plot for every network (and configuration) in `df`, as (file stem, figure)."""
-    out = []
+    """Every plot for every network (and configuration) in `df`, as (file stem, figure);
+    stems are safe file names (`file_stem`), distinct for distinct configurations (also
+    on a case-insensitive file system)."""
+    out, used = [], set()
     for network, keys, values, part in _split(df):
         label, slug = _label(keys, values), _slug(keys, values)
-        stem = network + (f"-{slug}" if slug else "")
+        stem = file_stem(network, slug)
+        while stem.lower() in used:  # two names made equal by the replacing
+            stem = f"{stem[:MAX_STEM - 9]}-{_short_hash(stem + network + label)}"
+        used.add(stem.lower())
         for kind, plot in PLOTS.items():
             fig = plot(part)
             if label:
@@ -519,23 +651,42 @@ def write_report(results_dir: str | Path, formats: tuple[str, ...] = ("png", "sv
     """Read `results_dir/results.csv` and write every plot next to it as PNG and SVG,
     each atomically; returns the paths written. A merged sweep of more than
     MAX_CONFIGURATIONS configurations gets its sweep maps instead (4 plots each would be
-    hundreds of files), unless `draw_all`. Bad input raises `ConfigError`."""
+    hundreds of files), unless `draw_all`. Without two numeric swept keys to map, with
+    more than MAX_MAP_PANELS panels to map or more than MAX_DRAWN_ROWS rows to draw, it
+    is refused unless `draw_all`. Bad input raises `ConfigError`."""
     results_dir = Path(results_dir)
-    if not results_dir.exists():
-        raise ConfigError(f"{results_dir}: expected a results directory with the results.csv "
-                          "that `accelsim run` writes, but it does not exist")
-    if not results_dir.is_dir():
-        raise ConfigError(f"{results_dir}: expected a results directory with the results.csv "
-                          "that `accelsim run` writes, but it is not a directory")
+    what = "a results directory with the results.csv that `accelsim run` writes"
+    try:
+        st = os.stat(results_dir)
+    except FileNotFoundError:
+        raise ConfigError(f"{_q(results_dir)}: expected {what}, but it does not exist") from None
+    except (OSError, ValueError) as e:  # ENAMETOOLONG, EACCES, ENOTDIR, a NUL in the path
+        raise ConfigError(f"{_q(results_dir)}: expected {what}, but it cannot be read "
+                          f"({getattr(e, 'strerror', None) or e})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{_q(results_dir)}: expected {what}, but it is not a directory")
     df = load_results(results_dir / "results.csv")
     keys = [c for c in df.columns if c not in COLUMNS]  # a merged sweep's swept keys
-    if not draw_all and len(_split(df)) > MAX_CONFIGURATIONS:
-        maps = write_sweep_maps(_sweep_summary(df, keys), keys, results_dir, formats)
-        if maps:
-            return maps
-        raise ConfigError(f"{results_dir / 'results.csv'}: holds {len(_split(df))} configurations "
+    n = _count(df)
+    if not draw_all and n > MAX_CONFIGURATIONS:
+        summary = _sweep_summary(df, keys) if keys else None
+        axes = sweep_axes(summary, keys) if keys else None
+        if axes is not None:
+            panel_keys = [k for k in keys if k not in (*axes, "workload.sparsity", "workload.network")]
+            panels = summary.groupby(["network", "sparsity", *panel_keys], dropna=False).ngroups
+            if panels > MAX_MAP_PANELS:
+                raise ConfigError(f"{_q(results_dir / 'results.csv')}: holds {n:,} configurations "
+                                  f"whose sweep maps would have {panels:,} panels (more than "
+                                  f"{MAX_MAP_PANELS}); expected --all to draw every "
+                                  "configuration's plots")
+            return write_sweep_maps(summary, keys, results_dir, formats)
+        raise ConfigError(f"{_q(results_dir / 'results.csv')}: holds {n:,} configurations "
                           f"(more than {MAX_CONFIGURATIONS}) and no two numeric swept keys to map; "
                           "expected --all to draw every configuration's plots")
+    if not draw_all and len(df) > MAX_DRAWN_ROWS:
+        raise ConfigError(f"{_q(results_dir / 'results.csv')}: holds {len(df):,} rows in {n:,} "
+                          f"configurations, more than the {MAX_DRAWN_ROWS:,} drawn in about a "
+                          "minute; expected --all to draw them all")
     written = []
     for stem, fig in figures(df):
         written.extend(_write_figure(fig, results_dir, stem, formats))
@@ -558,17 +709,19 @@ def _write_figure(fig: Figure, out_dir: Path, stem: str, formats) -> list[Path]:
     same bytes), write it as each format atomically, and release it."""
     written = []
     try:
-        fig.draw_without_rendering()
-        fig.set_layout_engine("none")
-        for fmt in formats:
-            path = out_dir / f"{stem}.{fmt}"
-            try:
-                written.append(write_atomic(path, figure_bytes(fig, fmt)))
-            except OutputError as e:  # a directory, FIFO, device or symlink where a plot goes
-                raise ConfigError(str(e)) from None
-            except OSError as e:
-                raise ConfigError(f"{path}: expected a writable file in a writable directory, "
-                                  f"could not write it ({e.strerror or e})") from None
+        with warnings.catch_warnings():  # a name in a script the font lacks: boxes, no warning
+            warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+            fig.draw_without_rendering()
+            fig.set_layout_engine("none")
+            for fmt in formats:
+                path = out_dir / f"{stem}.{fmt}"
+                try:
+                    written.append(write_atomic(path, figure_bytes(fig, fmt)))
+                except OutputError as e:  # a directory, FIFO, device or symlink where a plot goes
+                    raise ConfigError(cut(str(e), 500)) from None
+                except OSError as e:
+                    raise ConfigError(f"{_q(path)}: expected a writable file in a writable "
+                                      f"directory, could not write it ({e.strerror or e})") from None
     finally:
         fig.clear()
     return written

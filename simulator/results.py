@@ -16,7 +16,9 @@ batch-norm input after the layer) and its dense-training size.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,111 @@ def finish_row(row: dict, stall_cycles: int, dense_stall_cycles: int, memory_bou
         "utilization": row["effectual_macs"] / (c * arch.peak_macs_per_cycle) if c else 0.0,
         "time_us": c / arch.frequency_mhz})
     return row
+
+
+# ---------------------------------------------------------------------------- checking rows
+
+PASSES = ("forward", "input_grad", "weight_grad")
+MAX_COUNT = 10 ** 18  # cycles, MACs, bytes: far beyond any run, and sums of them stay finite
+COUNTS = ["compute_cycles", "stall_cycles", "dense_compute_cycles", "ideal_cycles", "macs",
+          "effectual_macs", "dram_read_bytes", "dram_write_bytes", "weight_bytes",
+          "activation_bytes", "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
+          "tiles", "activation_memory_bytes", "dense_activation_memory_bytes"]
+POSITIVE = ["cycles", "dense_cycles"]  # >= 1: every speedup divides by them
+FRACTIONS = ["weight_sparsity", "scheduled_sparsity", "broadcast_sparsity"]  # in [0, 1]
+RATIOS = ["speedup", "compute_speedup", "ideal_speedup", "utilization", "compression_ratio",
+          "refetch", "time_us"]
+# a ratio that `result_row` leaves empty (NaN) exactly when its divisor is 0
+EMPTY_WHEN_ZERO = {"compute_speedup": "compute_cycles", "ideal_speedup": "ideal_cycles"}
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(nan|inf|infinity)\s*",
+                     re.IGNORECASE)
+
+
+def numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(the cells of a column as floats, NaN where empty; a mask of the cells that are not
+    numbers at all). Never raises: a 400-digit integer is inf, text like '1_000' or 'True'
+    is not a number."""
+    n = len(values)
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype=float, na_value=np.nan), np.zeros(n, dtype=bool)
+    out, bad = np.full(n, np.nan), np.zeros(n, dtype=bool)
+    for i, v in enumerate(values.to_numpy(dtype=object)):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue  # an empty cell
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (str, int, float, np.number)):
+            bad[i] = True
+        elif isinstance(v, str) and not _NUMBER.fullmatch(v):
+            bad[i] = True
+        else:
+            try:
+                out[i] = float(v)
+            except OverflowError:  # an integer beyond any float
+                out[i] = math.inf if v > 0 else -math.inf
+            except (TypeError, ValueError):
+                bad[i] = True
+    return out, bad
+
+
+def _shown(value) -> str:
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        return repr(text if len(text) <= 40 else text[:37] + "...")
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
+        return "an empty cell (or NaN)"
+    if isinstance(value, (int, np.integer)) and len(str(value)) > 40:
+        return f"an integer of {len(str(value))} digits"
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def check_rows(rows: pd.DataFrame, required=()) -> None:
+    """ValueError (one line: `column X: expected ..., got ... (data row N)`, N counting from
+    1 after the header) unless every numeric column of `COLUMNS` that `rows` holds has what
+    `result_row` and `finish_row` write: cycles, MACs and bytes finite integers-or-floats in
+    [0, 10^18], `cycles` and `dense_cycles` at least 1; sparsities in [0, 1) (the workload's)
+    or [0, 1]; ratios (speedups, utilization, compression, refetch, time) finite and >= 0,
+    with `compute_speedup` / `ideal_speedup` empty exactly where `compute_cycles` /
+    `ideal_cycles` is 0; `network`, `layer`, `pass` and `frontend` (where present) a value
+    in every row, `pass` one of PASSES. `required`: columns that must be present."""
+    missing = [c for c in required if c not in rows.columns]
+    if missing:
+        raise ValueError(f"expected the columns of `accelsim run`'s results; missing {', '.join(missing)}")
+    for col in ("network", "layer", "pass", "frontend"):
+        if col in rows.columns and rows[col].isna().any():
+            i = int(np.flatnonzero(rows[col].isna().to_numpy())[0])
+            raise ValueError(f"column {col}: expected a value in every row, data row {i + 1} has none")
+    if "pass" in rows.columns:
+        unknown = ~rows["pass"].isin(PASSES)
+        if unknown.any():
+            i = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise ValueError(f"column pass: expected {', '.join(PASSES)}, got "
+                             f"{_shown(rows['pass'].iloc[i])} (data row {i + 1})")
+    values = {}
+    for col in ("sparsity", *POSITIVE, *COUNTS, *FRACTIONS, *RATIOS):
+        if col not in rows.columns:
+            continue
+        if isinstance(rows[col], pd.DataFrame):  # the header names it twice
+            raise ValueError(f"column {col}: expected once in the header, got it "
+                             f"{rows[col].shape[1]} times")
+        x, bad = numbers(rows[col])
+        values[col] = x
+        low, high, what = ((0.0, 1.0, "a fraction in [0, 1)") if col == "sparsity" else
+                           (0.0, 1.0, "a fraction in [0, 1]") if col in FRACTIONS else
+                           (1.0, MAX_COUNT, "a number in [1, 10^18]") if col in POSITIVE else
+                           (0.0, MAX_COUNT, "a number in [0, 10^18]"))
+        with np.errstate(invalid="ignore"):
+            ok = ~bad & np.isfinite(x) & (x >= low) & (x <= high)
+            if col == "sparsity":
+                ok &= x < 1.0
+        if col in EMPTY_WHEN_ZERO and EMPTY_WHEN_ZERO[col] in values:
+            divisor = EMPTY_WHEN_ZERO[col]
+            empty = np.isnan(x) & ~bad
+            ok |= empty & (values[divisor] == 0)
+            ok &= ~(~empty & (values[divisor] == 0))  # a ratio over 0 is empty
+            what += f", empty exactly where {divisor} is 0"
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            got = rows[col].iloc[i]
+            raise ValueError(f"column {col}: expected {what}, got {_shown(got)} (data row {i + 1})")
 
 
 PHASES = {"forward": ("forward",), "input_grad": ("input_grad",), "weight_grad": ("weight_grad",),

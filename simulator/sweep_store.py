@@ -7,7 +7,8 @@ its name, output and source, plus the accelsim version). The file is the CSV fol
 one end line, ``# accelsim sweep point <id>: <n> rows, <b> bytes, sha256 <digest>``,
 where <b> and <digest> are the CSV's length and SHA-256. A point is *finished* only if
 its file is a regular file ending in the end line of its own id whose length and digest
-match (and, when merged, whose CSV has <n> rows). A re-run skips finished points and
+match and whose CSV has <n> rows holding what `accelsim run` writes
+(`results.check_rows`: no NaN cycles or negative speedups under a forged digest). A re-run skips finished points and
 rebuilds the merged CSVs from the point files, so an interrupted sweep (Ctrl-C, a lost
 worker) loses at most the points that were running. A regular file that is not finished
 (truncated, corrupt, empty, someone else's) is run again, with a note, and replaced
@@ -105,13 +106,39 @@ def _open_point_file(path: Path) -> int | None:
 
 def read_point_file(path: Path, id: str) -> tuple[str, bytes, int]:
     """(state, CSV, rows) of the point file of point `id` at `path`: MISSING, UNFINISHED (a
-    regular file without a valid end line of this id, of another length or digest: truncated,
-    corrupt, empty or not ours) or FINISHED with its CSV and row count. A file without a
-    valid end line is read no further than its last END_MAX bytes. ConfigError if the entry
-    is not a regular file or cannot be read."""
+    regular file without a valid end line of this id, of another length or digest, or whose
+    rows are not what `accelsim run` writes: truncated, corrupt, empty, forged or not ours)
+    or FINISHED with its CSV and row count. A file without a valid end line is read no
+    further than its last END_MAX bytes. ConfigError if the entry is not a regular file or
+    cannot be read."""
+    state, body, n, _ = _read_point_rows(path, id)
+    return state, body, n
+
+
+def _parse_rows(body: bytes, n: int) -> pd.DataFrame | None:
+    """The `n` rows of a point file's CSV exactly as written (no text is taken for a missing
+    value), or None unless they parse, are `n`, and pass `results.check_rows` with every
+    column `accelsim run` writes."""
+    from .results import COLUMNS, check_rows  # as `sweep.merge` does: the simulator's modules
+
+    try:
+        rows = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values=[""])
+    except (ValueError, OverflowError):  # pandas' parser and empty-data errors are ValueErrors
+        return None
+    if len(rows) != n:
+        return None
+    try:
+        check_rows(rows, required=COLUMNS)
+    except ValueError:  # a value `accelsim run` cannot write: the digest was forged
+        return None
+    return rows
+
+
+def _read_point_rows(path: Path, id: str) -> tuple[str, bytes, int, pd.DataFrame | None]:
+    """`read_point_file`, with the parsed rows of a FINISHED file."""
     fd = _open_point_file(path)
     if fd is None:
-        return MISSING, b"", 0
+        return MISSING, b"", 0, None
     try:
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -121,28 +148,25 @@ def read_point_file(path: Path, id: str) -> tuple[str, bytes, int]:
             end = END_LINE.fullmatch(tail[start:])
             if (end is None or end["id"].decode() != id
                     or int(end["size"]) != size - (len(tail) - start)):
-                return UNFINISHED, b"", 0
+                return UNFINISHED, b"", 0, None
             f.seek(0)
             body = f.read(int(end["size"]))
     except OSError as e:
         raise _cannot_read(path, e) from None
     if len(body) != int(end["size"]) or hashlib.sha256(body).hexdigest() != end["digest"].decode():
-        return UNFINISHED, b"", 0
-    return FINISHED, body, int(end["rows"])
+        return UNFINISHED, b"", 0, None
+    rows = _parse_rows(body, int(end["rows"]))
+    if rows is None:
+        return UNFINISHED, b"", 0, None
+    return FINISHED, body, int(end["rows"]), rows
 
 
 def read_point(out_dir: Path, point: PlannedPoint) -> pd.DataFrame:
     """A finished point's rows, exactly as written (no text is taken for a missing value).
     ConfigError if its file is not finished (it changed since the sweep checked it)."""
     path = point_path(out_dir, point)
-    state, body, n = read_point_file(path, point.id)
-    rows = None
-    if state == FINISHED:
-        try:
-            rows = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values=[""])
-        except ValueError:  # pandas' parser and empty-data errors are ValueErrors
-            pass
-    if rows is None or len(rows) != n:
+    state, _, _, rows = _read_point_rows(path, point.id)
+    if rows is None:
         raise ConfigError(f"{path}: expected a finished point file, got one that is "
                           f"{'missing' if state == MISSING else 'incomplete or not ours'} (it "
                           "changed while the sweep ran); the same command reruns that point")

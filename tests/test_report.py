@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import re
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -258,10 +261,11 @@ def _bad(tmp_path: Path, text: str | bytes | None) -> Path:
     ("other csv", "a,b\n1,2\n", "missing network, layer, pass"),
     ("no rows", None, "expected at least one result row"),
     ("missing column", None, "missing speedup"),
-    ("non-numeric", None, "column cycles: expected numbers, got 'lots' (data row 2)"),
+    ("non-numeric", None, "column cycles: expected a number in [1, 10^18], got 'lots' (data row 2)"),
     ("unknown pass", None, "column pass: expected forward, input_grad, weight_grad, got 'sideways'"),
     ("bad frontend", None, "column frontend: expected a front-end like 'T<2,5>'"),
     ("no sparsity", None, "column sparsity: expected a value in every row, data row 3 has none"),
+    ("cut at a row", None, "expected the same layer passes at every sparsity, but simple-cnn has"),
 ])
 def test_bad_input_is_one_line_and_exit_2(results, tmp_path, case, content, expected):
     _, df = results
@@ -271,7 +275,8 @@ def test_bad_input_is_one_line_and_exit_2(results, tmp_path, case, content, expe
                    cycles=lambda d: d["cycles"].where(d.index != 1, "lots")),
                "no sparsity": df.assign(sparsity=df["sparsity"].where(df.index != 2)),
                "unknown pass": df.assign(**{"pass": df["pass"].where(df.index != 0, "sideways")}),
-               "bad frontend": df.assign(frontend="trident")}
+               "bad frontend": df.assign(frontend="trident"),
+               "cut at a row": df.iloc[:-1]}
     if case in derived:
         content = derived[case].to_csv(index=False)
     d = _bad(tmp_path, content) if case != "no results.csv" else _bad(tmp_path, None)
@@ -326,3 +331,187 @@ def test_help_mentions_report_and_plots():
         with pytest.raises(SystemExit) as e, contextlib.redirect_stdout(io.StringIO()) as out:
             main(argv)
         assert e.value.code == 0 and needle in out.getvalue()
+
+
+# ---------------------------------------------------------------------------- hostile results.csv
+
+def _one_line(rc: int, stdout: str, stderr: str, path: Path, *fragments: str) -> None:
+    assert rc == 2 and stdout == "" and "Traceback" not in stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith(f"accelsim: error: {path}: "), stderr
+    for f in fragments:
+        assert f in stderr, (f, stderr)
+
+
+def _with_cell(df: pd.DataFrame, col: str, row: int, value: str) -> str:
+    """`df` as CSV text with the cell (data row `row`, 1-based, `col`) set to `value` as is."""
+    return df.astype({col: object}).assign(
+        **{col: lambda d: d[col].where(np.arange(len(d)) != row - 1, value)}).to_csv(index=False)
+
+
+@pytest.mark.parametrize("col, row, value, expected", [
+    ("cycles", 2, "", "expected a number in [1, 10^18], got an empty cell (or NaN)"),
+    ("cycles", 3, "nan", "got an empty cell (or NaN)"),
+    ("cycles", 1, "inf", "got inf"),
+    ("cycles", 4, "1e400", "got inf"),
+    ("cycles", 2, "-5", "got -5"),
+    ("cycles", 2, "0", "expected a number in [1, 10^18], got 0"),
+    ("cycles", 5, "9" * 400, "got an integer of 400 digits"),
+    ("cycles", 5, "9" * 20, "got 99999999999999999999"),
+    ("dense_cycles", 2, "0", "got 0"),
+    ("stall_cycles", 2, "-1", "expected a number in [0, 10^18], got -1"),
+    ("ideal_cycles", 3, "", "got an empty cell (or NaN)"),
+    ("speedup", 2, "-1", "got -1"),
+    ("speedup", 2, "inf", "got inf"),
+    ("speedup", 1, "nan", "got an empty cell (or NaN)"),
+    ("compute_speedup", 2, "", "empty exactly where compute_cycles is 0"),
+    ("utilization", 2, "-0.5", "got -0.5"),
+    ("dram_read_bytes", 2, "-1e308", "got -1e+308"),
+    ("weight_bytes", 2, "inf", "got inf"),
+    ("dense_dram_bytes", 2, "nan", "got an empty cell (or NaN)"),
+    ("activation_memory_bytes", 2, "nan", "got an empty cell (or NaN)"),
+    ("macs", 2, "lots", "got 'lots'"),
+    ("refetch", 2, "-2", "got -2"),
+    ("weight_sparsity", 2, "1.5", "expected a fraction in [0, 1], got 1.5"),
+    ("sparsity", 2, "1", "expected a fraction in [0, 1), got 1"),
+])
+def test_a_value_run_cannot_write_is_one_line_naming_column_and_row(results, tmp_path, col, row,
+                                                                     value, expected):
+    _, df = results
+    d = _bad(tmp_path, _with_cell(df, col, row, value))
+    _one_line(*run_main(["report", d]), d / "results.csv", f"column {col}: expected",
+              expected, f"(data row {row})")
+    assert [p.name for p in d.iterdir()] == ["results.csv"]
+
+
+def test_check_rows_allows_what_run_writes():
+    """An empty compute or ideal speedup where its divisor is 0 is what `result_row` writes."""
+    from simulator.results import check_rows
+    rows = pd.DataFrame({"cycles": [5, 3], "compute_cycles": [0, 3], "compute_speedup": [np.nan, 1.0],
+                         "ideal_cycles": [0, 0], "ideal_speedup": [np.nan, np.nan]})
+    check_rows(rows)
+    with pytest.raises(ValueError, match=r"column compute_speedup: .* got 2.0 \(data row 1\)"):
+        check_rows(rows.assign(compute_speedup=[2.0, 1.0]))  # a ratio over 0 cycles
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("frontend huge h", "column frontend: expected a front-end like 'T<2,5>'"),
+    ("frontend 400 nines", "column frontend: expected at most 200 characters, got 405 (data row 1)"),
+    ("network NUL", "column network: expected a name without control characters, got 'a\\x00b'"),
+    ("layer 300 chars", "column layer: expected at most 200 characters, got 300 (data row 1)"),
+    ("1001 layers", "expected at most 1,000 layers per network, got 1,001 for 'simple-cnn'"),
+    ("51 sparsities", "expected at most 50 sparsities per network, got 51 for 'simple-cnn'"),
+    ("7000 rows", "expected at most 6,000 rows (layer passes x sparsities) per network and "
+                  "configuration, got 7,000 for 'simple-cnn'"),
+    ("15000 rows", "holds 15,000 rows in 3 configurations, more than the 12,000 drawn in about "
+                   "a minute; expected --all"),
+    ("3000 networks", "holds 3,000 configurations (more than 8) and no two numeric swept keys to "
+                      "map; expected --all"),
+])
+def test_what_cannot_be_drawn_is_one_line(results, tmp_path, case, expected):
+    _, df = results
+    one = df.iloc[:1]
+    table = {
+        "frontend huge h": lambda: df.assign(frontend="T<" + "9" * 30 + ",5>"),
+        "frontend 400 nines": lambda: df.assign(frontend="T<" + "9" * 400 + ",5>"),
+        "network NUL": lambda: df.assign(network="a\x00b"),
+        "layer 300 chars": lambda: df.assign(layer="l" * 300),
+        "1001 layers": lambda: pd.concat([one] * 1001).assign(layer=[f"l{i}" for i in range(1001)]),
+        "51 sparsities": lambda: pd.concat([one] * 51).assign(sparsity=np.arange(51) / 100),
+        "7000 rows": lambda: pd.concat([one] * 7000).assign(
+            layer=[f"l{i % 1000}" for i in range(7000)], sparsity=[i // 1000 / 10 for i in range(7000)]),
+        "15000 rows": lambda: pd.concat([one] * 15000).assign(
+            network=[f"n{i % 3}" for i in range(15000)], layer=[f"l{i // 3 % 1000}" for i in range(15000)],
+            sparsity=[i // 3000 / 10 for i in range(15000)]),
+        "3000 networks": lambda: pd.concat([one] * 3000).assign(network=[f"n{i}" for i in range(3000)]),
+    }
+    d = _bad(tmp_path, table[case]().to_csv(index=False))
+    start = time.perf_counter()
+    _one_line(*run_main(["report", d]), d / "results.csv", expected)
+    assert time.perf_counter() - start < 10
+    assert [p.name for p in d.iterdir()] == ["results.csv"]
+
+
+@pytest.mark.parametrize("target", ["/proc/kmsg", "/proc/self/status"])
+def test_a_results_csv_that_says_it_is_empty_is_not_read(tmp_path, target):
+    """A symlink to a procfs file (regular, size 0; /proc/kmsg blocks a read forever)."""
+    if not os.path.exists(target):
+        pytest.skip(f"no {target}")
+    d = tmp_path / "res"
+    d.mkdir()
+    (d / "results.csv").symlink_to(target)
+    rc, stdout, stderr = run_main(["report", d])
+    _one_line(rc, stdout, stderr, d / "results.csv")
+    assert "but the file is empty" in stderr or "cannot be read" in stderr
+
+
+@pytest.mark.parametrize("name", ["r" * 5000, "re\ns", "r" * 200 + "/" + "r" * 200])
+def test_a_bad_results_dir_path_is_one_line(tmp_path, name):
+    """ENAMETOOLONG from the stat, a newline in the name: one line, the path cut to 200."""
+    d = tmp_path / name
+    with pytest.raises(ConfigError) as e:
+        report.write_report(d)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400
+    assert "expected a results directory" in str(e.value)
+    if "\n" not in name:  # the command line may refuse a newline before we see it
+        rc, stdout, stderr = run_main(["report", d])
+        assert rc == 2 and stdout == "" and len(stderr.splitlines()) == 1, stderr
+        assert stderr.startswith("accelsim: error: ") and len(stderr) < 400
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("network, stem", [
+    ("../x", "x-"),
+    ("../../../x/rep", "x-rep-"),
+    ("ABS", "tmp-"),  # an absolute path under tmp_path, filled in below
+    ("a\x00b", None),  # refused: control characters
+    (".hidden", "hidden-"),
+    ("a b/c", "a-b-c-"),
+    ("n" * 150, "n" * 91 + "-"),  # safe but too long
+])
+def test_plot_files_stay_in_the_results_dir_with_safe_names(results, tmp_path, network, stem):
+    _, df = results
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if network == "ABS":
+        network = str(outside / "abs")
+    d = _bad(tmp_path, small(df).assign(network=network).to_csv(index=False))
+    before = _tree(tmp_path)
+    rc, stdout, stderr = run_main(["report", d, "-q"])
+    new = _tree(tmp_path) - before
+    assert all(n.startswith("res/") for n in new), new  # nothing outside DIR
+    assert not list(outside.iterdir())
+    if stem is None:
+        _one_line(rc, stdout, stderr, d / "results.csv", "control characters")
+        return
+    assert (rc, stderr) == (0, ""), stderr
+    names = sorted(n.removeprefix("res/") for n in new)
+    assert len(names) == 8
+    for n in names:
+        assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", n) and len(n) < 130, n
+        assert n.startswith(stem if not stem.startswith("tmp-") else stem), n
+        assert re.search(r"-[0-9a-f]{8}-(layer-speedup|speedup-vs-sparsity|dram-traffic|utilization)"
+                         r"\.(png|svg)$", n), n
+
+
+def test_file_stems_are_safe_and_distinct():
+    names = ["resnet50", "a/b", "a-b", "a?b", "a b", "..", ".", "/", "x" * 100, "x" * 101,
+             "é", "-x", "resnet.v1"]
+    stems = [report.file_stem(n) for n in names]
+    assert stems[0] == "resnet50" and stems[2] == "a-b" and stems[-2:] == ["-x", "resnet.v1"]
+    assert stems[8] == "x" * 100  # safe and at most 100 characters: unchanged
+    assert len(set(stems)) == len(stems)
+    for s in stems:
+        assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", s) and len(s) <= 100, s
+
+
+def test_configurations_whose_stems_collide_get_distinct_files(results):
+    _, df = results
+    two = pd.concat([small(df).assign(network="a?b"), small(df).assign(network="a*b"),
+                     small(df).assign(network="A"), small(df).assign(network="a")])
+    stems = [stem for stem, _ in report.figures(two)]
+    assert len({s.lower() for s in stems}) == len(stems) == 16
+    assert "A-layer-speedup" in stems

@@ -5,6 +5,7 @@ finished) a note and a rerun of that point."""
 
 from __future__ import annotations
 
+import io
 import operator
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -21,6 +23,7 @@ from simulator import executors
 from simulator import sweep as sweep_mod
 from simulator.cli import main
 from simulator.sweep import FINISHED, expand, load_sweep, parse_sweep_mapping, read_point_file
+from simulator.sweep_store import UNFINISHED, point_file_bytes
 from tests.util import one_line_error, run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,6 +166,54 @@ def test_an_unfinished_point_file_is_rerun_and_replaced(copy, done, damage):
     assert read_point_file(files[0], files[0].stem)[0] == FINISHED
     assert (out / "results.csv").read_bytes() == (done[1] / "results.csv").read_bytes()
     assert sorted(os.listdir(out / "points")) == sorted([files[0].name, files[1].name, "x"])
+
+
+def _forge(f: Path, change) -> None:
+    """Rewrite the point file `f` with changed rows and a valid end line (right id, length,
+    row count and sha256): only the rows' values tell it from a finished point."""
+    body = f.read_bytes()
+    rows = pd.read_csv(io.BytesIO(body[:body.rindex(b"# accelsim sweep point")]),
+                       keep_default_na=False, na_values=[""], dtype=str)
+    f.write_bytes(point_file_bytes(f.stem, change(rows)))
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.assign(cycles="nan", speedup="-1"),
+    lambda r: r.assign(speedup="-1"),
+    lambda r: r.assign(dense_cycles="0"),
+    lambda r: r.assign(dram_read_bytes="1e400"),
+    lambda r: r.assign(**{"pass": "sideways"}),
+    lambda r: r.drop(columns="cycles"),
+], ids=["nan-cycles", "negative-speedup", "zero-dense-cycles", "inf-bytes", "unknown-pass",
+        "no-cycles-column"])
+def test_a_forged_point_with_a_valid_digest_is_rerun(copy, done, change):
+    """A point file whose end line and digest are right but whose rows `accelsim run` cannot
+    write (results.check_rows) is not finished: rerun with the note, never merged."""
+    path, out, files = copy
+    _forge(files[0], change)
+    assert read_point_file(files[0], files[0].stem)[0] == UNFINISHED
+    rc, stdout, err = run_main(["sweep", path, "--out", out, "-q"])
+    assert (rc, err) == (0, "")
+    assert (f"note: points/{files[0].name} is incomplete or not ours; rerunning that point\n"
+            "two: 1 of 2 points done, 1 to run in this process") in stdout
+    assert files[0].read_bytes() == done[2][0].read_bytes()
+    assert (out / "results.csv").read_bytes() == (done[1] / "results.csv").read_bytes()
+
+
+def test_a_point_forged_between_scan_and_merge_is_one_line(copy, monkeypatch):
+    """Forged after the sweep checked it: the merge refuses it in one line, no TypeError."""
+    path, out, files = copy
+    real = sweep_mod.merge
+
+    def forge_then_merge(sweep, out_dir):
+        _forge(files[0], lambda r: r.assign(cycles="nan", speedup="-1"))
+        return real(sweep, out_dir)
+
+    monkeypatch.setattr(sweep_mod, "merge", forge_then_merge)
+    rc, stdout, err = run_main(["sweep", path, "--out", out, "-q"])
+    assert rc == 2
+    one_line_error(err, f"{files[0]}: expected a finished point file, got one that is "
+                   "incomplete or not ours")
 
 
 @pytest.mark.parametrize("make, kind", [
