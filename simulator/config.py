@@ -26,8 +26,11 @@ PLANNED_BACKENDS = ("tclp", "tcle")
 # with T<2,5>; a TPU-like 256 x 256), small enough that validation and the per-step
 # schedule stay cheap. Memory is checked separately, from the workload (`estimate_run_bytes`).
 MAX_ARRAY_SIDE = 1024  # tiles, rows, lanes, columns
-MAX_LOOKAHEAD = 64     # h: steps a value may be promoted from
-MAX_LOOKASIDE = 1024   # d: lateral connections (also at most lanes * h - 1, see frontend.py)
+MAX_LOOKAHEAD = 16     # h: steps a value may be promoted from (the shipped sweep goes to 8)
+MAX_LOOKASIDE = 64     # d: lateral connections (also at most lanes * h - 1, see frontend.py)
+# memory ranges: 1 byte to 1 TiB of buffer; 1 MB/s to 1 PB/s of DRAM (or .inf); latency
+# up to 1 s; clock from 1 kHz to 1 THz (outside these the timing model's integers overflow)
+BUFFER_KIB = {"low": 1 / 1024, "high": 2.0 ** 30}
 MAX_SPARSITIES = 1000  # values of workload.sparsity, each a whole simulation of the network
 
 
@@ -197,21 +200,23 @@ class _Section:
             raise self.fail(name, f"an integer <= {maximum:,}", v)
         return v
 
-    def positive_number(self, name: str, default: float, infinite: bool = False) -> float:
-        """A number > 0; finite unless `infinite` (YAML `.inf`) is allowed."""
+    def positive_number(self, name: str, default: float, infinite: bool = False,
+                        low: float = sys.float_info.min, high: float = 1e12) -> float:
+        """A number in [low, high] (by default > 0, not subnormal, at most 1e12: no clock,
+        bandwidth or buffer here means more, and larger ones overflow the timing model);
+        `infinite` also allows YAML `.inf` (unlimited)."""
         v = self.data.get(name, default)
         ok = (not isinstance(v, bool) and isinstance(v, (int, float))
-              and v >= sys.float_info.min                       # > 0, and not subnormal
-              and (infinite or v < float("inf")))
+              and (low <= v <= high or (infinite and v == float("inf"))))
         if not ok:
-            raise self.fail(name, "a number > 0 (.inf for unlimited)" if infinite
-                            else "a finite number > 0", v)
+            rng = f"a number from {low:g} to {high:g}"
+            raise self.fail(name, rng + (" (.inf for unlimited)" if infinite else ""), v)
         return float(v)
 
-    def number(self, name: str, default: float, minimum: float) -> float:
+    def number(self, name: str, default: float, minimum: float, maximum: float = 1e12) -> float:
         v = self.data.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not minimum <= v < float("inf"):
-            raise self.fail(name, f"a finite number >= {minimum:g}", v)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not minimum <= v <= maximum:
+            raise self.fail(name, f"a number from {minimum:g} to {maximum:g}", v)
         return float(v)
 
     def choice(self, name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
@@ -250,7 +255,7 @@ def _architecture(source: str, data: Any) -> Architecture:
         tiles=sec.int("tiles", d.tiles, 1, MAX_ARRAY_SIDE), rows=sec.int("rows", d.rows, 1, MAX_ARRAY_SIDE),
         lanes=sec.int("lanes", d.lanes, 1, MAX_ARRAY_SIDE),
         columns=sec.int("columns", d.columns, 1, MAX_ARRAY_SIDE),
-        frequency_mhz=sec.positive_number("frequency_mhz", d.frequency_mhz),
+        frequency_mhz=sec.positive_number("frequency_mhz", d.frequency_mhz, low=1e-3, high=1e6),
         frontend=frontend, backend=sec.choice("backend", d.backend, BACKENDS), lockstep=lockstep)
     try:
         connectivity(frontend, arch.lanes)
@@ -362,11 +367,12 @@ def _memory(source: str, data: Any) -> Memory:
         element=sec.choice("element", d.element, tuple(ELEMENT_BITS)),
         formats={c: fmt.choice(c, d.formats[c], FORMATS) for c in TENSOR_CLASSES},
         run_length_bits=run_bits,
-        weight_buffer_kib=buf.positive_number("weights", d.weight_buffer_kib),
-        activation_buffer_kib=buf.positive_number("activations", d.activation_buffer_kib),
-        output_buffer_kib=buf.positive_number("outputs", d.output_buffer_kib),
-        bandwidth_gbps=dram.positive_number("bandwidth_gbps", d.bandwidth_gbps, infinite=True),
-        latency_ns=dram.number("latency_ns", d.latency_ns, 0.0))
+        weight_buffer_kib=buf.positive_number("weights", d.weight_buffer_kib, **BUFFER_KIB),
+        activation_buffer_kib=buf.positive_number("activations", d.activation_buffer_kib, **BUFFER_KIB),
+        output_buffer_kib=buf.positive_number("outputs", d.output_buffer_kib, **BUFFER_KIB),
+        bandwidth_gbps=dram.positive_number("bandwidth_gbps", d.bandwidth_gbps, infinite=True,
+                                            low=1e-3, high=1e6),
+        latency_ns=dram.number("latency_ns", d.latency_ns, 0.0, 1e9))
 
 
 def _passes(source: str, data: Any) -> tuple[str, ...]:

@@ -130,9 +130,9 @@ CASES = {
                                "integer of 401 digits: expected at most 30"),
     "1e400-float": (lambda t: config_text(t, "architecture:\n  frequency_mhz: 1e400\n"
                                           "workload:\n  network: simple-cnn\n"),
-                    "architecture.frequency_mhz: expected a finite number > 0"),
+                    "architecture.frequency_mhz: expected a number from 0.001 to 1e+06"),
     "subnormal-buffer": (lambda t: config(t, set_key("memory.buffers_kib.weights", 5e-324)),
-                         "memory.buffers_kib.weights: expected a finite number > 0"),
+                         "memory.buffers_kib.weights: expected a number from 0.000976562"),
     "name-null": (lambda t: config_text(t, yaml.safe_dump(SMALL) + "name: null\n"), "name: expected"),
     "billion-laughs": (lambda t: config_text(t, BILLION_LAUGHS), "alias"),
     "duplicate-keys": (lambda t: config_text(t, "architecture:\n  tiles: 16\n  tiles: 3\n"
@@ -143,9 +143,9 @@ CASES = {
     # resources (part 3)
     "quadratic-lanes": (lambda t: config(t, lambda d: d["architecture"].update(
         lanes=100_000, frontend={"shape": "T", "lookahead": 2, "lookaside": 200_000})),
-        "architecture.frontend.lookaside: expected an integer <= 1,024"),
+        "architecture.frontend.lookaside: expected an integer <= 64"),
     "lookahead-10**9": (lambda t: config(t, set_key("architecture.frontend", {"lookahead": 10 ** 9})),
-                        "lookahead: expected an integer <= 64"),
+                        "lookahead: expected an integer <= 16"),
     "batch-10**6": (lambda t: config(t, set_key("workload.batch", 10 ** 6)), "needs about"),
     "num-classes-10**9": (lambda t: config(t, set_key("workload.num_classes", 10 ** 9)), "needs about"),
     "image-size-4096": (lambda t: config(t, lambda d: d["workload"].update(
@@ -169,7 +169,7 @@ CASES = {
     # outputs and resume state (parts 4 and 5)
     "out-under-proc": (lambda t: config(t, lambda d: None)[:-1] + ["/proc/accelsim-out"], "cannot write in"),
     "out-300-chars": (lambda t: config(t, lambda d: None)[:-1] + [str(t / ("x" * 300))], "cannot write in"),
-    "truncated-results": (truncated_results, "results.csv: expected"),
+    "truncated-results": (truncated_results, "results.csv: "),
     # the trainer and the analytic commands (details: test_hostile_training.py)
     "label-smoothing-5": (lambda t: ["trace-from-training", "simple-cnn", "--dataset", "synthetic",
                                      "--label-smoothing", "5", "--out", str(t / "out")],

@@ -101,7 +101,7 @@ def test_cli_gives_one_line_and_exit_2_for_a_fifo_config(tmp_path):
     ("workload:\n  network: resnet18-cifar\n  batch: 100000000000000000000\n",
      "workload.batch: expected an integer <= 2,147,483,647, got 100000000000000000000"),
     ("memory:\n  buffers_kib:\n    weights: 5.0e-324\n",
-     "memory.buffers_kib.weights: expected a finite number > 0"),
+     "memory.buffers_kib.weights: expected a number from 0.000976562"),
     ("memory:\n  element: x" + "y" * 5000 + "\n", "memory.element: expected one of"),
     ("workload:\n  network: resnet18-cifar\nname: null\n", "name: expected a non-empty string"),
 ])
