@@ -25,17 +25,31 @@ def _number(option: str, text: str, low: float = 0.0, high: float | None = 1.0,
     try:
         v = int(text) if integer else float(text)
     except (TypeError, ValueError):
-        raise ConfigError(f"{option}: expected {expected}, got {text}") from None
+        raise ConfigError(f"{option}: expected {expected}, got {_cut(str(text))}") from None
     if not (v >= low and v < float("inf")) or (high is not None and not (v < high if high_open else v <= high)):
-        raise ConfigError(f"{option}: expected {expected}, got {text}")
+        raise ConfigError(f"{option}: expected {expected}, got {_cut(str(text))}")
     return v
 
 
+MAX_VALUES = 100  # comma-separated values of one option: each is a row of the table
+
+
 def _numbers(option: str, text: str, **kw) -> list:
-    values = [_number(option, t.strip(), **kw) for t in text.split(",") if t.strip()]
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if len(parts) > MAX_VALUES:
+        raise ConfigError(f"{option}: expected at most {MAX_VALUES} comma-separated values, got "
+                          f"{len(parts):,}")
+    values = [_number(option, t, **kw) for t in parts]
     if not values:
-        raise ConfigError(f"{option}: expected one or more comma-separated numbers, got {text!r}")
+        raise ConfigError(f"{option}: expected one or more comma-separated numbers, got "
+                          f"{_cut(repr(text))}")
     return values
+
+
+def _cut(text: str) -> str:
+    from .safe_yaml import cut
+
+    return cut(text)
 
 
 MAX_BATCH = 2**31 - 1
@@ -98,7 +112,8 @@ def cmd_flops(args) -> int:
         names = {lay.name for lay in net.layers}
         bad = [n for n in dense if n not in names]
         if bad:
-            raise ConfigError(f"--dense-layers: expected layer names of {net.name} or 'none', got {bad[0]!r}")
+            raise ConfigError(f"--dense-layers: expected layer names of {net.name} or 'none', got "
+                              f"{_cut(repr(bad[0]))}")
     for i, s in enumerate(sparsities):
         per_layer = layer_flops(net.layers, s, args.method, activation_sparsity=act, batch=batch,
                                 counting=args.counting, dense_layers=dense,

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -296,8 +297,10 @@ def _cmd_trace_from_training(args) -> int:
     settings = trainer.settings
     width = min(100, shutil.get_terminal_size((100, 24)).columns)
     print(textwrap.fill(trainer.plan(), width=width) + "\n", flush=True)
-    try:
-        result = trainer.run(progress=not args.quiet)
+    try:  # a diverging run stops with one line; numpy's warnings on the way are not shown
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = trainer.run(progress=not args.quiet)
     except TrainingError as e:
         raise ConfigError(str(e)) from None
     last = result.log.iloc[-1] if len(result.log) else None
@@ -549,8 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        print("accelsim: error: expected a command: run, report, check, sweep, "
+              "trace-from-training, flops or topk-overhead (accelsim --help describes them)",
+              file=sys.stderr)
         return EXIT_INPUT
+    os.environ["MPLBACKEND"] = "Agg"  # the commands only write files; ignore a GUI backend
     threads = getattr(args, "threads", None)
     if threads and argv is None and os.environ.get("OMP_NUM_THREADS") != str(threads):
         env = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}

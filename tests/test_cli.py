@@ -101,10 +101,11 @@ def test_version(capsys):
     assert metadata.version("accelsim") == simulator.__version__
 
 
-def test_no_subcommand_prints_help_and_exits_2(capsys):
+def test_no_subcommand_is_one_line_naming_the_commands_and_exits_2(capsys):
     assert main([]) == 2
-    out = capsys.readouterr().out
-    assert out.startswith("usage: accelsim") and "run" in out and "check" in out
+    err = capsys.readouterr().err
+    assert err.startswith("accelsim: error: expected a command: run, report, check")
+    assert len(err.splitlines()) == 1
 
 
 def test_unknown_subcommand_exits_2(capsys):
@@ -146,7 +147,7 @@ def test_installed_console_script(tmp_path):
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, str(bad), "architecture.frontend.shape", "'X'")
     proc = subprocess.run([exe], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stdout.startswith("usage: accelsim")
+    assert proc.returncode == 2 and proc.stderr.startswith("accelsim: error: expected a command")
 
 
 def test_missing_config_file_subprocess(tmp_path):
