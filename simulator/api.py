@@ -21,6 +21,7 @@ from .results import COLUMNS
 from .simulate import PassPlan, check_layers, simulate_layers
 from .footprint import bytes_for, largest_pass
 from .resources import MemoryLimitError, check_memory, format_bytes
+from .safe_yaml import cut
 from .trace import TENSORS, TraceError, TraceLayer, read_trace
 
 
@@ -81,7 +82,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
         net = build_network(wl.network, image_size=wl.image_size, num_classes=wl.num_classes)
     except ValueError as e:
         key = "workload.image_size" if "image_size" in str(e) else "workload.network"
-        raise config.error(key, f"a network the zoo can build ({e})") from None
+        raise config.error(key, f"a network the zoo can build ({cut(str(e), 200)})") from None
     if wl.dense_layers is not None:
         names = {s.name for s in net.layers}
         unknown = [n for n in wl.dense_layers if n not in names]
