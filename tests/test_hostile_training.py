@@ -440,3 +440,13 @@ def test_an_unusable_run_dir_is_refused_before_training(tmp_path, case, fragment
     refused(args, "--run-dir: ", fragment)
     assert precious.read_text() == "keep" and not (tmp_path / "trace").exists()
     assert not (tmp_path / "runs").exists()  # the probe leaves nothing behind
+
+
+def test_topkast_at_sparsity_zero_trains_dense(tmp_path):
+    """Top-KAST at sparsity 0 has no thresholds to mask with: it trains like dense (it
+    raised KeyError before)."""
+    rc, out, err = run_main(["trace-from-training", "simple-cnn", "--dataset", "synthetic",
+                             "--iterations", "2", "--method", "topkast", "--sparsity", "0", "-q",
+                             "--out", str(tmp_path / "t"), "--run-dir", str(tmp_path / "r")])
+    assert rc == 0, err
+    assert (tmp_path / "t" / "manifest.yaml").is_file()

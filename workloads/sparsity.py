@@ -307,17 +307,21 @@ class TopKAST(SparsityMethod):
         self.penalty = penalty
         self.backward_threshold: dict[str, np.ndarray] = {}
 
+    def _masked_layers(self):
+        """The layers Top-K masks (a layer at sparsity 0 trains dense, as in the base class)."""
+        return [lay for lay in self.sparse_layers() if self.layer_sparsity[lay.spec.name] > 0.0]
+
     def before_forward(self, iteration):
         recompute = self.recompute(iteration)
         super().before_forward(iteration)
-        for lay in self.sparse_layers():
+        for lay in self._masked_layers():
             name = lay.spec.name
             if recompute or name not in self.backward_threshold:
                 s_b = max(self.layer_sparsity[name] - self.extra, 0.0)
                 self.backward_threshold[name] = topk_threshold(lay.weight.value, s_b, self.scope)
 
     def after_backward(self, iteration):
-        for lay in self.sparse_layers():
+        for lay in self._masked_layers():
             name = lay.spec.name
             w = lay.weight.value
             in_a = np.abs(w) >= self.weight_threshold[name]
