@@ -122,7 +122,7 @@ def _ensure_writable_dir(path: Path, what: str) -> None:
     """Fail before the work, not after it, unless `path` is (or can become) a directory
     where results.csv can be written: probed by creating and removing a temporary file
     of our naming; nothing is left behind (results are written only when complete)."""
-    probe_output_dir(path, what, files=("results.csv", "summary.csv"))
+    probe_output_dir(path, what, files=("results.csv", "results.csv.sha256", "summary.csv"))
 
 
 def _cmd_check(args) -> int:

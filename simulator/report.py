@@ -51,7 +51,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .config import ConfigError
-from .results import COLUMNS, check_rows, numbers, summarize
+from .results import COLUMNS, check_digest, check_rows, numbers, summarize
 from .outputs import OutputError, write_atomic
 from .safe_yaml import cut
 
@@ -135,6 +135,10 @@ def load_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     what = "the results.csv that `accelsim run` writes"
     data = _read_exactly(path, what)
+    try:
+        check_digest(path, data)
+    except ValueError as e:
+        raise ConfigError(f"{_q(path)}: {e}") from None
     try:
         df = pd.read_csv(io.BytesIO(data))
     except pd.errors.EmptyDataError:

@@ -16,9 +16,11 @@ batch-norm input after the layer) and its dense-training size.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -291,5 +293,36 @@ def format_layers(results: pd.DataFrame) -> str:
     return "\n\n".join(blocks)
 
 
+def digest_path(path: str | os.PathLike) -> Path:
+    """The record written beside a results file: ``results.csv.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
 def write_results(results: pd.DataFrame, path: str | os.PathLike) -> Path:
-    return write_atomic(path, results.to_csv(index=False))
+    """Write `results` to `path` as CSV, atomically, then its SHA-256 beside it
+    (``<name>.sha256``, as `sha256sum` writes it), so `accelsim report` can tell a
+    complete file from one cut anywhere, even at a row boundary."""
+    data = results.to_csv(index=False).encode()
+    path = write_atomic(path, data)
+    write_atomic(digest_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+    return path
+
+
+def check_digest(path: str | os.PathLike, data: bytes) -> None:
+    """ValueError if `path` has a ``.sha256`` record that `data` (its bytes) does not
+    match: the file was cut or changed after accelsim wrote it. No record: nothing to say
+    (a file from another tool, or written before records existed)."""
+    record = digest_path(path)
+    try:
+        st = os.lstat(record)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode) or st.st_size > 1024:
+        raise ValueError(f"{record.name}: expected the digest record accelsim writes")
+    with open(record, "rb") as f:
+        text = f.read(st.st_size).decode("ascii", "replace")
+    expected = text.split()[0] if text.split() else ""
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(f"does not match {record.name} (it was cut or changed after accelsim "
+                         f"wrote it: run again, or delete {record.name} to use it as it is)")

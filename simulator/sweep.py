@@ -67,6 +67,7 @@ from . import __version__, safe_yaml
 from .config import Config, ConfigError, parse_config, read_yaml
 from .frontend import FrontendError
 from .outputs import write_atomic
+from .results import write_results
 from .sweep_store import (FINISHED, MISSING, UNFINISHED, StoredPoints, check_points_dir,  # noqa: F401
                           finished, pending, point_path, read_point, read_point_file, scan_points,
                           store_point)
@@ -644,7 +645,7 @@ def run_sweep(sweep: Sweep, out_dir: Path, executor, progress: bool = True,
     finally:
         bar.close()
     results, summary, parts = merge(sweep, out_dir)
-    results_path = write_atomic(out_dir / "results.csv", results.to_csv(index=False))
+    results_path = write_results(results, out_dir / "results.csv")
     summary_path = write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
     return SweepRun(out_dir, results, summary, parts, results_path, summary_path, len(todo))
 

@@ -251,7 +251,7 @@ def test_run_summary_matches_csv(tiny):
 
 def test_run_leaves_no_temporary_files(tiny):
     out = tiny[1]
-    assert sorted(os.listdir(out)) == ["results.csv"]
+    assert sorted(os.listdir(out)) == ["results.csv", "results.csv.sha256"]
 
 
 def test_default_output_dir_is_reports_name(tmp_path, monkeypatch, capsys):
@@ -261,7 +261,7 @@ def test_default_output_dir_is_reports_name(tmp_path, monkeypatch, capsys):
     assert main(["run", str(path), "-q"]) == 0
     csv = tmp_path / "reports" / "tiny-default" / "results.csv"
     assert csv.is_file()
-    assert os.listdir(csv.parent) == ["results.csv"]
+    assert sorted(os.listdir(csv.parent)) == ["results.csv", "results.csv.sha256"]
     assert len(pd.read_csv(csv)) == len(layer_names())
     assert str(Path("reports") / "tiny-default" / "results.csv") in capsys.readouterr().out
 
@@ -279,7 +279,7 @@ def test_output_dir_from_config_and_out_override(tmp_path, monkeypatch):
     assert (tmp_path / "override" / "results.csv").is_file()
     assert not (tmp_path / "reports").exists()
     # the earlier result was not touched by the overridden run
-    assert os.listdir(tmp_path / "custom" / "place") == ["results.csv"]
+    assert sorted(os.listdir(tmp_path / "custom" / "place")) == ["results.csv", "results.csv.sha256"]
 
 
 def test_no_frontend_is_the_dense_array(tmp_path, tiny):

@@ -223,4 +223,4 @@ def test_leftovers_of_killed_writes_never_block_the_next_run(tmp_path):
     (tmp_path / "out" / ".results.csv.accelsim-999999999-abcdef.tmp").write_text("partial")
     rc, _, err = run_main(argv)
     assert rc == 0, err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv", "results.csv.sha256"]

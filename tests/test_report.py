@@ -89,7 +89,7 @@ def test_report_writes_png_and_svg_for_every_plot(written):
 
 def test_no_temporary_files_left(written):
     out, paths, _ = written
-    assert sorted(p.name for p in out.iterdir()) == sorted(["results.csv", *(p.name for p in paths)])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["results.csv", "results.csv.sha256", *(p.name for p in paths)])
 
 
 def test_same_results_give_the_same_files(results, tmp_path):
@@ -319,7 +319,7 @@ def test_run_with_plots(tmp_path):
     rc, stdout, stderr = run_main(["run", path, "--out", out, "-q", "--plots"])
     assert rc == 0, stderr
     files = sorted(p.name for p in out.iterdir())
-    assert files == sorted(["results.csv", *(f"{s}.{e}" for s in STEMS for e in ("png", "svg"))])
+    assert files == sorted(["results.csv", "results.csv.sha256", *(f"{s}.{e}" for s in STEMS for e in ("png", "svg"))])
     assert "wrote" not in stdout.split("results.csv")[-1]  # -q: plots not listed
     rc, stdout, stderr = run_main(["run", path, "--out", out, "--plots"])
     assert rc == 0, stderr
@@ -515,3 +515,23 @@ def test_configurations_whose_stems_collide_get_distinct_files(results):
     stems = [stem for stem, _ in report.figures(two)]
     assert len({s.lower() for s in stems}) == len(stems) == 16
     assert "A-layer-speedup" in stems
+
+
+def test_a_file_cut_at_a_row_boundary_is_caught_by_its_digest(results, tmp_path):
+    """`write_results` records the SHA-256 beside results.csv: a file cut between two
+    sparsities (which looks like a complete run of fewer) or edited is refused; without
+    the record the file is plotted as it is."""
+    from simulator.results import digest_path, write_results
+
+    _, df = results
+    rows = df[df["pass"] == "forward"]
+    path = write_results(rows, tmp_path / "results.csv")
+    assert digest_path(path).read_text().split()[1] == "results.csv"
+    kept = rows[rows["sparsity"] == rows["sparsity"].iloc[0]]
+    path.write_text(kept.to_csv(index=False))  # a whole sparsity cut off
+    rc, _, stderr = run_main(["report", tmp_path, "-q"])
+    assert rc == 2 and len(stderr.splitlines()) == 1
+    assert "results.csv: does not match results.csv.sha256" in stderr
+    digest_path(path).unlink()
+    rc, _, stderr = run_main(["report", tmp_path, "-q"])
+    assert rc == 0, stderr
