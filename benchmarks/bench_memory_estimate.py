@@ -1,0 +1,73 @@
+"""The peak-memory estimate of `run` and `check` (simulator/footprint.py) against measured peaks.
+
+Each case runs in its own process (so one peak does not hide another) and reports its
+VmHWM (peak resident memory; not ru_maxrss, which a process started by fork and exec
+inherits from its parent), the largest pass's stream bytes and the estimate. The
+README's "Memory" paragraph quotes these numbers; the estimate must stay above every
+measured peak.
+
+    python benchmarks/bench_memory_estimate.py            # the README's cases, some minutes
+    python benchmarks/bench_memory_estimate.py --quick    # two small cases
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CASES = [  # (label, network, image size, batch, lanes, command)
+    ("resnet50 b1", "resnet50", 224, 1, 16, "run"),
+    ("resnet50 b4", "resnet50", 224, 4, 16, "run"),
+    ("resnet50 b16", "resnet50", 224, 16, 16, "run"),
+    ("resnet50 448px", "resnet50", 448, 1, 16, "run"),
+    ("resnet50 64 lanes", "resnet50", 224, 1, 64, "run"),
+    ("vgg16 b2", "vgg16", 224, 2, 16, "run"),
+    ("mobilenet-v2 b8", "mobilenet-v2", 224, 8, 16, "run"),
+    ("resnet50 b4 check", "resnet50", 224, 4, 16, "check"),
+]
+QUICK = [("resnet18-cifar b8", "resnet18-cifar", 32, 8, 16, "run"),
+         ("resnet18-cifar b8 check", "resnet18-cifar", 32, 8, 16, "check")]
+
+CHILD = """
+import json, sys
+import simulator
+from simulator.api import check
+from simulator.config import parse_config
+from simulator.footprint import bytes_for, largest_pass
+from workloads.networks import build_network
+network, size, batch, lanes, command = json.loads(sys.argv[1])
+data = {"architecture": {"lanes": lanes}, "workload": {"network": network, "image_size": size,
+        "batch": batch, "sparsity": [0.8]}, "lowering": {"first_layer": "space-to-depth"}}
+cfg = parse_config(data, "bench")
+specs = build_network(network, image_size=size).layers
+largest, layer, pass_name = largest_pass(specs, batch, lanes, cfg.passes, cfg.lowering)
+if command == "run":
+    simulator.run(cfg)
+else:
+    list(check(cfg))
+hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(json.dumps({"streams": 4 * largest, "largest": f"{layer} {pass_name}", "peak": hwm,
+                  "estimate": bytes_for(largest, 0, command == "check")}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two small cases instead of the README's")
+    args = parser.parse_args()
+    print(f"{'case':<24}{'largest pass':>28}{'streams MB':>12}{'peak MB':>10}{'estimate MB':>13}{'est/peak':>10}")
+    for label, *spec in (QUICK if args.quick else CASES):
+        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True,
+                             text=True, cwd=REPO, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{label:<24}{r['largest']:>28}{r['streams'] / 1e6:>12.1f}{r['peak'] / 1e6:>10.0f}"
+              f"{r['estimate'] / 1e6:>13.0f}{r['estimate'] / r['peak']:>10.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
