@@ -392,7 +392,8 @@ def test_argument_errors_are_one_line(capsys, argv, fragment):
 
 @pytest.mark.parametrize("argv", [["run", "a\nb.yaml"], ["run", "configs/tactical.yaml", "--out", ""],
                                   ["sweep", "s.yaml", "--out", "o\x1b[2J"], ["report", ""],
-                                  ["trace-from-training", "simple-cnn", "--run-dir", "r\nx"]])
+                                  ["trace-from-training", "simple-cnn", "--run-dir", "r\nx"],
+                                  ["trace-from-training", "simple-cnn", "--out", ""]])
 def test_paths_with_control_characters_or_empty_are_refused(capsys, argv):
     with pytest.raises(SystemExit) as info:
         main(argv)

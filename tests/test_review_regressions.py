@@ -84,7 +84,7 @@ def test_trace_workloads_reject_synthetic_keys(key, value):
 
 
 @pytest.mark.parametrize("section,key,value,expected", [
-    ("architecture", "frequency_mhz", float("inf"), "a number from 0.001 to 1e+06"),
+    ("architecture", "frequency_mhz", float("inf"), r"a number from 0.001 to 1e\+06"),
     (None, "name", "../../x", "letters, digits"),
     ("workload", "image_size", 100_000_000, "<= 4096"),
 ])
