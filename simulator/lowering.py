@@ -345,7 +345,7 @@ def reference(layer: TraceLayer, pass_name: str) -> np.ndarray:
         xp = np.pad(_conv_view(layer, "input").astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
         y = np.zeros((xp.shape[0], spec.out_channels, ho, wo))
         for gi, u, v, ci, fi, win in taps():
-            y[:, fi] += np.einsum("ncyx,fc->nfyx", xp[win][:, ci], w[fi, :, u, v])
+            y[:, fi] += np.einsum("ncyx,fc->nfyx", xp[win][:, ci], w[fi, :, u, v], optimize=True)
         return y.transpose(1, 0, 2, 3).reshape(g, fo, -1)
     dy = _conv_view(layer, "grad_output").astype(np.float64)
     if pass_name == "input_grad":  # adjoint of the forward: scatter dY through each tap
@@ -353,13 +353,13 @@ def reference(layer: TraceLayer, pass_name: str) -> np.ndarray:
         dxp = np.zeros((dy.shape[0], spec.in_channels, h + 2 * p, wd + 2 * p))
         for gi, u, v, ci, fi, win in taps():
             view = dxp[win]
-            view[:, ci] += np.einsum("noyx,oc->ncyx", dy[:, fi], w[fi, :, u, v])
+            view[:, ci] += np.einsum("noyx,oc->ncyx", dy[:, fi], w[fi, :, u, v], optimize=True)
         dx = dxp[:, :, p:p + h, p:p + wd]
         return dx.transpose(1, 0, 2, 3).reshape(g, fc, -1)
     if pass_name == "weight_grad":
         xp = np.pad(_conv_view(layer, "input_saved").astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
         dw = np.zeros((spec.out_channels, fc, k, k))
         for gi, u, v, ci, fi, win in taps():
-            dw[fi, :, u, v] = np.einsum("noyx,ncyx->oc", dy[:, fi], xp[win][:, ci])
+            dw[fi, :, u, v] = np.einsum("noyx,ncyx->oc", dy[:, fi], xp[win][:, ci], optimize=True)
         return dw.reshape(g, fo, -1)
     raise ValueError(f"unknown pass {pass_name!r}")
