@@ -40,11 +40,31 @@ def _legal_connections(arch: Architecture) -> set[tuple[int, int]]:
     return {(0, 0)} | {(int(dt), int(dl) % arch.lanes) for dt, dl in offs}
 
 
+def _legal_table(arch: Architecture) -> np.ndarray:
+    """[h+1, lanes] booleans: whether a value may move dt steps and dl lanes (mod lanes)."""
+    table = np.zeros((arch.frontend.lookahead + 1, arch.lanes), dtype=bool)
+    for dt, dl in _legal_connections(arch):
+        if 0 <= dt < table.shape[0]:
+            table[dt, dl] = True
+    return table
+
+
+def _first_illegal(dt: np.ndarray, dl: np.ndarray, table: np.ndarray) -> tuple[int, int] | None:
+    """The smallest (dt, dl) pair not allowed by `table`, or None if all are."""
+    inside = (dt >= 0) & (dt < table.shape[0])
+    bad = ~inside
+    bad[inside] = ~table[dt[inside], dl[inside]]
+    if not bad.any():
+        return None
+    pairs = np.unique(np.stack([dt[bad], dl[bad]], axis=1), axis=0)  # sorted rows
+    return int(pairs[0, 0]), int(pairs[0, 1])
+
+
 def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[np.ndarray, str]:
     """Output [G, F, W] (float64) of one part computed from its recorded schedule, or an
     error message."""
     lanes, rows, h = arch.lanes, arch.rows, arch.frontend.lookahead
-    legal = _legal_connections(arch)
+    table = _legal_table(arch)
     first_base = h if arch.frontend.scheduler == "dnnsim" else 0  # see scheduler.py
     groups, filters, steps, _ = sched.shape
     _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
@@ -53,7 +73,7 @@ def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[n
         sources, bases, cycles = record.sources[g], record.bases[g], record.cycles[g]
         values = np.zeros((sources.shape[0] * rows, steps * lanes), dtype=np.float64)
         values[:filters] = sched[g].reshape(filters, -1)
-        used = np.zeros_like(values)
+        taken = []  # flat (row, slot) index of every multiplication, all tile units
         for u in range(sources.shape[0]):
             c = int(cycles[u])
             if c == 0:  # a tile with nothing to do (dnnsim's walk skipped all <= h steps)
@@ -64,13 +84,15 @@ def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[n
                 return out, f"window of tile unit {u} moves outside 1..{h + 1} steps per cycle"
             src = sources[u, :, :c, :]                      # rows, cycles, lanes
             live = src >= 0
-            dt = src // lanes - base[None, :, None]
-            dl = (src % lanes - np.arange(lanes)[None, None, :]) % lanes
-            pairs = set(zip(dt[live].tolist(), dl[live].tolist()))
-            if not pairs <= legal:
-                return out, f"illegal connection (dt, dl)={sorted(pairs - legal)[0]} in tile unit {u}"
+            dt = (src // lanes - base[None, :, None])[live]
+            dl = ((src % lanes - np.arange(lanes)[None, None, :]) % lanes)[live]
+            illegal = _first_illegal(dt, dl, table)
+            if illegal is not None:
+                return out, f"illegal connection (dt, dl)={illegal} in tile unit {u}"
             r_idx = np.broadcast_to(np.arange(rows)[:, None, None] + u * rows, src.shape)[live]
-            np.add.at(used, (r_idx, src[live]), 1.0)
+            taken.append(r_idx * values.shape[1] + src[live])
+        flat = np.concatenate(taken) if taken else np.zeros(0, dtype=np.int64)
+        used = np.bincount(flat, minlength=values.size).reshape(values.shape).astype(np.float64)
         expected = (values != 0).astype(np.float64)
         if not np.array_equal(used, expected):
             f, slot = np.argwhere(used != expected)[0]
