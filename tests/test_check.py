@@ -211,3 +211,17 @@ def test_space_to_depth_rewrites_only_a_strided_first_layer_forward():
         assert [x.steps for x in a.parts] == [x.steps for x in b.parts]
     stride1 = random_layer(3, 8, 3, 1, 1, 1, 1, 6)
     assert lower(stride1, "forward", 16, first_layer="space-to-depth", first=True).parts[0].steps == 9
+
+
+def test_first_illegal_pair_is_the_smallest_outside_the_connectivity():
+    """The table lookup of verify._first_illegal against the set difference it replaced."""
+    from simulator.verify import _first_illegal
+
+    rng = np.random.default_rng(0)
+    table = rng.random((3, 8)) < 0.5
+    legal = {(int(a), int(b)) for a, b in np.argwhere(table)}
+    for _ in range(200):
+        dt = rng.integers(-1, 4, size=20)
+        dl = rng.integers(0, 8, size=20)
+        bad = set(zip(dt.tolist(), dl.tolist())) - legal
+        assert _first_illegal(dt, dl, table) == (min(bad) if bad else None)
