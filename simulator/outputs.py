@@ -103,15 +103,20 @@ def _umask() -> int:
     return mask
 
 
+def file_kind(mode: int) -> str:
+    """What a file of `st_mode` `mode` is, as the messages say it ("a FIFO", ...)."""
+    return ("a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a regular file" if stat.S_ISREG(mode)
+            else "a device or special file")
+
+
 def check_file_target(path: Path) -> None:
     """OutputError unless `path` is absent or a regular file (not a symlink) we may replace."""
     if not os.path.lexists(path):
         return
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a symlink" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode)
-                else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or special file")
-        raise OutputError(f"{path}: exists and is {kind}, not a regular file; refusing to "
+        raise OutputError(f"{path}: exists and is {file_kind(st.st_mode)}, not a regular file; refusing to "
                           "replace it (choose another output path)")
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .config import ConfigError
-from .outputs import write_atomic
+from .outputs import file_kind, write_atomic
 
 if TYPE_CHECKING:  # sweep.py imports this module
     from .sweep import PlannedPoint, Sweep
@@ -63,15 +63,9 @@ def store_point(out_dir: Path, point: PlannedPoint, rows: pd.DataFrame) -> Path:
     return write_atomic(point_path(out_dir, point), point_file_bytes(point.id, rows))
 
 
-def _kind(mode: int) -> str:
-    return ("a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
-            else "a FIFO" if stat.S_ISFIFO(mode) else "a regular file" if stat.S_ISREG(mode)
-            else "a device or special file")
-
-
 def _not_a_point_file(path: Path, mode: int) -> ConfigError:
     return ConfigError(f"{path}: expected a point file (a regular file) or nothing, got "
-                       f"{_kind(mode)}; it is not ours to replace: move it away or delete it")
+                       f"{file_kind(mode)}; it is not ours to replace: move it away or delete it")
 
 
 def _cannot_read(path: Path, e: OSError) -> ConfigError:
@@ -197,7 +191,7 @@ def check_points_dir(out_dir: Path) -> Path:
         raise ConfigError(f"{points}: cannot read this directory ({e.strerror or e})") from None
     if not stat.S_ISDIR(mode):
         raise ConfigError(f"{points}: expected a directory of finished sweep points (or nothing), "
-                          f"got {_kind(mode)}; move it away or choose another output directory")
+                          f"got {file_kind(mode)}; move it away or choose another output directory")
     return points
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.outputs import write_atomic
+from simulator.outputs import file_kind, write_atomic
 
 from .settings import TrainingError
 
@@ -37,12 +37,6 @@ def save_checkpoint(path: Path, model, optimizer, progress: dict, method=None) -
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_atomic(path, buf.getvalue())
-
-
-def _kind(st: os.stat_result) -> str:
-    mode = st.st_mode
-    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-            else "a symlink" if stat.S_ISLNK(mode) else "a device or special file")
 
 
 def _model_state(model) -> dict[str, np.ndarray]:
@@ -83,7 +77,7 @@ def read_checkpoint(path: str | os.PathLike, model, method=None, batch: int = 1)
     except OSError as e:
         raise fail(f"cannot read ({e.strerror or e})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise fail(f"expected a checkpoint file, found {_kind(st)}")
+        raise fail(f"expected a checkpoint file, found {file_kind(st.st_mode)}")
     limit = checkpoint_limit(model, method, batch)
     if st.st_size == 0:
         raise fail("corrupt or truncated (an empty file)")

@@ -68,6 +68,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.outputs import file_kind
+
 DATASETS = ("fashion-mnist", "cifar10", "synthetic")
 SPLITS = ("train", "test")
 
@@ -170,9 +172,7 @@ def _regular_file(path: Path) -> os.stat_result:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "a device or special file")
-        raise DataError(f"{path}: expected a regular file, found {kind}")
+        raise DataError(f"{path}: expected a regular file, found {file_kind(st.st_mode)}")
     return st
 
 

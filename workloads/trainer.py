@@ -54,11 +54,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from simulator.outputs import probe_output_dir, write_atomic
+from simulator.outputs import file_kind, probe_output_dir, write_atomic
 from simulator.resources import check_memory
 from simulator.trace import TraceError, check_trace_destination
 
-from .checkpoint import (CheckpointError, _kind, _load_arrays, check_checkpoint_arrays,  # noqa: F401
+from .checkpoint import (CheckpointError, _load_arrays, check_checkpoint_arrays,  # noqa: F401
                          load_checkpoint, read_checkpoint, save_checkpoint)
 from .data import NUM_CLASSES, DataError, Loader, load_dataset
 from .export import export_trace
@@ -549,7 +549,7 @@ class Trainer:
         except OSError as e:
             raise fail(f"cannot read ({e.strerror or e})") from None
         if not stat.S_ISREG(st.st_mode):
-            raise fail(f"expected the run's log file, found {_kind(st)}")
+            raise fail(f"expected the run's log file, found {file_kind(st.st_mode)}")
         layers = [lay.spec.name for lay in self.layers]
         limit = 2**20 + (start + 1) * 32 * (len(self.LOG_COLUMNS) + 2 * len(layers))
         if st.st_size > limit:
