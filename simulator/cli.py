@@ -334,9 +334,9 @@ def _set_threads(threads: int | None) -> None:
 def _path(text: str) -> str:
     """A path option: not empty, no control characters (a newline or escape in a path is a
     mistake, and would break the one-line messages that quote it)."""
-    if not text or any(ord(c) < 32 or ord(c) == 127 for c in text):
-        from .safe_yaml import cut
+    from .safe_yaml import cut, has_control_characters
 
+    if not text or has_control_characters(text):
         raise argparse.ArgumentTypeError(f"expected a non-empty path without control characters, got "
                                          f"{cut(repr(text))}")
     return text

@@ -233,7 +233,7 @@ class _Section:
         if (v is None and default is not None) or (v is not None and (not isinstance(v, str)
                                                                       or not v)):
             raise self.fail(name, "a non-empty string", "null" if v is None else v)
-        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v):  # NUL, newlines, ESC
+        if v is not None and safe_yaml.has_control_characters(v):
             raise self.fail(name, "a string without control characters", v)
         return v
 

@@ -35,6 +35,12 @@ class YAMLInputError(ValueError):
     """A YAML file or text accelsim refuses; the message is one line."""
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a NUL, newline, escape or other control character: a mistake in
+    a name or path, and one that would break the one-line messages that quote it."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def cut(text: str, limit: int = QUOTE_CHARS) -> str:
     """`text` on one line, at most `limit` characters (an ellipsis marks a cut)."""
     text = " ".join(str(text).split())
