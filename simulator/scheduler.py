@@ -66,32 +66,35 @@ def _take(nonzero, remaining, r, t, l, lanes):
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_candidate(nonzero, r, t0, l, offsets, steps, lanes):
-    """Flat slot of zero slot l's first candidate in priority order, or -1."""
+def _first_candidate(nonzero, r, t0, l, offsets, src, steps, lanes):
+    """Flat slot of zero slot l's first candidate in priority order, or -1.
+    src[k, l] = (l + offsets[k, 1]) mod lanes (precomputed: no division in the loop)."""
     for k in range(offsets.shape[0]):
         t = t0 + offsets[k, 0]
         if t < steps:
-            src = (l + offsets[k, 1]) % lanes
-            if nonzero[r, t, src]:
-                return t * lanes + src
+            s = src[k, l]
+            if nonzero[r, t, s]:
+                return t * lanes + s
     return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_in_order(nonzero, remaining, r, t0, offsets, out):
-    steps, lanes = nonzero.shape[1], nonzero.shape[2]
+def _fill_in_order(nonzero, remaining, r, t0, offsets, src, steps, out):
+    lanes = nonzero.shape[2]
     for l in range(lanes):
         if nonzero[r, t0, l]:
             out[l] = _take(nonzero, remaining, r, t0, l, lanes)
         else:
-            slot = _first_candidate(nonzero, r, t0, l, offsets, steps, lanes)
+            slot = _first_candidate(nonzero, r, t0, l, offsets, src, steps, lanes)
             out[l] = -1 if slot < 0 else _take(nonzero, remaining, r, slot // lanes, slot % lanes, lanes)
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_by_count(nonzero, remaining, r, t0, offsets, most, out, zero_lane, count, index):
-    """dnnsim (most=True) and fewest-candidates (most=False)."""
-    steps, lanes = nonzero.shape[1], nonzero.shape[2]
+def _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, steps, most, out, zero_lane,
+                   count, index):
+    """dnnsim (most=True) and fewest-candidates (most=False). dst[k, s] = (s - offsets[k, 1])
+    mod lanes: the zero lane that reaches lane s through offset k."""
+    lanes = nonzero.shape[2]
     zeros = 0
     for l in range(lanes):
         index[l] = -1
@@ -104,7 +107,7 @@ def _fill_by_count(nonzero, remaining, r, t0, offsets, most, out, zero_lane, cou
             c = 0
             for k in range(offsets.shape[0]):
                 t = t0 + offsets[k, 0]
-                if t < steps and nonzero[r, t, (l + offsets[k, 1]) % lanes]:
+                if t < steps and nonzero[r, t, src[k, l]]:
                     c += 1
             count[zeros] = c
             zeros += 1
@@ -118,26 +121,26 @@ def _fill_by_count(nonzero, remaining, r, t0, offsets, most, out, zero_lane, cou
         if best < 0:
             return
         l = zero_lane[best]
-        slot = _first_candidate(nonzero, r, t0, l, offsets, steps, lanes)
+        slot = _first_candidate(nonzero, r, t0, l, offsets, src, steps, lanes)
         t, s = slot // lanes, slot % lanes
         out[l] = _take(nonzero, remaining, r, t, s, lanes)
         # the zero slots that could also reach (t, s) lose a candidate
         for k in range(offsets.shape[0]):
             if t0 + offsets[k, 0] == t:
-                other = index[(s - offsets[k, 1]) % lanes]
+                other = index[dst[k, s]]
                 if other >= 0 and out[zero_lane[other]] < 0:
                     count[other] -= 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, nearest, out, zero_lane, owner,
-                   prev, queue):
+def _fill_matching(nonzero, remaining, r, t0, offsets, src, steps, lookahead, nearest, out,
+                   zero_lane, owner, prev, queue):
     """Maximum matching of zero slots to candidates by breadth-first augmenting paths.
     `nearest`: in phases, candidates of steps t0+1 only, then up to t0+2, ... (a matched
     candidate stays matched when paths augment, so each phase keeps the last one's).
     owner[(t - t0 - 1) * L + s]: zero-slot index holding candidate (t, s), or -1;
     out[l] doubles as the matched slot of zero lane l during the search."""
-    steps, lanes = nonzero.shape[1], nonzero.shape[2]
+    lanes = nonzero.shape[2]
     zeros = 0
     for l in range(lanes):
         if nonzero[r, t0, l]:
@@ -158,7 +161,7 @@ def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, nearest, out, 
             for k in range(offsets.shape[0]):
                 t = t0 + offsets[k, 0]
                 if t < steps and offsets[k, 0] <= limit:
-                    s = (l + offsets[k, 1]) % lanes
+                    s = src[k, l]
                     if nonzero[r, t, s] and owner[(t - t0 - 1) * lanes + s] < 0:
                         direct = (t - t0 - 1) * lanes + s
                         break
@@ -182,7 +185,7 @@ def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, nearest, out, 
                     t = t0 + offsets[k, 0]
                     if t >= steps or offsets[k, 0] > limit:
                         continue
-                    s = (l + offsets[k, 1]) % lanes
+                    s = src[k, l]
                     if not nonzero[r, t, s]:
                         continue
                     node = (t - t0 - 1) * lanes + s
@@ -214,13 +217,29 @@ def _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, nearest, out, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _schedule_one(nonzero, offsets, lookahead, rule, source, base):
-    """Schedule one tile in place. nonzero: uint8 [R, S, L] (consumed: entries are
-    cleared as they execute). Writes source[R, S, L] and base[S]; returns cycles."""
-    rows, steps, lanes = nonzero.shape
+def _lane_tables(offsets, lanes):
+    """src[k, l] = (l + dl_k) mod lanes, dst[k, s] = (s - dl_k) mod lanes."""
+    k = offsets.shape[0]
+    src = np.empty((k, lanes), dtype=np.int64)
+    dst = np.empty((k, lanes), dtype=np.int64)
+    for i in range(k):
+        for l in range(lanes):
+            src[i, l] = (l + offsets[i, 1]) % lanes
+            dst[i, l] = (l - offsets[i, 1]) % lanes
+    return src, dst
+
+
+@numba.njit(cache=True, nogil=True)
+def _schedule_span(nonzero, steps, t0, final, offsets, src, dst, lookahead, rule, record, source, base):
+    """Run one tile's cycles in place over nonzero[:, :steps] (uint8 [R, S, L], consumed:
+    entries are cleared as they execute) from window base t0. `final`: the stream ends at
+    `steps`; otherwise the next steps are still to come, so stop before a cycle whose
+    lookahead would reach past `steps` (the window t0..t0+h must be all there). With
+    `record`, writes source[R, cycle, L] and base[cycle]. Returns (cycles, next t0)."""
+    rows, _, lanes = nonzero.shape
     remaining = np.zeros(steps, dtype=np.int64)  # non-zeros left per step, all filter lanes
     for r in range(rows):
-        for t in range(steps):
+        for t in range(t0, steps):
             for l in range(lanes):
                 remaining[t] += nonzero[r, t, l]
     zero_lane = np.empty(lanes, dtype=np.int64)
@@ -229,40 +248,82 @@ def _schedule_one(nonzero, offsets, lookahead, rule, source, base):
     owner = np.empty(max(lookahead, 1) * lanes, dtype=np.int64)
     queue = np.empty(lanes, dtype=np.int64)
     out = np.empty(lanes, dtype=np.int64)
-    t0 = 0
-    if rule == 1:  # DNNsim's row walk skips leading all-zero rows too
-        while t0 < steps and remaining[t0] == 0 and t0 < lookahead:
-            t0 += 1
     cycles = 0
-    while t0 < steps:
-        base[cycles] = t0
+    while t0 < steps and (final or t0 + lookahead < steps):
+        if record:
+            base[cycles] = t0
         for r in range(rows):
             if rule == 0 or offsets.shape[0] == 0:
-                _fill_in_order(nonzero, remaining, r, t0, offsets, out)
+                _fill_in_order(nonzero, remaining, r, t0, offsets, src, steps, out)
             elif rule >= 3:
-                _fill_matching(nonzero, remaining, r, t0, offsets, lookahead, rule == 4, out, zero_lane,
-                               owner, index, queue)
+                _fill_matching(nonzero, remaining, r, t0, offsets, src, steps, lookahead, rule == 4,
+                               out, zero_lane, owner, index, queue)
             else:
-                _fill_by_count(nonzero, remaining, r, t0, offsets, rule == 1, out, zero_lane,
-                               count, index)
-            source[r, cycles, :] = out
+                _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, steps, rule == 1, out,
+                               zero_lane, count, index)
+            if record:
+                source[r, cycles, :] = out
         cycles += 1
         nxt = t0 + 1
         while nxt < steps and remaining[nxt] == 0 and nxt - t0 <= lookahead:
             nxt += 1
         t0 = nxt
-    return cycles
+    return cycles, t0
+
+
+@numba.njit(cache=True, nogil=True)
+def _leading_skip(nonzero, steps, lookahead):
+    """DNNsim's row walk also skips up to h all-zero rows before the first cycle: the
+    first window base of the `dnnsim` rule."""
+    t0 = 0
+    while t0 < steps and t0 < lookahead and not nonzero[:, t0, :].any():
+        t0 += 1
+    return t0
 
 
 @numba.njit(cache=True, nogil=True)
 def _schedule_units(nonzero, offsets, lookahead, rule, keep, sources, bases):
     units, rows, steps, lanes = nonzero.shape
+    src, dst = _lane_tables(offsets, lanes)
     cycles = np.zeros(units, dtype=np.int64)
     scratch = np.empty((rows, steps, lanes), dtype=np.uint8)
     for u in range(units):
         scratch[:] = nonzero[u]
         k = u if keep else 0
-        cycles[u] = _schedule_one(scratch, offsets, lookahead, rule, sources[k], bases[k])
+        t0 = _leading_skip(scratch, steps, lookahead) if rule == 1 else 0
+        cycles[u] = _schedule_span(scratch, steps, t0, True, offsets, src, dst, lookahead, rule, keep,
+                                   sources[k], bases[k])[0]
+    return cycles
+
+
+@numba.njit(cache=True, nogil=True)
+def _resume_units(chunk, carry, carry_len, started, offsets, lookahead, rule, final, dummy_s, dummy_b):
+    """`_schedule_units` over a stream that arrives in pieces: per unit, schedule carry
+    (the unfinished steps of the last piece, carry[u, :, :carry_len[u]]) followed by
+    `chunk` [U, R, Sc, L]; keep the unfinished steps (at most h) as the new carry."""
+    units, rows, steps, lanes = chunk.shape
+    src, dst = _lane_tables(offsets, lanes)
+    cycles = np.zeros(units, dtype=np.int64)
+    scratch = np.empty((rows, carry.shape[2] + steps, lanes), dtype=np.uint8)
+    for u in range(units):
+        c = carry_len[u]
+        total = c + steps
+        scratch[:, :c] = carry[u, :, :c]
+        scratch[:, c:total] = chunk[u]
+        if not final and total <= lookahead:  # a cycle needs its window t0..t0+h all there
+            carry[u, :, :total] = scratch[:, :total]
+            carry_len[u] = total
+            continue
+        t0 = 0
+        if not started[u]:
+            started[u] = True
+            if rule == 1:
+                t0 = _leading_skip(scratch, total, lookahead)
+        cycles[u], t0 = _schedule_span(scratch, total, t0, final, offsets, src, dst, lookahead, rule,
+                                       False, dummy_s, dummy_b)
+        left = total - t0
+        carry[u, :, :left] = scratch[:, t0:total]
+        carry_len[u] = left
     return cycles
 
 
@@ -286,12 +347,40 @@ def schedule_tiles(nonzero: np.ndarray, offsets: np.ndarray, lookahead: int,
     units, rows, steps, lanes = nonzero.shape
     offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 2)
     n = units if keep_schedule else 1
-    sources = np.full((n, rows, max(steps, 1), lanes), -1, dtype=np.int64)
-    bases = np.full((n, max(steps, 1)), -1, dtype=np.int64)
+    shape = (n, rows, max(steps, 1), lanes) if keep_schedule else (1, 1, 1, 1)
+    sources = np.full(shape, -1, dtype=np.int64)
+    bases = np.full((n, max(steps, 1) if keep_schedule else 1), -1, dtype=np.int64)
     cycles = _schedule_units(nonzero, offsets, int(lookahead), rule, keep_schedule, sources, bases)
     if keep_schedule:
         return cycles, sources, bases
     return cycles
+
+
+class StreamSchedule:
+    """The schedule of `units` tiles whose streams arrive in pieces along the steps (the
+    weight gradient's reduction, batch chunk by batch chunk). `feed` each piece in order,
+    the last with `final=True`; the cycles it returns add up, per unit, to exactly what
+    `schedule_tiles` gives on the whole streams: a cycle at window base t0 sees only steps
+    t0..t0+h, so the scheduler stops h steps short of a piece's end and carries the
+    unfinished steps (at most h) into the next piece."""
+
+    def __init__(self, units: int, rows: int, lanes: int, offsets: np.ndarray, lookahead: int,
+                 scheduler: str = "in-order"):
+        self.rule = _rule(scheduler)
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 2)
+        self.lookahead = int(lookahead)
+        self.carry = np.zeros((units, rows, max(self.lookahead, 1), lanes), dtype=np.uint8)
+        self.carry_len = np.zeros(units, dtype=np.int64)
+        self.started = np.zeros(units, dtype=np.bool_)
+        self.cycles = np.zeros(units, dtype=np.int64)
+        self._dummy = (np.zeros((1, 1, 1), dtype=np.int64), np.zeros(1, dtype=np.int64))
+
+    def feed(self, piece: np.ndarray, final: bool = False) -> np.ndarray:
+        """Schedule the next `piece` (bool/uint8 [U, R, S, L]); returns the cycles so far."""
+        piece = np.ascontiguousarray(piece, dtype=np.uint8)
+        self.cycles += _resume_units(piece, self.carry, self.carry_len, self.started, self.offsets,
+                                     self.lookahead, self.rule, final, *self._dummy)
+        return self.cycles
 
 
 def _reference_row(left, r, t0, steps, lanes, offsets, scheduler):

@@ -145,3 +145,26 @@ def test_fully_dense_tile_is_never_sped_up():
     m = np.ones((2, 3, 10, 16), dtype=np.uint8)
     cycles = schedule_tiles(m, connectivity(Frontend("T", 2, 5), 16), 2)
     assert cycles.tolist() == [10, 10]
+
+
+@pytest.mark.parametrize("scheduler", ["in-order", "dnnsim", "fewest-candidates", "matching",
+                                       "nearest-matching"])
+@pytest.mark.parametrize("h,d", [(0, 0), (1, 1), (2, 5), (4, 7)])
+def test_stream_fed_in_pieces_equals_whole_stream(scheduler, h, d):
+    # the weight gradient's streams arrive batch chunk by batch chunk: cutting a stream
+    # anywhere, even into pieces shorter than the lookahead, must not change any cycle
+    from simulator.frontend import search_order
+    from simulator.scheduler import StreamSchedule
+    rng = np.random.default_rng(h * 31 + d)
+    offsets = search_order(connectivity(Frontend("T" if d else ("L" if h else "none"), h, d), 16),
+                           scheduler)
+    for density in (0.0, 0.05, 0.3, 0.8):
+        m = (rng.random((6, 4, 61, 16)) < density).astype(np.uint8)
+        m[0, :, :3] = 0  # leading all-zero steps: the dnnsim rule's skip at the stream start
+        whole = schedule_tiles(m, offsets, h, False, scheduler)
+        for cuts in ([], [1], [2, 3, 40], list(range(1, 61, 7)), [h, h + 1, 2 * h + 2]):
+            stream = StreamSchedule(6, 4, 16, offsets, h, scheduler)
+            bounds = [0, *sorted(set(c for c in cuts if 0 < c < 61)), 61]
+            for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+                got = stream.feed(m[:, :, a:b], final=i == len(bounds) - 2)
+            assert got.tolist() == whole.tolist(), (density, cuts)
