@@ -85,6 +85,44 @@ def _per_tile(per_unit: np.ndarray, tiles: int, filter_groups: int, idle: int) -
     return padded.reshape(filter_groups, tiles)
 
 
+def unit_ideal(row_nonzeros: np.ndarray, rows: int, lanes: int) -> np.ndarray:
+    """Per unit (`rows` consecutive filters), the ideal cycles: the max over its filter
+    lanes of ceil(non-zeros / lanes); `row_nonzeros` [F]."""
+    units = -(-row_nonzeros.size // rows)
+    lane = np.zeros(units * rows, dtype=np.int64)
+    lane[:row_nonzeros.size] = -(-row_nonzeros // lanes)
+    return lane.reshape(units, rows).max(axis=1) if units else lane
+
+
+def combine_units(unit_cycles: list[np.ndarray] | None, unit_ideals: list[np.ndarray], filters: int,
+                  steps: int, n_windows: int, arch: Architecture) -> PassTiming:
+    """A part's timing from its per-unit costs, one array per convolution group: the
+    lockstep maximum over the tiles of each filter group (or, decoupled, each tile's own
+    total), times the window groups. `unit_cycles` None: the scheduler was not run
+    (cycles = 0). A missing tile of a filter group streams the window through in
+    ceil(steps / (h+1)) cycles in lockstep (never more than a tile with filters)."""
+    groups = len(unit_ideals)
+    filter_groups = -(-filters // (arch.tiles * arch.rows))
+    window_groups = -(-n_windows // arch.columns)
+    idle = -(-steps // (arch.frontend.lookahead + 1))
+    cycles = ideal = 0
+    tile_cycles = np.zeros(arch.tiles, dtype=np.int64)  # decoupled tiles: each its own total
+    tile_ideal = np.zeros(arch.tiles, dtype=np.int64)
+    for g in range(groups):
+        if unit_cycles is not None:
+            cycles += int(_per_tile(unit_cycles[g], arch.tiles, filter_groups, idle).max(axis=1).sum())
+            tile_cycles += _per_tile(unit_cycles[g], arch.tiles, filter_groups, 0).sum(axis=0)
+        per_tile = _per_tile(unit_ideals[g], arch.tiles, filter_groups, 0)
+        ideal += int(per_tile.max(axis=1).sum())
+        tile_ideal += per_tile.sum(axis=0)
+    if not arch.lockstep:
+        cycles, ideal = (int(tile_cycles.max()) if unit_cycles is not None else 0), int(tile_ideal.max())
+    dense = groups * filter_groups * steps
+    return PassTiming(cycles=cycles * window_groups, dense_cycles=dense * window_groups,
+                      ideal_cycles=ideal * window_groups, filter_groups=groups * filter_groups,
+                      window_groups=window_groups)
+
+
 def time_streams(nonzero: np.ndarray, n_windows: int, arch: Architecture,
                  keep_schedule: bool = False, schedule: bool = True):
     """Cycle counts of scheduled streams `nonzero` (bool [G, F, S, L]) broadcast against
@@ -92,38 +130,19 @@ def time_streams(nonzero: np.ndarray, n_windows: int, arch: Architecture,
     `schedule=False` skips the scheduler (cycles = 0): dense and ideal counts only."""
     fe = arch.frontend
     offsets = search_order(connectivity(fe, arch.lanes), fe.scheduler)
-    h = fe.lookahead
     groups, filters, steps, lanes = nonzero.shape
-    per_array = arch.tiles * arch.rows
-    filter_groups = -(-filters // per_array)
-    window_groups = -(-n_windows // arch.columns)
-    cycles = ideal = 0
-    tile_cycles = np.zeros(arch.tiles, dtype=np.int64)  # decoupled tiles: each its own total
-    tile_ideal = np.zeros(arch.tiles, dtype=np.int64)
+    unit_cycles, unit_ideals = [], []
     record = TileSchedule([], [], [])
     for g in range(groups):
         if schedule:
-            out = schedule_tiles(_units(nonzero[g], arch.rows), offsets, h, keep_schedule, fe.scheduler)
+            out = schedule_tiles(_units(nonzero[g], arch.rows), offsets, fe.lookahead, keep_schedule,
+                                 fe.scheduler)
             if keep_schedule:
                 out, sources, bases = out
                 record.sources.append(sources)
                 record.bases.append(bases)
                 record.cycles.append(out)
-            # in lockstep, a tile with no filters still streams the window through:
-            # ceil(S / (h+1)) cycles, never more than a tile with filters
-            per_tile = _per_tile(out, arch.tiles, filter_groups, -(-steps // (h + 1)))
-            cycles += int(per_tile.max(axis=1).sum())
-            tile_cycles += _per_tile(out, arch.tiles, filter_groups, 0).sum(axis=0)
-        nnz = nonzero[g].sum(axis=(1, 2))
-        lane_ideal = np.zeros(filter_groups * per_array, dtype=np.int64)
-        lane_ideal[:filters] = -(-nnz // lanes)
-        unit_ideal = lane_ideal.reshape(filter_groups, arch.tiles, arch.rows).max(axis=2)
-        ideal += int(unit_ideal.max(axis=1).sum())
-        tile_ideal += unit_ideal.sum(axis=0)
-    if not arch.lockstep:
-        cycles, ideal = int(tile_cycles.max()), int(tile_ideal.max())
-    dense = groups * filter_groups * steps
-    timing = PassTiming(cycles=cycles * window_groups, dense_cycles=dense * window_groups,
-                        ideal_cycles=ideal * window_groups, filter_groups=groups * filter_groups,
-                        window_groups=window_groups)
+            unit_cycles.append(out)
+        unit_ideals.append(unit_ideal(nonzero[g].sum(axis=(1, 2), dtype=np.int64), arch.rows, lanes))
+    timing = combine_units(unit_cycles if schedule else None, unit_ideals, filters, steps, n_windows, arch)
     return (timing, record) if keep_schedule else timing

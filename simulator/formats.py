@@ -88,8 +88,8 @@ def coordinate_view(shape: tuple[int, ...], role: str) -> tuple[int, int]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_runs(flat: np.ndarray, run_bits: int) -> tuple[int, int]:
-    nonzeros, fillers, gap = 0, 0, 0
+def _count_runs(flat: np.ndarray, run_bits: int, gap: int) -> tuple[int, int, int]:
+    nonzeros, fillers = 0, 0
     for v in flat:
         if v != 0:
             nonzeros += 1
@@ -97,14 +97,20 @@ def _count_runs(flat: np.ndarray, run_bits: int) -> tuple[int, int]:
             gap = 0
         else:
             gap += 1
-    return nonzeros, fillers
+    return nonzeros, fillers, gap
 
 
 def count_runs(values: np.ndarray, run_bits: int) -> tuple[int, int]:
     """(non-zeros, extra rle entries) of `values` flattened in C order: each gap of g
     zeros before a non-zero costs g // 2**run_bits maximal-run entries with an explicit
     zero value. One pass (numba); `count_runs_reference` is the NumPy definition."""
-    return _count_runs(np.ascontiguousarray(values).reshape(-1), run_bits)
+    return count_runs_from(values, run_bits)[:2]
+
+
+def count_runs_from(values: np.ndarray, run_bits: int, gap: int = 0) -> tuple[int, int, int]:
+    """`count_runs` of a tensor that continues one whose last `gap` elements were zeros
+    (a chunk of a tensor cut along its first axis); also returns the zeros it ends with."""
+    return _count_runs(np.ascontiguousarray(values).reshape(-1), run_bits, gap)
 
 
 def count_runs_reference(values: np.ndarray, run_bits: int) -> tuple[int, int]:

@@ -110,10 +110,12 @@ def blocks(channels: int, lanes: int) -> int:
 
 
 def to_streams(x: np.ndarray, lanes: int) -> np.ndarray:
-    """[..., taps, channels] -> [..., taps * blocks, lanes], channels zero-padded per tap."""
+    """[..., taps, channels] -> [..., taps * blocks, lanes], channels zero-padded per tap.
+    Values keep their type: float32 tensors give float32 streams, uint8 zero patterns
+    (the streamed simulation's, `streaming.py`) uint8 streams."""
     *lead, taps, ch = x.shape
     nb = blocks(ch, lanes)
-    out = np.zeros((*lead, taps, nb * lanes), dtype=np.float32)
+    out = np.zeros((*lead, taps, nb * lanes), dtype=x.dtype)
     out[..., :ch] = x
     return out.reshape(*lead, taps * nb, lanes)
 
@@ -217,7 +219,7 @@ def _input_grad_part(layer: TraceLayer, lanes: int, taps_h: list[int], taps_w: l
     def input_op():  # [G, windows, taps*blocks, L]: dY at the positions the taps read
         yi = _grad_positions(taps_h, rows, p, s, d, ho)  # [rows, Th]
         xj = _grad_positions(taps_w, cols, p, s, d, wo)  # [cols, Tw]
-        dyz = np.zeros((n, spec.out_channels, ho + 1, wo + 1), dtype=np.float32)
+        dyz = np.zeros((n, spec.out_channels, ho + 1, wo + 1), dtype=dy.dtype)
         dyz[:, :, :ho, :wo] = dy
         gathered = dyz[:, :, yi][..., xj]  # N, O, rows, Th, cols, Tw
         gathered = gathered.reshape(n, g, fo, len(rows), len(taps_h), len(cols), len(taps_w))
@@ -278,19 +280,22 @@ def tensor_sparsity(layer: TraceLayer, tensor: str) -> float:
     return float(1.0 - np.count_nonzero(t) / t.size) if t is not None and t.size else 0.0
 
 
-def choose_operand(layer: TraceLayer, pass_name: str, choice: str) -> str:
+def choose_operand(layer: TraceLayer, pass_name: str, choice: str,
+                   sparsity: Callable[[str], float] | None = None) -> str:
     """'kernel' or 'input': which operand of the lowered convolution is scheduled.
     `weights` = the kernel operand (W; for the weight gradient, dY), `activations` = the
     input operand (X; dY; the saved X), `auto` = the sparser of the two tensors (ties:
-    the kernel operand)."""
+    the kernel operand). `sparsity`: tensor name -> its sparsity (default: counted in
+    `layer`; the streamed simulation counts them chunk by chunk)."""
     if choice not in OPERANDS:
         raise ValueError(f"scheduled operand: expected one of {', '.join(OPERANDS)}, got {choice!r}")
     if choice == "weights":
         return "kernel"
     if choice == "activations":
         return "input"
+    sparsity = sparsity or (lambda t: tensor_sparsity(layer, t))
     kt, it = PASS_TENSORS[pass_name]
-    return "input" if tensor_sparsity(layer, it) > tensor_sparsity(layer, kt) else "kernel"
+    return "input" if sparsity(it) > sparsity(kt) else "kernel"
 
 
 def lower(layer: TraceLayer, pass_name: str, lanes: int, operand: str = "weights",
@@ -306,20 +311,27 @@ def lower(layer: TraceLayer, pass_name: str, lanes: int, operand: str = "weights
     if pass_name != "forward" and layer.grad_output is None:
         raise ValueError(f"layer {spec.name}: the {pass_name} pass needs grad_output, "
                          "which this trace does not hold")
-    g = spec.groups
-    n = layer.batch
     if pass_name == "forward":
         parts = _forward_parts(layer, lanes, first_layer, tap_order, first)
-        out_shape = (g, spec.out_channels // g, n * spec.out_hw[0] * spec.out_hw[1])
     elif pass_name == "input_grad":
         parts = _input_grad_parts(layer, lanes, input_grad_lowering, tap_order == "column-major")
-        out_shape = (g, spec.channels_per_group, n * spec.in_hw[0] * spec.in_hw[1])
     elif pass_name == "weight_grad":
         parts = _weight_grad_parts(layer, lanes)
-        out_shape = (g, spec.out_channels // g, spec.channels_per_group * spec.kernel ** 2)
     else:
         raise ValueError(f"unknown pass {pass_name!r}; expected one of {', '.join(PASSES)}")
     side = choose_operand(layer, pass_name, operand)
+    return lowered_pass(spec, layer.batch, pass_name, side, parts)
+
+
+def lowered_pass(spec, batch: int, pass_name: str, side: str, parts: list[LoweredPart]) -> LoweredPass:
+    """The `LoweredPass` of `pass_name` on `batch` samples of the layer `spec` with the
+    operand `side` ('kernel' or 'input') scheduled: its output shape, scheduled tensor
+    and MACs (and `parts`, which may be empty where only those are needed)."""
+    g, n = spec.groups, batch
+    out_shape = {"forward": (g, spec.out_channels // g, n * spec.out_hw[0] * spec.out_hw[1]),
+                 "input_grad": (g, spec.channels_per_group, n * spec.in_hw[0] * spec.in_hw[1]),
+                 "weight_grad": (g, spec.out_channels // g,
+                                 spec.channels_per_group * spec.kernel ** 2)}[pass_name]
     tensor = PASS_TENSORS[pass_name][0 if side == "kernel" else 1]
     return LoweredPass(spec.name, pass_name, parts, out_shape, side, tensor, spec.macs(n))
 

@@ -15,16 +15,19 @@ dense training's traffic on the same memory system.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .array import ZERO, PassTiming, time_streams
 from .config import Architecture, Lowering, Memory
-from .lowering import PASS_TENSORS, LoweredPass, choose_operand, lower, reference, tensor_sparsity
+from .lowering import PASS_TENSORS, LoweredPass, choose_operand, lower, reference
 from .memory import Dram, PassWork, is_memory_bound, time_passes
 from .results import finish_row, result_row
+from .streaming import CHUNK_BYTES, LayerStream, chunk_bounds, layer_footprints, scheduled_side, sparsity_of
 from .trace import TraceLayer
 from .traffic import LayerFootprints, memory_model, pass_traffic
 from .verify import CheckResult, recompute
@@ -72,43 +75,86 @@ class PassPlan:
         return lower(layer, pass_name, lanes, **opts)
 
 
-def simulate_layers(layers: Iterable[TraceLayer], arch: Architecture, plan: PassPlan,
-                    network: str, sparsity: float, memory: Memory,
-                    batchnorm_elements: dict | None = None) -> list[dict]:
-    """One result row per (layer, pass), with DRAM traffic and memory stalls.
-
-    `batchnorm_elements`: layer name -> elements of the batch-norm input that follows it
-    (its output), which the backward pass needs stored dense (SWAT A.9); it enters the
-    activation-memory tally of the layer's forward row."""
-    mm = memory_model(memory, arch.frontend)
+def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: str, sparsity: float,
+               mm, batchnorm_elements: int = 0, chunk_bytes: int = CHUNK_BYTES,
+               chunk_samples: int | None = None) -> list[dict]:
+    """The result rows of one layer (`layer`: a `TraceLayer` or anything with its `spec`,
+    `batch`, `weight`, `saved_is_input` and `samples`), simulated batch chunk by batch
+    chunk (`streaming.py`), without their memory timing (`time_iteration` adds it).
+    `batchnorm_elements`: elements of the batch-norm input that follows the layer (its
+    output), which the backward pass needs stored dense (SWAT A.9); it enters the
+    activation-memory tally of the forward row."""
+    spec = layer.spec
+    passes = [p for p in plan.passes if plan.applies(p, index)]
+    stream = LayerStream(layer, index, chunk_bounds(spec, layer.batch, arch, plan, index, chunk_bytes,
+                                                     chunk_samples))
+    counted = layer_footprints(layer, stream.chunks, mm.run_bits)
+    fp = LayerFootprints(layer, mm.run_bits, _cache=dict(counted))
+    dense_fp = LayerFootprints(layer, mm.run_bits, dense=True)
+    sides = {p: scheduled_side(layer, counted, p, plan.lowering.scheduled_operand[p]) for p in passes}
+    scheduled = {PASS_TENSORS[p][0 if sides[p] == "kernel" else 1] for p in passes}
     rows = []
-    for index, layer in enumerate(layers):
-        fp, dense_fp = LayerFootprints(layer, mm.run_bits), LayerFootprints(layer, mm.run_bits, dense=True)
-        scheduled = {plan.scheduled_tensor(layer, p) for p in plan.passes if plan.applies(p, index)}
-        for pas in plan.passes:
-            if not plan.applies(pas, index):
-                continue
-            lowered = plan.lower(layer, pas, arch.lanes, index)
-            timing, effectual = evaluate(lowered, arch)
-            if pas == "input_grad" and plan.lowering.input_grad_lowering != "phase":
-                base, _ = evaluate(plan.lower(layer, pas, arch.lanes, index, input_grad_lowering="phase"),
-                                   arch, schedule=False)
-                timing = PassTiming(timing.cycles, base.dense_cycles, timing.ideal_cycles,
-                                    timing.filter_groups, timing.window_groups)
-            traffic = pass_traffic(layer, pas, scheduled, mm, fp)
-            dense_traffic = pass_traffic(layer, pas, (), mm.dense(), dense_fp)
-            bn = (batchnorm_elements or {}).get(layer.spec.name, 0) * mm.element_bits // 8
-            row = result_row(network, sparsity, layer.spec.kind, lowered, timing, effectual, arch, {
-                "weight_sparsity": tensor_sparsity(layer, "weight"),
-                "scheduled_sparsity": tensor_sparsity(layer, lowered.scheduled_tensor),
-                "broadcast_sparsity": tensor_sparsity(layer, lowered.broadcast_tensor)},
-                traffic, dense_traffic, bn if pas == "forward" else 0)
-            row["_order"] = (0, index, 0) if pas == "forward" else (1, -index, pas == "weight_grad")
-            row["_work"] = PassWork(timing.cycles, traffic.read_bytes, traffic.write_bytes, traffic.tiles)
-            row["_dense_work"] = PassWork(timing.dense_cycles, dense_traffic.read_bytes,
-                                          dense_traffic.write_bytes, dense_traffic.tiles)
-            rows.append(row)
+    for pas in passes:
+        timing, effectual = stream.evaluate(plan, pas, sides[pas], arch)
+        if pas == "input_grad" and plan.lowering.input_grad_lowering != "phase":
+            dense = stream.dense_cycles(plan, pas, sides[pas], arch, input_grad_lowering="phase")
+            timing = PassTiming(timing.cycles, dense, timing.ideal_cycles, timing.filter_groups,
+                                timing.window_groups)
+        lowered = stream.lowered(pas, sides[pas])
+        traffic = pass_traffic(layer, pas, scheduled, mm, fp)
+        dense_traffic = pass_traffic(layer, pas, (), mm.dense(), dense_fp)
+        bn = batchnorm_elements * mm.element_bits // 8
+        row = result_row(network, sparsity, spec.kind, lowered, timing, effectual, arch, {
+            "weight_sparsity": sparsity_of(counted, "weight"),
+            "scheduled_sparsity": sparsity_of(counted, lowered.scheduled_tensor),
+            "broadcast_sparsity": sparsity_of(counted, lowered.broadcast_tensor)},
+            traffic, dense_traffic, bn if pas == "forward" else 0)
+        row["_order"] = (0, index, 0) if pas == "forward" else (1, -index, pas == "weight_grad")
+        row["_work"] = PassWork(timing.cycles, traffic.read_bytes, traffic.write_bytes, traffic.tiles)
+        row["_dense_work"] = PassWork(timing.dense_cycles, dense_traffic.read_bytes,
+                                      dense_traffic.write_bytes, dense_traffic.tiles)
+        rows.append(row)
+    return rows
+
+
+def simulate_layers(layers: Iterable, arch: Architecture, plan: PassPlan, network: str,
+                    sparsity: float, memory: Memory, batchnorm_elements: dict | None = None,
+                    workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
+                    chunk_samples: int | None = None) -> list[dict]:
+    """One result row per (layer, pass), with DRAM traffic and memory stalls. Layers are
+    simulated by `workers` threads at once (`layer_rows`; the kernels release the GIL),
+    in chunks of `chunk_samples` samples or of `chunk_bytes` of streams.
+
+    `batchnorm_elements`: layer name -> elements of the batch-norm input that follows it."""
+    mm = memory_model(memory, arch.frontend)
+    bns = batchnorm_elements or {}
+
+    def rows_of(item):
+        index, layer = item
+        return layer_rows(layer, index, arch, plan, network, sparsity, mm, bns.get(layer.spec.name, 0),
+                          chunk_bytes, chunk_samples)
+
+    rows = [row for layer in ordered_map(rows_of, enumerate(layers), workers) for row in layer]
     return time_iteration(rows, memory, arch)
+
+
+def ordered_map(fn, items: Iterable, workers: int = 1) -> Iterator:
+    """`map(fn, items)` on `workers` threads, results in order, at most `workers` + 1 items
+    in flight (so at most that many layers are in memory at once)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="accelsim")
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def time_iteration(rows: list[dict], memory: Memory, arch: Architecture) -> list[dict]:

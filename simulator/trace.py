@@ -171,6 +171,19 @@ class TraceLayer:
     def batch(self) -> int:
         return int(self.input.shape[0])
 
+    @property
+    def saved_is_input(self) -> bool:
+        """Whether the backward pass reads the input itself (no separate saved copy)."""
+        return self.input_saved is None or self.input_saved is self.input
+
+    def samples(self, start: int, stop: int) -> "TraceLayer":
+        """The layer restricted to samples [start, stop) of the batch (views, no copies),
+        what the streamed simulation (`streaming.py`) takes one chunk at a time."""
+        x, saved, dy = self.input[start:stop], self.input_saved, self.grad_output
+        if saved is not None:
+            saved = x if saved is self.input else saved[start:stop]
+        return TraceLayer(self.spec, self.weight, x, saved, None if dy is None else dy[start:stop])
+
 
 @dataclass
 class Trace:

@@ -1,0 +1,118 @@
+"""The streamed simulation (batch chunk by batch chunk) equals the whole-batch one.
+
+For small layers, every pass, both scheduled operands, both input-gradient lowerings,
+lockstep and decoupled tiles, at several chunk sizes: the timing and effectual MACs of
+`LayerStream.evaluate` equal `simulate.evaluate` on the whole pass, the footprints equal
+`LayerFootprints` of the whole tensors, and whole result rows do not depend on the chunk.
+"""
+
+import numpy as np
+import pytest
+
+from simulator.config import Architecture, Lowering, Memory
+from simulator.frontend import Frontend
+from simulator.simulate import PassPlan, evaluate, layer_rows, simulate_layers
+from simulator.streaming import LayerStream, chunk_bounds, layer_footprints
+from simulator.trace import TraceLayer
+from simulator.traffic import LayerFootprints, memory_model
+from tests.util import layer_spec
+
+PASSES = ("forward", "input_grad", "weight_grad")
+
+
+def sparse_layer(spec, batch, seed, density=0.4, saved="topk"):
+    """A layer with sparse weights, ReLU-like inputs, a sparser saved copy and a gradient
+    with zero runs (so every count, run and carry is exercised)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+    w[rng.random(w.shape) > density] = 0
+    x = np.maximum(rng.standard_normal(spec.input_shape(batch)), 0).astype(np.float32)
+    x[1:2] = 0  # a whole sample of zeros: a zero run across chunk cuts
+    if saved == "topk":
+        s = np.where(x > np.quantile(x, 0.7), x, 0).astype(np.float32)
+    else:
+        s = x if saved == "input" else None
+    dy = rng.standard_normal(spec.output_shape(batch)).astype(np.float32)
+    dy[rng.random(dy.shape) < 0.5] = 0
+    return TraceLayer(spec, w, x, s, dy)
+
+
+LAYERS = [  # (spec, batch): Ho*Wo = 16, 9, 4, 1 and a phase-split strided input gradient
+    (layer_spec(5, 6, k=3, padding=1, hw=4), 5),
+    (layer_spec(4, 8, k=3, stride=2, padding=1, hw=6), 4),
+    (layer_spec(8, 8, k=3, padding=1, groups=2, hw=2), 7),
+    (layer_spec(6, 5, k=1, stride=2, hw=4), 6),
+    (layer_spec(12, 7, kind="fc"), 9),
+]
+ARCHS = [
+    Architecture(tiles=2, rows=2, lanes=4, columns=1, frontend=Frontend("T", 2, 1)),
+    Architecture(tiles=3, rows=3, lanes=4, columns=2, frontend=Frontend("L", 1, 0), lockstep=False),
+]
+
+
+@pytest.mark.parametrize("li", range(len(LAYERS)))
+@pytest.mark.parametrize("ai", range(len(ARCHS)))
+@pytest.mark.parametrize("operand", ["weights", "activations"])
+def test_streamed_pass_equals_whole_pass(li, ai, operand):
+    spec, batch = LAYERS[li]
+    arch = ARCHS[ai]
+    layer = sparse_layer(spec, batch, seed=li * 10 + ai)
+    for lowering in ("phase", "zero-insert"):
+        plan = PassPlan(PASSES, Lowering(scheduled_operand=dict.fromkeys(PASSES, operand),
+                                         input_grad_lowering=lowering))
+        side = "kernel" if operand == "weights" else "input"
+        for pas in PASSES:
+            whole = evaluate(plan.lower(layer, pas, arch.lanes, 1), arch)
+            for samples in (1, 2, 3, batch):
+                stream = LayerStream(layer, 1, chunk_bounds(spec, batch, arch, plan, 1,
+                                                            chunk_samples=samples))
+                assert stream.evaluate(plan, pas, side, arch) == whole, (pas, lowering, samples)
+            if pas == "input_grad":
+                dense = evaluate(plan.lower(layer, pas, arch.lanes, 1, input_grad_lowering="phase"),
+                                 arch, schedule=False)[0].dense_cycles
+                assert stream.dense_cycles(plan, pas, side, arch, input_grad_lowering="phase") == dense
+
+
+def test_chunks_cut_the_weight_gradient_between_steps():
+    arch = ARCHS[0]  # 4 lanes
+    plan = PassPlan(PASSES, Lowering())
+    spec = layer_spec(4, 4, k=3, padding=1, hw=3)  # 9 positions per sample: 4 samples per cut
+    bounds = chunk_bounds(spec, 10, arch, plan, 1, chunk_samples=1)
+    assert bounds == [(0, 4), (4, 8), (8, 10)]
+    assert chunk_bounds(spec, 10, arch, PassPlan(("forward",), Lowering()), 1, chunk_samples=3) == \
+        [(0, 3), (3, 6), (6, 9), (9, 10)]
+    # from a byte budget: at least one sample, never more than the batch
+    assert chunk_bounds(spec, 10, arch, plan, 1, chunk_bytes=1) == bounds
+    assert chunk_bounds(spec, 10, arch, plan, 1, chunk_bytes=1 << 30) == [(0, 10)]
+
+
+@pytest.mark.parametrize("saved", ["topk", "input", "none"])
+def test_footprints_counted_in_chunks_equal_the_whole_tensors(saved):
+    spec, batch = LAYERS[0]
+    layer = sparse_layer(spec, batch, seed=3, saved=saved)
+    whole = LayerFootprints(layer, 2)
+    for samples in (1, 2, batch):
+        bounds = [(s, min(s + samples, batch)) for s in range(0, batch, samples)]
+        counted = layer_footprints(layer, bounds, 2)
+        for t in ("weight", "input", "input_saved", "grad_output"):
+            assert counted[t] == whole[t], (t, samples)
+        assert counted["saved_copy"] == whole.saved_copy == (saved == "topk")
+
+
+def test_rows_do_not_depend_on_the_chunk_size_or_the_threads():
+    arch = ARCHS[0]
+    memory = Memory(bandwidth_gbps=4.0, weight_buffer_kib=1, activation_buffer_kib=1, output_buffer_kib=1)
+    plan = PassPlan(PASSES, Lowering(scheduled_operand=dict.fromkeys(PASSES, "auto")))
+    layers = [sparse_layer(spec, 6, seed=i) for i, (spec, _) in enumerate(LAYERS[:2])]
+    mm = memory_model(memory, arch.frontend)
+
+    def clean(rows):
+        return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
+    first = clean(layer_rows(layers[0], 0, arch, plan, "n", 0.5, mm, 10, chunk_samples=6))
+    assert clean(layer_rows(layers[0], 0, arch, plan, "n", 0.5, mm, 10, chunk_samples=1)) == first
+    assert [r["pass"] for r in first] == ["forward", "weight_grad"]  # the first layer's dX is skipped
+    reference = simulate_layers(layers, arch, plan, "n", 0.5, memory, chunk_samples=6)
+    for samples, workers in ((1, 1), (2, 2), (5, 2)):
+        got = simulate_layers(layers, arch, plan, "n", 0.5, memory, workers=workers, chunk_samples=samples)
+        assert clean(got) == clean(reference)
