@@ -49,11 +49,12 @@ def _trace_batchnorms(trace) -> dict:
     return _batchnorm_elements(net, trace.layers[0].batch)
 
 
-def _workloads(config: Config, max_memory_gib: float | None = None, check: bool = False
-               ) -> Iterator[tuple[str, float, int, Iterator[TraceLayer], dict]]:
+def _workloads(config: Config, max_memory_gib: float | None = None, check: bool = False,
+               workers: int = 1) -> Iterator[tuple[str, float, int, Iterator[TraceLayer], dict]]:
     """Yield (network, sparsity, layer count, layers, batch-norm elements after each layer)
     per workload point of `config`, after checking that its estimated peak memory fits
-    (the machine's limit, or `max_memory_gib` GiB)."""
+    (the machine's limit, or `max_memory_gib` GiB). Synthetic layers come as values for
+    `check`, as lazily drawn zero patterns (`SyntheticLayer`) for `run`."""
     wl = config.workload
     if wl.trace is not None:
         try:
@@ -76,7 +77,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
                _trace_batchnorms(trace))
         return
     from workloads.networks import build_network
-    from workloads.synthetic import synthetic_layers
+    from workloads.synthetic import synthetic_layers, synthetic_patterns
 
     try:
         net = build_network(wl.network, image_size=wl.image_size, num_classes=wl.num_classes)
@@ -97,7 +98,8 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
     bns = _batchnorm_elements(net, wl.batch)
     for s in wl.sparsity:
         yield (net.name, s, len(net.layers),
-               synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers), bns)
+               (synthetic_layers if check else synthetic_patterns)(net, s, wl.batch, wl.seed,
+                                                                    wl.dense_layers), bns)
 
 
 def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: str,
@@ -123,15 +125,17 @@ def _progress(layers, total: int, desc: str, quiet: bool):
                 disable=True if quiet else None)
 
 
-def run(config: Config, quiet: bool = True, max_memory_gib: float | None = None) -> pd.DataFrame:
+def run(config: Config, quiet: bool = True, max_memory_gib: float | None = None,
+        workers: int = 1) -> pd.DataFrame:
     """Simulate every workload point and pass of `config`; returns the result rows.
+    `workers` threads simulate layers at once (the CLI's default: every core).
     A workload whose estimated peak memory exceeds the limit (the machine's available
     memory, or `max_memory_gib`) raises ConfigError before anything large is built."""
     rows = []
-    for network, sparsity, count, layers, bns in _workloads(config, max_memory_gib):
+    for network, sparsity, count, layers, bns in _workloads(config, max_memory_gib, workers=workers):
         it = _progress(layers, count, f"{network} {sparsity:.0%}", quiet)
         rows.extend(simulate_layers(it, config.architecture, _plan(config), network, sparsity,
-                                    config.memory, bns))
+                                    config.memory, bns, workers=workers))
     if not rows:
         raise ConfigError(f"{config.source}: passes: expected at least one layer pass to simulate, "
                           "but the workload has none (the first layer's input_grad is skipped "

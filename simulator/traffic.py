@@ -101,8 +101,8 @@ class LayerFootprints:
         """Whether the saved input is a tensor of its own (SWAT's Top-K copy), not the
         input itself (dense training, dense layers, traces without one)."""
         if "saved_copy" not in self._cache:
-            saved = self.layer.input_saved
-            self._cache["saved_copy"] = not self.dense and saved is not None and not (
+            saved = None if self.dense else self.layer.input_saved
+            self._cache["saved_copy"] = saved is not None and not (
                 saved is self.layer.input or np.array_equal(saved, self.layer.input))
         return self._cache["saved_copy"]
 
@@ -118,11 +118,11 @@ class LayerFootprints:
                   "input": spec.input_shape(batch), "input_saved": spec.input_shape(batch),
                   "grad_input": spec.input_shape(batch), "output": spec.output_shape(batch),
                   "grad_output": spec.output_shape(batch)}
-        values = getattr(self.layer, tensor, None) if tensor in ("weight", "input", "input_saved",
-                                                                 "grad_output") else None
-        if tensor == "input_saved" and values is None:
+        held = not self.dense and tensor in ("weight", "input", "input_saved", "grad_output")
+        values = getattr(self.layer, tensor, None) if held else None
+        if held and tensor == "input_saved" and values is None:
             values = self.layer.input  # no separate saved copy: the backward reads the input
-        if values is None or self.dense:
+        if values is None:
             return dense_footprint(shapes[tensor], role, self.run_bits)
         return footprint(values, role, self.run_bits)
 

@@ -233,3 +233,28 @@ def test_bracketed_selection_of_odd_sizes():
                 assert np.array_equal(thr, topk_threshold_reference(x, s)), (size, drift, s)
                 assert kept == apply_threshold_count(x, thr)[1]
     assert sel.bracketed > 0
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.8, 0.97, 1.0])
+@pytest.mark.parametrize("brackets", [(0.02, 0.25, None), (1e-7, None), (None,)])
+def test_patterns_drawn_in_chunks_equal_the_whole_draws(sparsity, brackets):
+    # SyntheticLayer draws chunks of samples and finds the Top-K of the saved input
+    # through a bracket (redrawn wider when it misses): its zero patterns must be those
+    # of the tensors synthetic_layers draws whole, layer by layer
+    from workloads.synthetic import SyntheticLayer, input_kinds, synthetic_layers
+    net = build_network("resnet18-cifar", image_size=8)
+    kinds = input_kinds(net)
+    whole = list(synthetic_layers(net, sparsity, batch=5, seed=2))
+    tried = []
+    for index, (spec, ref) in enumerate(zip(net.layers, whole)):
+        lay = SyntheticLayer(spec, index, kinds[spec.name], spec.name == net.first_conv, 5, 2, sparsity,
+                             draw_elements=200, brackets=brackets)
+        got = lay.samples(0, 5)
+        assert np.array_equal(lay.weight, ref.weight)
+        for t in ("input", "input_saved", "grad_output"):
+            assert np.array_equal(getattr(got, t), getattr(ref, t) != 0), (spec.name, t)
+        part = lay.samples(2, 4)
+        assert np.array_equal(part.input_saved, ref.input_saved[2:4] != 0)
+        tried.append(lay.brackets_tried)
+    if brackets[0] == 1e-7 and sparsity in (0.8, 0.97):
+        assert max(tried) == 2  # a bracket too narrow to hold the K-th was widened

@@ -62,35 +62,200 @@ def input_kinds(network: Network) -> dict[str, str]:
 
     visit(network.graph, "image")
     return kinds
-from .topk import topk_sparsify
+from .topk import keep_count, topk_sparsify, topk_threshold
+
+DRAW_ELEMENTS = 1 << 23  # float32 values a synthetic layer draws at once (32 MiB)
+BRACKETS = (0.02, 0.25, None)  # relative half-widths tried around the Top-K estimate; None: all
 
 
-def synthetic_layers(network: Network, sparsity: float, batch: int = 1, seed: int = 0,
-                     dense_layers: Iterable[str] | None = None):
-    """Yield the `TraceLayer`s of `network` one at a time (bounded memory)."""
+def _dense_set(network: Network, dense_layers: Iterable[str] | None) -> set:
     names = [s.name for s in network.layers]
     dense = {network.first_conv} if dense_layers is None else set(dense_layers)
     unknown = sorted(dense - set(names))
     if unknown:
         raise ValueError(f"unknown layer {unknown[0]!r} (layers of {network.name}: "
                          f"{', '.join(names[:4])}, ...)")
+    return dense
+
+
+def _weight(rng: np.random.Generator, spec) -> np.ndarray:
+    fan_in = spec.channels_per_group * spec.kernel * spec.kernel
+    weight = rng.standard_normal(spec.weight_shape, dtype=np.float32)
+    weight *= np.float32(np.sqrt(2.0 / fan_in))
+    return weight
+
+
+def _input(rng: np.random.Generator, shape, kind: str) -> np.ndarray:
+    x = rng.standard_normal(shape, dtype=np.float32)
+    if kind == "relu":
+        np.maximum(x, 0, out=x)
+    elif kind == "pooled":
+        np.abs(x, out=x)
+    return x
+
+
+def synthetic_layers(network: Network, sparsity: float, batch: int = 1, seed: int = 0,
+                     dense_layers: Iterable[str] | None = None):
+    """Yield the `TraceLayer`s of `network` one at a time (bounded memory)."""
+    dense = _dense_set(network, dense_layers)
     kinds = input_kinds(network)
     for index, spec in enumerate(network.layers):
         rng = np.random.default_rng([seed, index])
-        fan_in = spec.channels_per_group * spec.kernel * spec.kernel
-        weight = rng.standard_normal(spec.weight_shape, dtype=np.float32)
-        weight *= np.float32(np.sqrt(2.0 / fan_in))
-        x = rng.standard_normal(spec.input_shape(batch), dtype=np.float32)
-        if kinds[spec.name] == "relu":
-            np.maximum(x, 0, out=x)
-        elif kinds[spec.name] == "pooled":
-            np.abs(x, out=x)
+        weight = _weight(rng, spec)
+        x = _input(rng, spec.input_shape(batch), kinds[spec.name])
         grad_output = rng.standard_normal(spec.output_shape(batch), dtype=np.float32)
         saved = x
         if spec.name not in dense:
             weight = topk_sparsify(weight, sparsity)
             saved = topk_sparsify(x, sparsity)
         yield TraceLayer(spec, weight=weight, input=x, input_saved=saved, grad_output=grad_output)
+
+
+def synthetic_patterns(network: Network, sparsity: float, batch: int = 1, seed: int = 0,
+                       dense_layers: Iterable[str] | None = None):
+    """Yield a `SyntheticLayer` per layer of `network`: the layers of `synthetic_layers`,
+    drawn only when first used (by whichever thread simulates them) and kept as zero
+    patterns, what `accelsim run` needs."""
+    dense = _dense_set(network, dense_layers)
+    kinds = input_kinds(network)
+    for index, spec in enumerate(network.layers):
+        yield SyntheticLayer(spec, index, kinds[spec.name], spec.name in dense, batch, seed, sparsity)
+
+
+def _pack(mask: np.ndarray) -> np.ndarray:
+    """[n, ...] bool -> [n, bytes] bits, one row per sample."""
+    return np.packbits(mask.reshape(mask.shape[0], -1), axis=1)
+
+
+def _unpack(bits: np.ndarray, shape) -> np.ndarray:
+    return np.unpackbits(bits, axis=1, count=int(np.prod(shape[1:]))).reshape(shape)
+
+
+class SyntheticLayer:
+    """One layer of a synthetic workload as zero patterns: the draws of `synthetic_layers`
+    (same generator, same order, bit for bit: tests/test_synthetic.py), made in chunks of
+    samples, so no whole float tensor of the batch is ever held. Each activation tensor is
+    kept as bits, 1/32 of its float32 values; `samples(start, stop)` unpacks a chunk as
+    uint8 0/1 tensors for the streamed simulation (`simulator.streaming`). The weights
+    stay float32 (they are small). `check` needs values: it uses `synthetic_layers`.
+
+    The saved input is the input's Top-K over the whole tensor, found without holding it:
+    the first chunk's own threshold t estimates the tensor's; one pass keeps the bits of
+    the magnitudes above (1 + w) t and the magnitudes within [(1 - w) t, (1 + w) t], from
+    which the exact K-th largest is selected. If it is not in that bracket, the input is
+    drawn again from the same generator state with a wider one (w in BRACKETS, last the
+    whole range): the result is always the exact Top-K."""
+
+    def __init__(self, spec, index: int, kind: str, dense: bool, batch: int, seed: int,
+                 sparsity: float, draw_elements: int = DRAW_ELEMENTS, brackets=BRACKETS):
+        self.spec, self.index, self.kind, self.dense = spec, index, kind, dense
+        self.batch, self.seed, self.sparsity = batch, seed, sparsity
+        self.draw_elements, self.brackets = draw_elements, brackets
+        self._drawn = None  # (weight, input bits, saved bits, gradient bits), on first use
+        self.brackets_tried = 0
+
+    def _patterns(self):
+        if self._drawn is None:
+            rng = np.random.default_rng([self.seed, self.index])
+            weight = _weight(rng, self.spec)
+            x_bits, saved_bits = self._input_patterns(rng)
+            g_bits = self._draw_bits(rng, self.spec.output_shape(self.batch))
+            if not self.dense:
+                weight = topk_sparsify(weight, self.sparsity)
+            self._drawn = (weight, x_bits, saved_bits, g_bits)
+        return self._drawn
+
+    def _chunks(self, shape):
+        per = max(1, int(np.prod(shape[1:])))
+        step = max(1, self.draw_elements // per)
+        return [(s, min(s + step, self.batch)) for s in range(0, self.batch, step)]
+
+    def _empty_bits(self, shape) -> np.ndarray:
+        return np.empty((self.batch, -(-int(np.prod(shape[1:])) // 8)), dtype=np.uint8)
+
+    def _draw_bits(self, rng, shape) -> np.ndarray:
+        bits = self._empty_bits(shape)
+        for start, stop in self._chunks(shape):
+            bits[start:stop] = _pack(rng.standard_normal((stop - start, *shape[1:]), dtype=np.float32) != 0)
+        return bits
+
+    def _input_patterns(self, rng):
+        """(input bits, saved-input bits) drawn from `rng`, leaving it where the whole
+        input's draw would."""
+        shape = self.spec.input_shape(self.batch)
+        chunks = self._chunks(shape)
+        if len(chunks) == 1:  # the whole input at once
+            x = _input(rng, shape, self.kind)
+            x_bits = _pack(x != 0)
+            return x_bits, (x_bits if self.dense else _pack(topk_sparsify(x, self.sparsity) != 0))
+        if self.dense:
+            x_bits = self._empty_bits(shape)
+            for start, stop in chunks:
+                x_bits[start:stop] = _pack(_input(rng, (stop - start, *shape[1:]), self.kind) != 0)
+            return x_bits, x_bits
+        keep = keep_count(int(np.prod(shape)), self.sparsity)
+        state = rng.bit_generator.state
+        for width in self.brackets:
+            self.brackets_tried += 1
+            rng.bit_generator.state = state
+            found = self._bracketed(rng, shape, chunks, keep, width)
+            if found is not None:
+                return found
+        raise AssertionError("the whole-range bracket always holds the K-th largest")
+
+    def _bracketed(self, rng, shape, chunks, keep, width):
+        """One pass over the input's draws with the Top-K bracket of half-width `width`
+        (None: everything); (input bits, saved bits), or None if the K-th largest
+        magnitude lies outside the bracket."""
+        x_bits, above, inside = (self._empty_bits(shape) for _ in range(3))
+        values, nonzeros, above_count, lo, hi = [], 0, 0, None, None
+        for start, stop in chunks:
+            x = _input(rng, (stop - start, *shape[1:]), self.kind)
+            mag = np.abs(x)
+            x_bits[start:stop] = _pack(mag > 0)
+            nonzeros += int(np.count_nonzero(mag))
+            if lo is None:
+                t = float(np.asarray(topk_threshold(x, self.sparsity)).reshape(-1)[0])
+                lo, hi = (0.0, np.inf) if width is None else (t * (1 - width), t * (1 + width))
+            over = mag > hi
+            within = (mag >= lo) & (mag > 0) & ~over
+            above[start:stop], inside[start:stop] = _pack(over), _pack(within)
+            above_count += int(np.count_nonzero(over))
+            values.append(mag[within])
+        if keep >= nonzeros:  # every non-zero is kept: the saved pattern is the input's
+            return x_bits, x_bits
+        if keep == 0:
+            return x_bits, np.zeros_like(x_bits)
+        need = keep - above_count
+        pool = np.concatenate(values)
+        if need < 0 or need > pool.size:
+            return None
+        if need == 0:
+            return x_bits, above
+        threshold = pool[np.argpartition(pool, pool.size - need)[pool.size - need]]
+        saved = above
+        for (start, stop), v in zip(chunks, values):
+            mask = _unpack(inside[start:stop], (stop - start, *shape[1:])).astype(bool)
+            mask[mask] = v >= threshold
+            saved[start:stop] |= _pack(mask)
+        return x_bits, saved
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self._patterns()[0]
+
+    @property
+    def saved_is_input(self) -> bool:
+        _, x_bits, saved_bits, _ = self._patterns()
+        return saved_bits is x_bits
+
+    def samples(self, start: int, stop: int) -> TraceLayer:
+        """Samples [start, stop) as a `TraceLayer` of uint8 0/1 zero patterns."""
+        weight, x_bits, saved_bits, g_bits = self._patterns()
+        n = stop - start
+        x = _unpack(x_bits[start:stop], self.spec.input_shape(n))
+        saved = x if saved_bits is x_bits else _unpack(saved_bits[start:stop], self.spec.input_shape(n))
+        return TraceLayer(self.spec, weight, x, saved, _unpack(g_bits[start:stop], self.spec.output_shape(n)))
 
 
 def synthetic_trace(network: Network, sparsity: float, batch: int = 1, seed: int = 0,
