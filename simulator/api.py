@@ -19,7 +19,7 @@ from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
 from .simulate import PassPlan, check_layers, simulate_layers
-from .footprint import bytes_for, largest_pass
+from .footprint import bytes_for, largest_pass, streamed_run
 from .resources import MemoryLimitError, check_memory, format_bytes
 from .safe_yaml import cut
 from .trace import TENSORS, TraceError, TraceLayer, read_trace
@@ -72,7 +72,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
         _check_memory(config, [lay.spec for lay in trace.layers], trace.layers[0].batch, tensors,
                       f"{config.source}: workload.trace {wl.trace} (batch {trace.layers[0].batch})",
                       "the trace's batch or image size (trace-from-training --trace-batch, "
-                      "--trace-image-size) or architecture.lanes", max_memory_gib, check)
+                      "--trace-image-size) or architecture.lanes", max_memory_gib, check, workers)
         yield (trace.network, trace.sparsity, len(trace.layers), iter(trace.layers),
                _trace_batchnorms(trace))
         return
@@ -94,7 +94,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
                   f"{config.source}: {net.name} at image_size {wl.image_size or net.layers[0].in_hw[0]}, "
                   f"batch {wl.batch}, {config.architecture.lanes} lanes",
                   "workload.batch, workload.image_size or workload.num_classes (or architecture.lanes)",
-                  max_memory_gib, check)
+                  max_memory_gib, check, workers, synthetic=True)
     bns = _batchnorm_elements(net, wl.batch)
     for s in wl.sparsity:
         yield (net.name, s, len(net.layers),
@@ -103,13 +103,21 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
 
 
 def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: str,
-                  change: str, max_memory_gib: float | None, check: bool) -> None:
+                  change: str, max_memory_gib: float | None, check: bool, workers: int = 1,
+                  synthetic: bool = False) -> None:
     """Refuse (ConfigError) a workload whose estimated peak memory exceeds the limit
-    (`simulator.footprint`, `simulator.resources`; `max_memory_gib` sets it)."""
-    largest, layer, pass_name = largest_pass(specs, batch, config.architecture.lanes,
-                                             config.passes, config.lowering)
-    estimate = bytes_for(largest, tensor_bytes, check)
-    what += f" (largest pass: {layer} {pass_name}, {format_bytes(4 * largest)} of streams)"
+    (`simulator.footprint`, `simulator.resources`; `max_memory_gib` sets it): `check`
+    holds whole passes in float32 and float64, `run` streams chunks on `workers` threads."""
+    if check:
+        largest, layer, pass_name = largest_pass(specs, batch, config.architecture.lanes,
+                                                 config.passes, config.lowering)
+        estimate = bytes_for(largest, tensor_bytes, check)
+        streams = 4 * largest
+    else:
+        estimate, layer, pass_name, streams = streamed_run(specs, batch, config.architecture, _plan(config),
+                                                           workers, synthetic)
+        estimate += tensor_bytes
+    what += f" (largest pass: {layer} {pass_name}, {format_bytes(streams)} of streams)"
     try:
         check_memory(estimate, what, change, max_memory_gib)
     except MemoryLimitError as e:

@@ -28,7 +28,7 @@ from . import __version__
 from .config import ConfigError, load_config
 from .analytic_commands import cmd_flops, cmd_topk_overhead
 from .outputs import OutputError, probe_output_dir
-from .resources import MemoryLimitError
+from .resources import MemoryLimitError, available_cores
 from .trace import TraceError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
@@ -43,7 +43,8 @@ def _cmd_run(args) -> int:
     what = ("--out" if args.out else f"{config.source}: output.dir" if args.trace is None
             else f"--trace: the output directory {out}")
     _ensure_writable_dir(out, what)
-    results = run(config, quiet=args.quiet, max_memory_gib=args.max_memory)
+    results = run(config, quiet=args.quiet, max_memory_gib=args.max_memory,
+                  workers=args.workers or available_cores())
     path = write_results(results, out / "results.csv")
     arch = config.architecture
     title = (f"{config.name}: {arch.tiles} tiles x {arch.rows} filter lanes x {arch.lanes} weight "
@@ -382,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "output.dir, else reports/<config name>/)")
     p.add_argument("--plots", action="store_true", help="also write the plots of `accelsim "
                    "report` (PNG and SVG) next to results.csv")
+    p.add_argument("--workers", type=_positive(int), metavar="N", help="threads simulating layers "
+                   f"at once (default: the cores this process may use, here {available_cores()}); "
+                   "results do not depend on it")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="plot a results directory (PNG and SVG)",

@@ -29,9 +29,15 @@ from __future__ import annotations
 
 import math
 
+from .lowering import space_to_depth_applies
+
 BASE_BYTES = 300 << 20  # interpreter, numpy/numba/pandas, compiled kernels, results (measured: ~200 MiB)
-OPERAND_FACTOR = 4.0    # run: peak growth / largest pass's operand bytes (measured: 2.1-3.1)
+OPERAND_FACTOR = 4.0    # whole passes: peak growth / largest pass's float32 operand bytes (2.1-3.1)
 CHECK_FACTOR = 10.0     # check: also the float64 NumPy reference and the recomputed outputs (8.4)
+STREAM_FACTOR = 4.0     # run (streamed): growth per worker / its largest chunk's uint8 stream bytes
+DRAW_BYTES = 3 * 4 << 23  # a synthetic layer's draw: 2^23 float32 values, their magnitudes, masks
+PATTERN_BITS = 5        # per input element while a synthetic layer is drawn: the input's bits, the
+                        # Top-K bracket's two bit planes and its values (2 bits); the gradient: 1
 
 
 def _padded(channels: int, lanes: int) -> int:
@@ -69,8 +75,6 @@ def largest_pass_elements(specs, batch: int, lanes: int, passes, lowering) -> in
 
 def largest_pass(specs, batch: int, lanes: int, passes, lowering) -> tuple[int, str, str]:
     """(`largest_pass_elements`, its layer's name, its pass)."""
-    from .lowering import space_to_depth_applies
-
     largest = (0, "", "")
     for i, spec in enumerate(specs):
         for p in passes:
@@ -90,6 +94,34 @@ def estimate_run_bytes(specs, batch: int, lanes: int, passes, lowering, tensor_b
     at `batch`; `tensor_bytes`: the workload's tensors held for the whole run (a loaded trace)."""
     largest = largest_pass_elements(specs, batch, lanes, passes, lowering)
     return bytes_for(largest, tensor_bytes, check)
+
+
+def streamed_run(specs, batch: int, arch, plan, workers: int = 1, synthetic: bool = True
+                 ) -> tuple[int, str, str, int]:
+    """The peak estimate of `run`'s streamed simulation (`streaming.py`), less the tensors a
+    loaded trace holds for the whole run: (bytes, layer and pass of the largest chunk, its
+    uint8 stream bytes). Each of `workers` threads holds one layer: its largest chunk of
+    streams and, for a synthetic workload, the bits of its input and gradient and of the
+    Top-K bracket that finds its saved input (PATTERN_BITS) plus one draw (DRAW_BYTES)."""
+    from .streaming import chunk_size
+
+    largest, where, per_worker = 0, ("", ""), 0
+    for i, spec in enumerate(specs):
+        samples = chunk_size(spec, batch, arch, plan, i)
+        layer_largest = 0
+        for p in plan.passes:
+            if not plan.applies(p, i):
+                continue
+            s2d = (p == "forward" and plan.lowering.first_layer == "space-to-depth"
+                   and space_to_depth_applies(spec, i == 0))
+            n = pass_operand_elements(spec, p, samples, arch.lanes, plan.lowering.input_grad_lowering, s2d)
+            layer_largest = max(layer_largest, n)
+            if n > largest:
+                largest, where = n, (spec.name, p)
+        bits = batch * (PATTERN_BITS * math.prod(spec.input_shape(1)) + math.prod(spec.output_shape(1))) // 8
+        per_worker = max(per_worker, STREAM_FACTOR * layer_largest + (bits + DRAW_BYTES if synthetic else 0))
+    total = BASE_BYTES + max(1, min(workers, len(specs))) * per_worker
+    return int(total), where[0], where[1], largest
 
 
 def bytes_for(largest_elements: int, tensor_bytes: int = 0, check: bool = False) -> int:

@@ -104,6 +104,14 @@ def memory_limit_bytes(max_memory_gib: float | None = None) -> tuple[int, str]:
     return machine_limit_bytes()
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def format_bytes(n: float) -> str:
     return f"{n / GIB:,.1f} GiB" if n >= GIB / 10 else f"{n / (1 << 20):,.0f} MiB"
 

@@ -46,11 +46,11 @@ from .trace import TraceLayer
 CHUNK_BYTES = 48 << 20  # uint8 stream bytes of one chunk's largest pass (both operands)
 
 
-def chunk_bounds(spec, batch: int, arch: Architecture, plan, index: int,
-                 chunk_bytes: int = CHUNK_BYTES, chunk_samples: int | None = None) -> list[tuple[int, int]]:
-    """The chunks [start, stop) of samples the layer `spec` is simulated in: `chunk_samples`
-    samples if given, else as many as fit `chunk_bytes`; rounded up to the weight
-    gradient's alignment, lanes / gcd(Ho*Wo, lanes) samples."""
+def chunk_size(spec, batch: int, arch: Architecture, plan, index: int, chunk_bytes: int = CHUNK_BYTES,
+               chunk_samples: int | None = None) -> int:
+    """Samples per chunk of the layer `spec`: `chunk_samples` if given, else as many as fit
+    `chunk_bytes` (at least one); rounded up to the weight gradient's alignment,
+    lanes / gcd(Ho*Wo, lanes) samples; at most the batch."""
     lanes = arch.lanes
     if chunk_samples is None:
         per_sample = max(pass_operand_elements(
@@ -62,7 +62,13 @@ def chunk_bounds(spec, batch: int, arch: Architecture, plan, index: int,
         positions = spec.out_hw[0] * spec.out_hw[1] if spec.kind == "conv" else 1
         align = lanes // math.gcd(positions, lanes)
         chunk_samples = -(-chunk_samples // align) * align
-    step = max(1, min(chunk_samples, batch))
+    return max(1, min(chunk_samples, batch))
+
+
+def chunk_bounds(spec, batch: int, arch: Architecture, plan, index: int,
+                 chunk_bytes: int = CHUNK_BYTES, chunk_samples: int | None = None) -> list[tuple[int, int]]:
+    """The chunks [start, stop) of samples the layer `spec` is simulated in (`chunk_size`)."""
+    step = chunk_size(spec, batch, arch, plan, index, chunk_bytes, chunk_samples)
     return [(start, min(start + step, batch)) for start in range(0, batch, step)]
 
 

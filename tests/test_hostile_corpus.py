@@ -146,7 +146,7 @@ CASES = {
         "architecture.frontend.lookaside: expected an integer <= 64"),
     "lookahead-10**9": (lambda t: config(t, set_key("architecture.frontend", {"lookahead": 10 ** 9})),
                         "lookahead: expected an integer <= 16"),
-    "batch-10**6": (lambda t: config(t, set_key("workload.batch", 10 ** 6)), "needs about"),
+    "batch-10**9": (lambda t: config(t, set_key("workload.batch", 10 ** 9)), "needs about"),
     "num-classes-10**9": (lambda t: config(t, set_key("workload.num_classes", 10 ** 9)), "needs about"),
     "image-size-4096": (lambda t: config(t, lambda d: d["workload"].update(
         network="resnet50", image_size=4096)) + ["--max-memory", "4"], "needs about"),

@@ -104,14 +104,14 @@ def test_ulimit_lowers_the_limit():
 
 
 def test_run_and_check_refuse_before_the_work(tmp_path, monkeypatch):
-    config = write_config(tmp_path, batch=10 ** 6)
+    config = write_config(tmp_path, batch=10 ** 8)
     for command in ("run", "check"):
         t = time.monotonic()
         rc, stdout, stderr = run_main([command, str(config), "-q", "--out", str(tmp_path / "o")]
                                       if command == "run" else [command, str(config), "-q"])
         assert rc == 2 and len(stderr.splitlines()) == 1, stderr
         assert stderr.startswith(f"accelsim: error: {config}: resnet18-cifar at image_size 8, "
-                                 "batch 1000000, 16 lanes (largest pass: ")
+                                 "batch 100000000, 16 lanes (largest pass: ")
         assert "of streams): needs about " in stderr and "--max-memory" in stderr
         assert "lower workload.batch, workload.image_size or workload.num_classes" in stderr
         assert time.monotonic() - t < 30
