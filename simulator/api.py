@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
-from .simulate import PassPlan, check_layers, simulate_layers
+from .simulate import PassPlan, check_layers, simulate_points
 from .footprint import bytes_for, largest_pass, streamed_run
 from .resources import MemoryLimitError, check_memory, format_bytes
 from .safe_yaml import cut
@@ -139,11 +139,11 @@ def run(config: Config, quiet: bool = True, max_memory_gib: float | None = None,
     `workers` threads simulate layers at once (the CLI's default: every core).
     A workload whose estimated peak memory exceeds the limit (the machine's available
     memory, or `max_memory_gib`) raises ConfigError before anything large is built."""
-    rows = []
-    for network, sparsity, count, layers, bns in _workloads(config, max_memory_gib, workers=workers):
-        it = _progress(layers, count, f"{network} {sparsity:.0%}", quiet)
-        rows.extend(simulate_layers(it, config.architecture, _plan(config), network, sparsity,
-                                    config.memory, bns, workers=workers))
+    points = ((network, sparsity, _progress(layers, count, f"{network} {sparsity:.0%}", quiet), bns)
+              for network, sparsity, count, layers, bns in _workloads(config, max_memory_gib,
+                                                                        workers=workers))
+    rows = [row for point in simulate_points(points, config.architecture, _plan(config), config.memory,
+                                             workers) for row in point]
     if not rows:
         raise ConfigError(f"{config.source}: passes: expected at least one layer pass to simulate, "
                           "but the workload has none (the first layer's input_grad is skipped "

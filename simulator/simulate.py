@@ -16,7 +16,7 @@ dense training's traffic on the same memory system.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -121,38 +121,65 @@ def simulate_layers(layers: Iterable, arch: Architecture, plan: PassPlan, networ
                     sparsity: float, memory: Memory, batchnorm_elements: dict | None = None,
                     workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
                     chunk_samples: int | None = None) -> list[dict]:
-    """One result row per (layer, pass), with DRAM traffic and memory stalls. Layers are
-    simulated by `workers` threads at once (`layer_rows`; the kernels release the GIL),
-    in chunks of `chunk_samples` samples or of `chunk_bytes` of streams.
+    """One result row per (layer, pass) of one workload point, with DRAM traffic and
+    memory stalls (`simulate_points` with one point).
 
     `batchnorm_elements`: layer name -> elements of the batch-norm input that follows it."""
+    return simulate_points([(network, sparsity, layers, batchnorm_elements or {})], arch, plan, memory,
+                           workers, chunk_bytes, chunk_samples)[0]
+
+
+def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory: Memory,
+                    workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
+                    chunk_samples: int | None = None) -> list[list[dict]]:
+    """The rows of each workload point, (network, sparsity, layers, batch-norm elements
+    after each layer), in order. Layers are simulated (`layer_rows`, in chunks of
+    `chunk_samples` samples or of `chunk_bytes` of streams) by `workers` threads at once
+    (the kernels release the GIL); a point's memory timing (`time_iteration`) runs on
+    them too, while the next point's layers go on. At most `workers` + 1 layers are in
+    flight, so at most that many are in memory at once. Results do not depend on
+    `workers` or the chunks."""
     mm = memory_model(memory, arch.frontend)
-    bns = batchnorm_elements or {}
 
-    def rows_of(item):
-        index, layer = item
-        return layer_rows(layer, index, arch, plan, network, sparsity, mm, bns.get(layer.spec.name, 0),
+    def tasks():  # (point, layer task or None at the point's end)
+        for p, (network, sparsity, layers, bns) in enumerate(points):
+            for index, layer in enumerate(layers):
+                yield p, (layer, index, arch, plan, network, sparsity, mm, bns.get(layer.spec.name, 0),
                           chunk_bytes, chunk_samples)
+            yield p, None
 
-    rows = [row for layer in ordered_map(rows_of, enumerate(layers), workers) for row in layer]
-    return time_iteration(rows, memory, arch)
-
-
-def ordered_map(fn, items: Iterable, workers: int = 1) -> Iterator:
-    """`map(fn, items)` on `workers` threads, results in order, at most `workers` + 1 items
-    in flight (so at most that many layers are in memory at once)."""
     if workers <= 1:
-        yield from map(fn, items)
-        return
+        rows: list[list[dict]] = []
+        for p, task in tasks():
+            if p == len(rows):
+                rows.append([])
+            if task is None:
+                rows[p] = time_iteration(rows[p], memory, arch)
+            else:
+                rows[p].extend(layer_rows(*task))
+        return rows
     pool = ThreadPoolExecutor(workers, thread_name_prefix="accelsim")
     pending: deque = deque()
+    collected: list[list[dict]] = []
+    timed = []
+
+    def take() -> None:
+        p, future = pending.popleft()
+        if p == len(collected):
+            collected.append([])
+        if future is None:  # the point is complete: time it on the pool
+            timed.append(pool.submit(time_iteration, collected[p], memory, arch))
+        else:
+            collected[p].extend(future.result())
+
     try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > workers:
-                yield pending.popleft().result()
+        for p, task in tasks():
+            pending.append((p, None if task is None else pool.submit(layer_rows, *task)))
+            while len([f for _, f in pending if f is not None]) > workers:
+                take()
         while pending:
-            yield pending.popleft().result()
+            take()
+        return [f.result() for f in timed]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
