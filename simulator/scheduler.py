@@ -66,31 +66,31 @@ def _take(nonzero, remaining, r, t, l, lanes):
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_candidate(nonzero, r, t0, l, offsets, src, steps, lanes):
+def _first_candidate(nonzero, r, t0, l, offsets, src, lanes):
     """Flat slot of zero slot l's first candidate in priority order, or -1.
-    src[k, l] = (l + offsets[k, 1]) mod lanes (precomputed: no division in the loop)."""
+    src[k, l] = (l + offsets[k, 1]) mod lanes (precomputed: no division in the loop).
+    `nonzero` holds h all-zero steps past the stream's end, so no bounds test is needed."""
     for k in range(offsets.shape[0]):
         t = t0 + offsets[k, 0]
-        if t < steps:
-            s = src[k, l]
-            if nonzero[r, t, s]:
-                return t * lanes + s
+        s = src[k, l]
+        if nonzero[r, t, s]:
+            return t * lanes + s
     return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_in_order(nonzero, remaining, r, t0, offsets, src, steps, out):
+def _fill_in_order(nonzero, remaining, r, t0, offsets, src, out):
     lanes = nonzero.shape[2]
     for l in range(lanes):
         if nonzero[r, t0, l]:
             out[l] = _take(nonzero, remaining, r, t0, l, lanes)
         else:
-            slot = _first_candidate(nonzero, r, t0, l, offsets, src, steps, lanes)
+            slot = _first_candidate(nonzero, r, t0, l, offsets, src, lanes)
             out[l] = -1 if slot < 0 else _take(nonzero, remaining, r, slot // lanes, slot % lanes, lanes)
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, steps, most, out, zero_lane,
+def _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, most, out, zero_lane,
                    count, index):
     """dnnsim (most=True) and fewest-candidates (most=False). dst[k, s] = (s - offsets[k, 1])
     mod lanes: the zero lane that reaches lane s through offset k."""
@@ -106,9 +106,7 @@ def _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, steps, most, ou
             index[l] = zeros
             c = 0
             for k in range(offsets.shape[0]):
-                t = t0 + offsets[k, 0]
-                if t < steps and nonzero[r, t, src[k, l]]:
-                    c += 1
+                c += nonzero[r, t0 + offsets[k, 0], src[k, l]]
             count[zeros] = c
             zeros += 1
     while True:
@@ -121,7 +119,7 @@ def _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, steps, most, ou
         if best < 0:
             return
         l = zero_lane[best]
-        slot = _first_candidate(nonzero, r, t0, l, offsets, src, steps, lanes)
+        slot = _first_candidate(nonzero, r, t0, l, offsets, src, lanes)
         t, s = slot // lanes, slot % lanes
         out[l] = _take(nonzero, remaining, r, t, s, lanes)
         # the zero slots that could also reach (t, s) lose a candidate
@@ -133,7 +131,7 @@ def _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, steps, most, ou
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_matching(nonzero, remaining, r, t0, offsets, src, steps, lookahead, nearest, out,
+def _fill_matching(nonzero, remaining, r, t0, offsets, src, lookahead, nearest, out,
                    zero_lane, owner, prev, queue):
     """Maximum matching of zero slots to candidates by breadth-first augmenting paths.
     `nearest`: in phases, candidates of steps t0+1 only, then up to t0+2, ... (a matched
@@ -160,7 +158,7 @@ def _fill_matching(nonzero, remaining, r, t0, offsets, src, steps, lookahead, ne
             direct = -1
             for k in range(offsets.shape[0]):
                 t = t0 + offsets[k, 0]
-                if t < steps and offsets[k, 0] <= limit:
+                if offsets[k, 0] <= limit:
                     s = src[k, l]
                     if nonzero[r, t, s] and owner[(t - t0 - 1) * lanes + s] < 0:
                         direct = (t - t0 - 1) * lanes + s
@@ -183,7 +181,7 @@ def _fill_matching(nonzero, remaining, r, t0, offsets, src, steps, lookahead, ne
                 l = zero_lane[j]
                 for k in range(offsets.shape[0]):
                     t = t0 + offsets[k, 0]
-                    if t >= steps or offsets[k, 0] > limit:
+                    if offsets[k, 0] > limit:
                         continue
                     s = src[k, l]
                     if not nonzero[r, t, s]:
@@ -230,9 +228,18 @@ def _lane_tables(offsets, lanes):
 
 
 @numba.njit(cache=True, nogil=True)
+def _pad(offsets, lookahead):
+    """All-zero steps a tile's buffer holds past its end: the farthest step offset."""
+    pad = lookahead
+    for k in range(offsets.shape[0]):
+        pad = max(pad, offsets[k, 0])
+    return pad
+
+
+@numba.njit(cache=True, nogil=True)
 def _schedule_span(nonzero, steps, t0, final, offsets, src, dst, lookahead, rule, record, source, base):
-    """Run one tile's cycles in place over nonzero[:, :steps] (uint8 [R, S, L], consumed:
-    entries are cleared as they execute) from window base t0. `final`: the stream ends at
+    """Run one tile's cycles in place over nonzero[:, :steps] (uint8 [R, S + h, L], the last
+    h steps all zero; consumed: entries are cleared as they execute) from window base t0. `final`: the stream ends at
     `steps`; otherwise the next steps are still to come, so stop before a cycle whose
     lookahead would reach past `steps` (the window t0..t0+h must be all there). With
     `record`, writes source[R, cycle, L] and base[cycle]. Returns (cycles, next t0)."""
@@ -254,12 +261,12 @@ def _schedule_span(nonzero, steps, t0, final, offsets, src, dst, lookahead, rule
             base[cycles] = t0
         for r in range(rows):
             if rule == 0 or offsets.shape[0] == 0:
-                _fill_in_order(nonzero, remaining, r, t0, offsets, src, steps, out)
+                _fill_in_order(nonzero, remaining, r, t0, offsets, src, out)
             elif rule >= 3:
-                _fill_matching(nonzero, remaining, r, t0, offsets, src, steps, lookahead, rule == 4,
+                _fill_matching(nonzero, remaining, r, t0, offsets, src, lookahead, rule == 4,
                                out, zero_lane, owner, index, queue)
             else:
-                _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, steps, rule == 1, out,
+                _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, rule == 1, out,
                                zero_lane, count, index)
             if record:
                 source[r, cycles, :] = out
@@ -286,9 +293,9 @@ def _schedule_units(nonzero, offsets, lookahead, rule, keep, sources, bases):
     units, rows, steps, lanes = nonzero.shape
     src, dst = _lane_tables(offsets, lanes)
     cycles = np.zeros(units, dtype=np.int64)
-    scratch = np.empty((rows, steps, lanes), dtype=np.uint8)
+    scratch = np.zeros((rows, steps + _pad(offsets, lookahead), lanes), dtype=np.uint8)
     for u in range(units):
-        scratch[:] = nonzero[u]
+        scratch[:, :steps] = nonzero[u]
         k = u if keep else 0
         t0 = _leading_skip(scratch, steps, lookahead) if rule == 1 else 0
         cycles[u] = _schedule_span(scratch, steps, t0, True, offsets, src, dst, lookahead, rule, keep,
@@ -304,12 +311,14 @@ def _resume_units(chunk, carry, carry_len, started, offsets, lookahead, rule, fi
     units, rows, steps, lanes = chunk.shape
     src, dst = _lane_tables(offsets, lanes)
     cycles = np.zeros(units, dtype=np.int64)
-    scratch = np.empty((rows, carry.shape[2] + steps, lanes), dtype=np.uint8)
+    pad = _pad(offsets, lookahead)
+    scratch = np.zeros((rows, carry.shape[2] + steps + pad, lanes), dtype=np.uint8)
     for u in range(units):
         c = carry_len[u]
         total = c + steps
         scratch[:, :c] = carry[u, :, :c]
         scratch[:, c:total] = chunk[u]
+        scratch[:, total:total + pad] = 0
         if not final and total <= lookahead:  # a cycle needs its window t0..t0+h all there
             carry[u, :, :total] = scratch[:, :total]
             carry_len[u] = total
