@@ -77,7 +77,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
                _trace_batchnorms(trace))
         return
     from workloads.networks import build_network
-    from workloads.synthetic import synthetic_layers, synthetic_patterns
+    from workloads.synthetic import DrawCache, synthetic_layers, synthetic_patterns
 
     try:
         net = build_network(wl.network, image_size=wl.image_size, num_classes=wl.num_classes)
@@ -96,10 +96,11 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
                   "workload.batch, workload.image_size or workload.num_classes (or architecture.lanes)",
                   max_memory_gib, check, workers, synthetic=True)
     bns = _batchnorm_elements(net, wl.batch)
+    cache = DrawCache() if len(wl.sparsity) > 1 else None  # the sparsities draw the same tensors
     for s in wl.sparsity:
-        yield (net.name, s, len(net.layers),
-               (synthetic_layers if check else synthetic_patterns)(net, s, wl.batch, wl.seed,
-                                                                    wl.dense_layers), bns)
+        layers = (synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers) if check else
+                  synthetic_patterns(net, s, wl.batch, wl.seed, wl.dense_layers, cache))
+        yield net.name, s, len(net.layers), layers, bns
 
 
 def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: str,

@@ -66,15 +66,14 @@ def _take(nonzero, remaining, r, t, l, lanes):
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_candidate(nonzero, r, t0, l, offsets, src, lanes):
-    """Flat slot of zero slot l's first candidate in priority order, or -1.
-    src[k, l] = (l + offsets[k, 1]) mod lanes (precomputed: no division in the loop).
-    `nonzero` holds h all-zero steps past the stream's end, so no bounds test is needed."""
+def _first_candidate(nonzero, r, t0, l, offsets, src):
+    """The offset k of zero slot l's first candidate in priority order, or -1: the value at
+    (t0 + offsets[k, 0], src[k, l]), src[k, l] = (l + offsets[k, 1]) mod lanes (precomputed:
+    no division in the loop). `nonzero` holds h all-zero steps past the stream's end, so
+    no bounds test is needed."""
     for k in range(offsets.shape[0]):
-        t = t0 + offsets[k, 0]
-        s = src[k, l]
-        if nonzero[r, t, s]:
-            return t * lanes + s
+        if nonzero[r, t0 + offsets[k, 0], src[k, l]]:
+            return k
     return -1
 
 
@@ -85,8 +84,8 @@ def _fill_in_order(nonzero, remaining, r, t0, offsets, src, out):
         if nonzero[r, t0, l]:
             out[l] = _take(nonzero, remaining, r, t0, l, lanes)
         else:
-            slot = _first_candidate(nonzero, r, t0, l, offsets, src, lanes)
-            out[l] = -1 if slot < 0 else _take(nonzero, remaining, r, slot // lanes, slot % lanes, lanes)
+            k = _first_candidate(nonzero, r, t0, l, offsets, src)
+            out[l] = -1 if k < 0 else _take(nonzero, remaining, r, t0 + offsets[k, 0], src[k, l], lanes)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -109,24 +108,29 @@ def _fill_by_count(nonzero, remaining, r, t0, offsets, src, dst, most, out, zero
                 c += nonzero[r, t0 + offsets[k, 0], src[k, l]]
             count[zeros] = c
             zeros += 1
+    # count[i] = 0 once zero slot i is filled (or has no candidate left)
     while True:
         best = -1
         for i in range(zeros):
-            if count[i] == 0 or out[zero_lane[i]] >= 0:
+            c = count[i]
+            if c == 0:
                 continue
-            if best < 0 or (most and count[i] > count[best]) or (not most and count[i] < count[best]):
+            if best < 0 or (most and c > count[best]) or (not most and c < count[best]):
                 best = i
+                if c == 1 and not most:
+                    break  # no slot has fewer: the first with one is the pick
         if best < 0:
             return
         l = zero_lane[best]
-        slot = _first_candidate(nonzero, r, t0, l, offsets, src, lanes)
-        t, s = slot // lanes, slot % lanes
-        out[l] = _take(nonzero, remaining, r, t, s, lanes)
-        # the zero slots that could also reach (t, s) lose a candidate
-        for k in range(offsets.shape[0]):
-            if t0 + offsets[k, 0] == t:
-                other = index[dst[k, s]]
-                if other >= 0 and out[zero_lane[other]] < 0:
+        k = _first_candidate(nonzero, r, t0, l, offsets, src)
+        dt, s = offsets[k, 0], src[k, l]
+        out[l] = _take(nonzero, remaining, r, t0 + dt, s, lanes)
+        count[best] = 0
+        # the zero slots that could also reach (t0 + dt, s) lose a candidate
+        for j in range(offsets.shape[0]):
+            if offsets[j, 0] == dt:
+                other = index[dst[j, s]]
+                if other >= 0 and count[other] > 0:
                     count[other] -= 1
 
 

@@ -21,6 +21,7 @@ it from a trace exported by training.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 import numpy as np
@@ -65,6 +66,7 @@ def input_kinds(network: Network) -> dict[str, str]:
 from .topk import keep_count, topk_sparsify, topk_threshold
 
 DRAW_ELEMENTS = 1 << 23  # float32 values a synthetic layer draws at once (32 MiB)
+CACHE_BYTES = 256 << 20  # dense draws kept for a run's other sparsities (`DrawCache`)
 BRACKETS = (0.02, 0.25, None)  # relative half-widths tried around the Top-K estimate; None: all
 
 
@@ -112,14 +114,48 @@ def synthetic_layers(network: Network, sparsity: float, batch: int = 1, seed: in
 
 
 def synthetic_patterns(network: Network, sparsity: float, batch: int = 1, seed: int = 0,
-                       dense_layers: Iterable[str] | None = None):
+                       dense_layers: Iterable[str] | None = None, cache: "DrawCache | None" = None):
     """Yield a `SyntheticLayer` per layer of `network`: the layers of `synthetic_layers`,
     drawn only when first used (by whichever thread simulates them) and kept as zero
-    patterns, what `accelsim run` needs."""
+    patterns, what `accelsim run` needs. `cache`: shared by the sparsities of one run,
+    which draw the same dense tensors."""
     dense = _dense_set(network, dense_layers)
     kinds = input_kinds(network)
     for index, spec in enumerate(network.layers):
-        yield SyntheticLayer(spec, index, kinds[spec.name], spec.name in dense, batch, seed, sparsity)
+        yield SyntheticLayer(spec, index, kinds[spec.name], spec.name in dense, batch, seed, sparsity,
+                             cache=cache)
+
+
+class DrawCache:
+    """The dense draws of a synthetic network's layers (weight, input values, gradient
+    bits), kept for the other sparsities of the same run: every sparsity Top-Ks the same
+    dense tensors, so only the first draws them. Layers whose input is drawn in one piece
+    (at most DRAW_ELEMENTS values) are kept while the total stays within `budget` bytes;
+    the rest are drawn again. Safe to share between threads (a lock per layer)."""
+
+    def __init__(self, budget: int = CACHE_BYTES):
+        self.budget, self.used = budget, 0
+        self._entries: dict = {}
+        self._locks: dict = {}
+        self._lock = threading.Lock()
+
+    def draws(self, layer: "SyntheticLayer") -> tuple:
+        """(dense weight, input values, gradient bits) of `layer`, drawn at most once."""
+        key = (layer.seed, layer.index, layer.batch, layer.spec)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._entries:
+                return self._entries[key]
+            rng = np.random.default_rng([layer.seed, layer.index])
+            weight = _weight(rng, layer.spec)
+            x = _input(rng, layer.spec.input_shape(layer.batch), layer.kind)
+            found = (weight, x, layer._draw_bits(rng, layer.spec.output_shape(layer.batch)))
+            size = weight.nbytes + x.nbytes + found[2].nbytes
+            with self._lock:
+                if self.used + size <= self.budget:
+                    self._entries[key], self.used = found, self.used + size
+            return found
 
 
 def _pack(mask: np.ndarray) -> np.ndarray:
@@ -147,14 +183,22 @@ class SyntheticLayer:
     whole range): the result is always the exact Top-K."""
 
     def __init__(self, spec, index: int, kind: str, dense: bool, batch: int, seed: int,
-                 sparsity: float, draw_elements: int = DRAW_ELEMENTS, brackets=BRACKETS):
+                 sparsity: float, draw_elements: int = DRAW_ELEMENTS, brackets=BRACKETS,
+                 cache: DrawCache | None = None):
         self.spec, self.index, self.kind, self.dense = spec, index, kind, dense
         self.batch, self.seed, self.sparsity = batch, seed, sparsity
-        self.draw_elements, self.brackets = draw_elements, brackets
+        self.draw_elements, self.brackets, self.cache = draw_elements, brackets, cache
         self._drawn = None  # (weight, input bits, saved bits, gradient bits), on first use
         self.brackets_tried = 0
 
     def _patterns(self):
+        if self._drawn is None and self.cache is not None and \
+                len(self._chunks(self.spec.input_shape(self.batch))) == 1:
+            weight, x, g_bits = self.cache.draws(self)
+            x_bits = _pack(x != 0)
+            saved = x_bits if self.dense else _pack(topk_sparsify(x, self.sparsity) != 0)
+            self._drawn = (weight if self.dense else topk_sparsify(weight, self.sparsity), x_bits, saved,
+                           g_bits)
         if self._drawn is None:
             rng = np.random.default_rng([self.seed, self.index])
             weight = _weight(rng, self.spec)
