@@ -77,7 +77,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
                _trace_batchnorms(trace))
         return
     from workloads.networks import build_network
-    from workloads.synthetic import DrawCache, synthetic_layers, synthetic_patterns
+    from workloads.synthetic import CACHE_BYTES, DrawCache, synthetic_layers, synthetic_patterns
 
     try:
         net = build_network(wl.network, image_size=wl.image_size, num_classes=wl.num_classes)
@@ -90,7 +90,8 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
         if unknown:
             raise config.error("workload.dense_layers", f"layer names of {net.name} "
                                f"(e.g. {net.first_conv})", unknown[0])
-    _check_memory(config, net.layers, wl.batch, 0,
+    shared = 0 if check or len(wl.sparsity) == 1 else CACHE_BYTES  # DrawCache
+    _check_memory(config, net.layers, wl.batch, shared,
                   f"{config.source}: {net.name} at image_size {wl.image_size or net.layers[0].in_hw[0]}, "
                   f"batch {wl.batch}, {config.architecture.lanes} lanes",
                   "workload.batch, workload.image_size or workload.num_classes (or architecture.lanes)",
@@ -108,7 +109,8 @@ def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: st
                   synthetic: bool = False) -> None:
     """Refuse (ConfigError) a workload whose estimated peak memory exceeds the limit
     (`simulator.footprint`, `simulator.resources`; `max_memory_gib` sets it): `check`
-    holds whole passes in float32 and float64, `run` streams chunks on `workers` threads."""
+    holds whole passes in float32 and float64, `run` streams chunks on `workers` threads;
+    `tensor_bytes`: held for the whole run (a loaded trace, the draws sparsities share)."""
     if check:
         largest, layer, pass_name = largest_pass(specs, batch, config.architecture.lanes,
                                                  config.passes, config.lowering)

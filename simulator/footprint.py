@@ -1,28 +1,33 @@
 """Peak memory of a simulation, estimated from the layer shapes before anything is built.
 
-The largest arrays a run holds are the two operands of one lowered pass (`lowering.py`):
-float32 streams of [groups, rows, steps, lanes], with each tap's reduction channels
-zero-padded to a multiple of `lanes`, plus the scheduler's uint8 masks of them and the
-intermediate im2col views that build them. Layers are simulated one at a time, so the
-peak follows the largest pass of the largest layer:
+`run` simulates each layer batch chunk by batch chunk (`streaming.py`), on `workers`
+threads, each holding one layer at a time. Per worker it holds the two uint8 stream
+operands of one chunk of its layer's largest pass (with their masks, unit copies and
+counts) and, for a synthetic workload, the layer's zero patterns as bits while they are
+drawn (PATTERN_BITS per input element, one per gradient element) plus one draw of
+DRAW_BYTES; a loaded trace's tensors are held for the whole run:
 
-    peak bytes ~ BASE_BYTES + OPERAND_FACTOR * max over layers and passes of
-                 4 * (kernel operand + input operand elements) + the trace's tensors
+    run peak ~ BASE_BYTES + min(workers, layers) * max over layers of
+               (STREAM_FACTOR * chunk stream bytes + pattern bits / 8 + DRAW_BYTES)
+               + the trace's tensors, or the draws a run's sparsities share (at most
+                 `workloads.synthetic.CACHE_BYTES`)
 
-(`accelsim check` uses CHECK_FACTOR: it also holds the float64 NumPy reference.)
+where a layer's chunk holds `streaming.chunk_size` samples (CHUNK_BYTES of streams, at
+least one sample). `check` holds whole passes as float32 streams and the float64 NumPy
+reference:
 
-Operand elements per pass (N batch, G groups, k kernel, s stride, C channels per group,
-padded(c) = ceil(c / lanes) * lanes):
+    check peak ~ BASE_BYTES + CHECK_FACTOR * 4 * (largest pass's operand elements)
+
+Operand elements per pass (N samples, G groups, k kernel, s stride, C channels per
+group, padded(c) = ceil(c / lanes) * lanes):
 - forward:      G * (C_out/G + N*Ho*Wo) * k*k * padded(C_in/G)   (pad lowering; space-to-depth is smaller)
 - input_grad:   G * (C_in/G + N*H*W) * ceil(k/s)^2 * padded(C_out/G) (phase lowering;
                 zero-insert streams all k*k taps)
 - weight_grad:  G * (C_out/G + C_in/G*k*k) * padded(N*Ho*Wo)
 
-The constants come from the peak resident memory (ru_maxrss) of `simulator.run` on
-ResNet-50 (batch 1, 4 and 16; image size 448; 64 lanes), VGG-16 (batch 2) and
-MobileNet-v2 (batch 8), and of `simulator.check` on ResNet-50 at batch 4 (README,
-"Memory estimate"), with margin: the estimate errs high (up to 3.4x on MobileNet-v2,
-whose depthwise layers it counts at a full lane block per group).
+The constants come from peak resident memory (VmHWM) measured on the 2-core machine
+(README, "Memory"; `benchmarks/bench_memory_estimate.py`), with margin: the estimate errs
+high.
 """
 
 from __future__ import annotations
