@@ -120,7 +120,8 @@ def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: st
         estimate, layer, pass_name, streams = streamed_run(specs, batch, config.architecture, _plan(config),
                                                            workers, synthetic)
         estimate += tensor_bytes
-    what += f" (largest pass: {layer} {pass_name}, {format_bytes(streams)} of streams)"
+    what += (f" (largest {'pass' if check else 'chunk'}: {layer} {pass_name}, "
+             f"{format_bytes(streams)} of streams)")
     try:
         check_memory(estimate, what, change, max_memory_gib)
     except MemoryLimitError as e:

@@ -24,7 +24,7 @@ MAX_IMAGE_SIZE = 4096  # pixels; larger inputs would need tens of GB of syntheti
 PLANNED_BACKENDS = ("tclp", "tcle")
 # Largest values the parser accepts; far beyond any array built (Bit-Tactical: 16 x 16 x 16
 # with T<2,5>; a TPU-like 256 x 256), small enough that validation and the per-step
-# schedule stay cheap. Memory is checked separately, from the workload (`estimate_run_bytes`).
+# schedule stay cheap. Memory is checked separately, from the workload (`footprint.py`).
 MAX_ARRAY_SIDE = 1024  # tiles, rows, lanes, columns
 MAX_LOOKAHEAD = 16     # h: steps a value may be promoted from (the shipped sweep goes to 8)
 MAX_LOOKASIDE = 64     # d: lateral connections (also at most lanes * h - 1, see frontend.py)

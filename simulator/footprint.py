@@ -3,12 +3,14 @@
 `run` simulates each layer batch chunk by batch chunk (`streaming.py`), on `workers`
 threads, each holding one layer at a time. Per worker it holds the two uint8 stream
 operands of one chunk of its layer's largest pass (with their masks, unit copies and
-counts) and, for a synthetic workload, the layer's zero patterns as bits while they are
-drawn (PATTERN_BITS per input element, one per gradient element) plus one draw of
-DRAW_BYTES; a loaded trace's tensors are held for the whole run:
+counts), the weight's zero pattern and, for a synthetic workload, the weight's values
+and Top-K copy (WEIGHT_BYTES per weight: VGG-16's first fc layer has 103 M), the
+layer's zero patterns as bits while they are drawn (PATTERN_BITS per input element, one
+per gradient element) and one draw of DRAW_BYTES; a loaded trace's tensors are held for
+the whole run:
 
     run peak ~ BASE_BYTES + min(workers, layers) * max over layers of
-               (STREAM_FACTOR * chunk stream bytes + pattern bits / 8 + DRAW_BYTES)
+               (STREAM_FACTOR * chunk stream bytes + weight bytes + pattern bits / 8 + DRAW_BYTES)
                + the trace's tensors, or the draws a run's sparsities share (at most
                  `workloads.synthetic.CACHE_BYTES`)
 
@@ -43,6 +45,7 @@ STREAM_FACTOR = 4.0     # run (streamed): growth per worker / its largest chunk'
 DRAW_BYTES = 3 * 4 << 23  # a synthetic layer's draw: 2^23 float32 values, their magnitudes, masks
 PATTERN_BITS = 5        # per input element while a synthetic layer is drawn: the input's bits, the
                         # Top-K bracket's two bit planes and its values (2 bits); the gradient: 1
+WEIGHT_BYTES = 9        # per weight of a synthetic layer: float32 draw and Top-K copy, uint8 pattern
 
 
 def _padded(channels: int, lanes: int) -> int:
@@ -93,21 +96,14 @@ def largest_pass(specs, batch: int, lanes: int, passes, lowering) -> tuple[int, 
     return largest
 
 
-def estimate_run_bytes(specs, batch: int, lanes: int, passes, lowering, tensor_bytes: int = 0,
-                       check: bool = False) -> int:
-    """Estimated peak resident bytes of simulating (`check`: functionally checking) `specs`
-    at `batch`; `tensor_bytes`: the workload's tensors held for the whole run (a loaded trace)."""
-    largest = largest_pass_elements(specs, batch, lanes, passes, lowering)
-    return bytes_for(largest, tensor_bytes, check)
-
-
 def streamed_run(specs, batch: int, arch, plan, workers: int = 1, synthetic: bool = True
                  ) -> tuple[int, str, str, int]:
     """The peak estimate of `run`'s streamed simulation (`streaming.py`), less the tensors a
     loaded trace holds for the whole run: (bytes, layer and pass of the largest chunk, its
     uint8 stream bytes). Each of `workers` threads holds one layer: its largest chunk of
-    streams and, for a synthetic workload, the bits of its input and gradient and of the
-    Top-K bracket that finds its saved input (PATTERN_BITS) plus one draw (DRAW_BYTES)."""
+    streams, its weight's zero pattern and, for a synthetic workload, the weight's values
+    (WEIGHT_BYTES), the bits of its input and gradient and of the Top-K bracket that finds
+    its saved input (PATTERN_BITS) plus one draw (DRAW_BYTES)."""
     from .streaming import chunk_size
 
     largest, where, per_worker = 0, ("", ""), 0
@@ -123,8 +119,11 @@ def streamed_run(specs, batch: int, arch, plan, workers: int = 1, synthetic: boo
             layer_largest = max(layer_largest, n)
             if n > largest:
                 largest, where = n, (spec.name, p)
-        bits = batch * (PATTERN_BITS * math.prod(spec.input_shape(1)) + math.prod(spec.output_shape(1))) // 8
-        per_worker = max(per_worker, STREAM_FACTOR * layer_largest + (bits + DRAW_BYTES if synthetic else 0))
+        held = spec.weight_count  # the weight's zero pattern (a trace's values are held anyway)
+        if synthetic:
+            held = (batch * (PATTERN_BITS * math.prod(spec.input_shape(1)) + math.prod(spec.output_shape(1)))
+                    // 8 + DRAW_BYTES + WEIGHT_BYTES * spec.weight_count)
+        per_worker = max(per_worker, STREAM_FACTOR * layer_largest + held)
     total = BASE_BYTES + max(1, min(workers, len(specs))) * per_worker
     return int(total), where[0], where[1], largest
 

@@ -11,6 +11,10 @@ price of streaming the inserted zeros; one that schedules dY can skip them inste
 Memory (traffic.py, memory.py) adds stall cycles to both: `cycles` = compute + stalls
 with the configured formats, `dense_cycles` = the dense array's compute + the stalls of
 dense training's traffic on the same memory system.
+
+`run` simulates each layer batch chunk by batch chunk (`streaming.py`, `layer_rows`), on
+worker threads (`simulate_points`); `evaluate` is the whole-pass timing, the reference
+the streamed one is tested against.
 """
 
 from __future__ import annotations

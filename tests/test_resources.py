@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from simulator.config import ConfigError, Lowering, parse_config
-from simulator.footprint import estimate_run_bytes, largest_pass_elements, pass_operand_elements
+from simulator.footprint import largest_pass_elements, pass_operand_elements, streamed_run
+from simulator.simulate import PassPlan
 from simulator.frontend import _place, max_lookaside
 from simulator.resources import GIB, MemoryLimitError, check_memory, memory_limit_bytes
 from simulator.cli import main
@@ -65,7 +66,7 @@ def test_estimate_is_above_the_measured_peak(tmp_path):
         "from simulator.config import parse_config\n"
         "cfg = parse_config({'architecture': {'tiles': 4, 'rows': 8, 'lanes': 16}, 'workload': "
         "{'network': 'resnet18-cifar', 'image_size': 32, 'batch': 8, 'sparsity': [0.8]}}, 'x')\n"
-        "simulator.run(cfg)\n"
+        "simulator.run(cfg, workers=2)\n"
         "print([int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          timeout=300, check=True)
@@ -73,7 +74,7 @@ def test_estimate_is_above_the_measured_peak(tmp_path):
     cfg = parse_config({"architecture": {"lanes": 16}, "workload": {
         "network": "resnet18-cifar", "image_size": 32, "batch": 8, "sparsity": [0.8]}}, "x")
     specs = build_network("resnet18-cifar", image_size=32).layers
-    estimate = estimate_run_bytes(specs, 8, 16, cfg.passes, cfg.lowering)
+    estimate = streamed_run(specs, 8, cfg.architecture, PassPlan(cfg.passes, cfg.lowering), workers=2)[0]
     assert peak < estimate, (peak, estimate)
 
 
@@ -111,7 +112,8 @@ def test_run_and_check_refuse_before_the_work(tmp_path, monkeypatch):
                                       if command == "run" else [command, str(config), "-q"])
         assert rc == 2 and len(stderr.splitlines()) == 1, stderr
         assert stderr.startswith(f"accelsim: error: {config}: resnet18-cifar at image_size 8, "
-                                 "batch 100000000, 16 lanes (largest pass: ")
+                                 "batch 100000000, 16 lanes (largest "
+                                 f"{'chunk' if command == 'run' else 'pass'}: ")
         assert "of streams): needs about " in stderr and "--max-memory" in stderr
         assert "lower workload.batch, workload.image_size or workload.num_classes" in stderr
         assert time.monotonic() - t < 30
