@@ -19,6 +19,7 @@ the streamed one is tested against.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,17 +82,18 @@ class PassPlan:
 
 def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: str, sparsity: float,
                mm, batchnorm_elements: int = 0, chunk_bytes: int = CHUNK_BYTES,
-               chunk_samples: int | None = None) -> list[dict]:
+               chunk_samples: int | None = None, cancel: threading.Event | None = None) -> list[dict]:
     """The result rows of one layer (`layer`: a `TraceLayer` or anything with its `spec`,
     `batch`, `weight`, `saved_is_input` and `samples`), simulated batch chunk by batch
     chunk (`streaming.py`), without their memory timing (`time_iteration` adds it).
     `batchnorm_elements`: elements of the batch-norm input that follows the layer (its
     output), which the backward pass needs stored dense (SWAT A.9); it enters the
-    activation-memory tally of the forward row."""
+    activation-memory tally of the forward row. `cancel`: set, it stops the layer within a
+    chunk (`streaming.Cancelled`)."""
     spec = layer.spec
     passes = [p for p in plan.passes if plan.applies(p, index)]
     stream = LayerStream(layer, index, chunk_bounds(spec, layer.batch, arch, plan, index, chunk_bytes,
-                                                     chunk_samples))
+                                                     chunk_samples), cancel)
     counted = layer_footprints(layer, stream.chunks, mm.run_bits)
     fp = LayerFootprints(layer, mm.run_bits, _cache=dict(counted))
     dense_fp = LayerFootprints(layer, mm.run_bits, dense=True)
@@ -144,12 +146,13 @@ def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory
     flight, so at most that many are in memory at once. Results do not depend on
     `workers` or the chunks."""
     mm = memory_model(memory, arch.frontend)
+    cancel = threading.Event()
 
     def tasks():  # (point, layer task or None at the point's end)
         for p, (network, sparsity, layers, bns) in enumerate(points):
             for index, layer in enumerate(layers):
                 yield p, (layer, index, arch, plan, network, sparsity, mm, bns.get(layer.spec.name, 0),
-                          chunk_bytes, chunk_samples)
+                          chunk_bytes, chunk_samples, cancel)
             yield p, None
 
     if workers <= 1:
@@ -184,6 +187,9 @@ def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory
         while pending:
             take()
         return [f.result() for f in timed]
+    except BaseException:  # Ctrl-C or an error: the workers stop within a chunk
+        cancel.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

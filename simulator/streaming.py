@@ -247,20 +247,28 @@ class _ReductionScheduled:
                              a), self.effectual
 
 
+class Cancelled(Exception):
+    """The run was stopped (Ctrl-C) while this layer was being simulated."""
+
+
 @dataclass
 class LayerStream:
     """One layer to simulate chunk by chunk: `source` has `spec`, `batch`, `weight`,
     `saved_is_input` and `samples(start, stop)` (a `TraceLayer` or a synthetic layer);
-    `index` is its place in the network."""
+    `index` is its place in the network. Once `cancel` (a threading.Event) is set, the
+    next chunk raises `Cancelled`, so a worker thread stops within a chunk."""
 
     source: object
     index: int
     chunks: list[tuple[int, int]]
+    cancel: object = None
 
     def __post_init__(self):
         self._weight = zero_pattern(self.source.weight)
 
     def chunk(self, start: int, stop: int) -> TraceLayer:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(self.source.spec.name)
         return pattern_layer(self.source.samples(start, stop), self._weight)
 
     def evaluate(self, plan, pass_name: str, side: str, arch: Architecture,

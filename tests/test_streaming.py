@@ -116,3 +116,29 @@ def test_rows_do_not_depend_on_the_chunk_size_or_the_threads():
     for samples, workers in ((1, 1), (2, 2), (5, 2)):
         got = simulate_layers(layers, arch, plan, "n", 0.5, memory, workers=workers, chunk_samples=samples)
         assert clean(got) == clean(reference)
+
+
+def test_cancel_stops_a_layer_and_an_error_stops_the_run():
+    import threading
+
+    from simulator.streaming import Cancelled
+    arch = ARCHS[0]
+    memory = Memory()
+    plan = PassPlan(PASSES, Lowering())
+    mm = memory_model(memory, arch.frontend)
+    layer = sparse_layer(*LAYERS[0], seed=1)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        layer_rows(layer, 1, arch, plan, "n", 0.5, mm, chunk_samples=1, cancel=cancel)
+
+    class Broken:  # a layer whose samples cannot be read
+        spec, batch, weight, saved_is_input = layer.spec, layer.batch, layer.weight, False
+
+        def samples(self, start, stop):
+            raise OSError("unreadable")
+
+    layers = [layer, Broken(), layer, layer]
+    with pytest.raises(OSError, match="unreadable"):
+        simulate_layers(layers, arch, plan, "n", 0.5, memory, workers=2, chunk_samples=1)
+    assert threading.active_count() < 4  # the pool's threads are gone
