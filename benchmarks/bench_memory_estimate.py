@@ -41,7 +41,7 @@ import json, sys
 import simulator
 from simulator.api import check
 from simulator.config import parse_config
-from simulator.footprint import bytes_for, largest_pass, streamed_run
+from simulator.footprint import check_bytes, largest_pass, streamed_run
 from simulator.simulate import PassPlan
 from workloads.networks import build_network
 network, size, batch, lanes, command, workers = json.loads(sys.argv[1])
@@ -56,7 +56,7 @@ if command == "run":
 else:
     list(check(cfg, max_memory_gib=1000))
     largest, layer, pass_name = largest_pass(specs, batch, lanes, cfg.passes, cfg.lowering)
-    estimate, streams = bytes_for(largest, 0, True), 4 * largest
+    estimate, streams = check_bytes(largest), 4 * largest
 hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(json.dumps({"streams": streams, "largest": f"{layer} {pass_name}", "peak": hwm,
                   "estimate": estimate}))

@@ -19,7 +19,7 @@ from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
 from .simulate import PassPlan, check_layers, simulate_points
-from .footprint import bytes_for, largest_pass, streamed_run
+from .footprint import check_bytes, largest_pass, streamed_run
 from .resources import MemoryLimitError, check_memory, format_bytes
 from .safe_yaml import cut
 from .trace import TENSORS, TraceError, TraceLayer, read_trace
@@ -114,7 +114,7 @@ def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: st
     if check:
         largest, layer, pass_name = largest_pass(specs, batch, config.architecture.lanes,
                                                  config.passes, config.lowering)
-        estimate = bytes_for(largest, tensor_bytes, check)
+        estimate = check_bytes(largest, tensor_bytes)
         streams = 4 * largest
     else:
         estimate, layer, pass_name, streams = streamed_run(specs, batch, config.architecture, _plan(config),
@@ -143,11 +143,26 @@ def run(config: Config, quiet: bool = True, max_memory_gib: float | None = None,
     `workers` threads simulate layers at once (the CLI's default: every core).
     A workload whose estimated peak memory exceeds the limit (the machine's available
     memory, or `max_memory_gib`) raises ConfigError before anything large is built."""
-    points = ((network, sparsity, _progress(layers, count, f"{network} {sparsity:.0%}", quiet), bns)
-              for network, sparsity, count, layers, bns in _workloads(config, max_memory_gib,
-                                                                        workers=workers))
-    rows = [row for point in simulate_points(points, config.architecture, _plan(config), config.memory,
-                                             workers) for row in point]
+    bars = []  # one progress bar per workload point, advanced as its layers finish
+
+    def points():
+        for network, sparsity, count, layers, bns in _workloads(config, max_memory_gib, workers=workers):
+            bars.append(tqdm(total=count, desc=f"{network} {sparsity:.0%}", unit="layer", leave=False,
+                             disable=True if quiet else None))
+            yield network, sparsity, layers, bns
+
+    def finished(point: int) -> None:
+        bars[point].update()
+        if bars[point].n >= bars[point].total:
+            bars[point].close()
+
+    try:
+        rows = [row for point in simulate_points(points(), config.architecture, _plan(config),
+                                                 config.memory, workers, on_layer=finished)
+                for row in point]
+    finally:
+        for bar in bars:
+            bar.close()
     if not rows:
         raise ConfigError(f"{config.source}: passes: expected at least one layer pass to simulate, "
                           "but the workload has none (the first layer's input_grad is skipped "

@@ -123,13 +123,24 @@ def combine_units(unit_cycles: list[np.ndarray] | None, unit_ideals: list[np.nda
                       window_groups=window_groups)
 
 
+def schedule_offsets(arch: Architecture) -> np.ndarray:
+    """The front-end's connectivity offsets in its scheduler's priority order."""
+    return search_order(connectivity(arch.frontend, arch.lanes), arch.frontend.scheduler)
+
+
+def effectual_macs(scheduled_counts: np.ndarray, broadcast_counts: np.ndarray) -> int:
+    """MACs with both operands non-zero, from each operand's non-zeros per (group, step,
+    lane) summed over its rows: per group and slot, scheduled x broadcast non-zeros."""
+    return int(np.einsum("gsl,gsl->", scheduled_counts, broadcast_counts))
+
+
 def time_streams(nonzero: np.ndarray, n_windows: int, arch: Architecture,
                  keep_schedule: bool = False, schedule: bool = True):
     """Cycle counts of scheduled streams `nonzero` (bool [G, F, S, L]) broadcast against
     `n_windows` windows per group; with `keep_schedule` also the `TileSchedule`.
     `schedule=False` skips the scheduler (cycles = 0): dense and ideal counts only."""
     fe = arch.frontend
-    offsets = search_order(connectivity(fe, arch.lanes), fe.scheduler)
+    offsets = schedule_offsets(arch)
     groups, filters, steps, lanes = nonzero.shape
     unit_cycles, unit_ideals = [], []
     record = TileSchedule([], [], [])

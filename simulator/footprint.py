@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import math
 
-from .lowering import space_to_depth_applies
+from .lowering import uses_space_to_depth
 
 BASE_BYTES = 300 << 20  # interpreter, numpy/numba/pandas, compiled kernels, results (measured: ~200 MiB)
-OPERAND_FACTOR = 4.0    # whole passes: peak growth / largest pass's float32 operand bytes (2.1-3.1)
 CHECK_FACTOR = 10.0     # check: also the float64 NumPy reference and the recomputed outputs (8.4)
 STREAM_FACTOR = 4.0     # run (streamed): growth per worker / its largest chunk's uint8 stream bytes
-DRAW_BYTES = 3 * 4 << 23  # a synthetic layer's draw: 2^23 float32 values, their magnitudes, masks
+DRAW_BYTES = 5 * 4 << 23  # a synthetic layer's draw: 2^23 float32 values, their magnitudes, masks
 PATTERN_BITS = 5        # per input element while a synthetic layer is drawn: the input's bits, the
                         # Top-K bracket's two bit planes and its values (2 bits); the gradient: 1
 WEIGHT_BYTES = 9        # per weight of a synthetic layer: float32 draw and Top-K copy, uint8 pattern
@@ -88,9 +87,8 @@ def largest_pass(specs, batch: int, lanes: int, passes, lowering) -> tuple[int, 
         for p in passes:
             if p == "input_grad" and i == 0 and not lowering.first_layer_input_grad:
                 continue
-            s2d = (p == "forward" and lowering.first_layer == "space-to-depth"
-                   and space_to_depth_applies(spec, i == 0))
-            n = pass_operand_elements(spec, p, batch, lanes, lowering.input_grad_lowering, s2d)
+            n = pass_operand_elements(spec, p, batch, lanes, lowering.input_grad_lowering,
+                                      uses_space_to_depth(lowering, spec, p, i == 0))
             if n > largest[0]:
                 largest = (n, spec.name, p)
     return largest
@@ -113,9 +111,8 @@ def streamed_run(specs, batch: int, arch, plan, workers: int = 1, synthetic: boo
         for p in plan.passes:
             if not plan.applies(p, i):
                 continue
-            s2d = (p == "forward" and plan.lowering.first_layer == "space-to-depth"
-                   and space_to_depth_applies(spec, i == 0))
-            n = pass_operand_elements(spec, p, samples, arch.lanes, plan.lowering.input_grad_lowering, s2d)
+            n = pass_operand_elements(spec, p, samples, arch.lanes, plan.lowering.input_grad_lowering,
+                                      uses_space_to_depth(plan.lowering, spec, p, i == 0))
             layer_largest = max(layer_largest, n)
             if n > largest:
                 largest, where = n, (spec.name, p)
@@ -128,7 +125,7 @@ def streamed_run(specs, batch: int, arch, plan, workers: int = 1, synthetic: boo
     return int(total), where[0], where[1], largest
 
 
-def bytes_for(largest_elements: int, tensor_bytes: int = 0, check: bool = False) -> int:
-    """The peak estimate for a largest pass of `largest_elements` operand elements."""
-    factor = CHECK_FACTOR if check else OPERAND_FACTOR
-    return int(BASE_BYTES + factor * 4 * largest_elements + tensor_bytes)
+def check_bytes(largest_elements: int, tensor_bytes: int = 0) -> int:
+    """The peak estimate of `check` for a largest pass of `largest_elements` operand
+    elements, with `tensor_bytes` of a loaded trace."""
+    return int(BASE_BYTES + CHECK_FACTOR * 4 * largest_elements + tensor_bytes)

@@ -59,7 +59,7 @@ PASS_TENSORS = {"forward": ("weight", "input"), "input_grad": ("weight", "grad_o
 @dataclass
 class LoweredPart:
     """One forward convolution of a pass. `kernel_op()` / `input_op()` materialise the
-    operands as float32 [G, F, S, L]; `input_ids` [Fi] place the input rows on the
+    operands as [G, F, S, L] of the layer's type (float32; uint8 zero patterns when streamed); `input_ids` [Fi] place the input rows on the
     pass output's input axis (e.g. which dX positions a phase computes)."""
 
     kernel_op: Callable[[], np.ndarray]
@@ -83,7 +83,7 @@ class LoweredPass:
     macs: int
 
     def operands(self, part: LoweredPart) -> tuple[np.ndarray, np.ndarray]:
-        """(scheduled, broadcast) operands of `part`, float32 [G, F, S, L] each."""
+        """(scheduled, broadcast) operands of `part`, [G, F, S, L] each."""
         k, i = part.kernel_op(), part.input_op()
         return (k, i) if self.scheduled == "kernel" else (i, k)
 
@@ -143,6 +143,13 @@ def space_to_depth_applies(spec, first: bool) -> bool:
     """Whether `first_layer: space-to-depth` rewrites this layer's forward pass: the
     network's first layer, a strided, ungrouped, undilated convolution."""
     return first and spec.kind == "conv" and spec.stride > 1 and spec.groups == 1 and spec.dilation == 1
+
+
+def uses_space_to_depth(lowering, spec, pass_name: str, first: bool) -> bool:
+    """Whether a config's `lowering` runs `pass_name` of the layer `spec` (`first`: the
+    network's first) through `space_to_depth`: only the forward pass, where it applies."""
+    return (pass_name == "forward" and lowering.first_layer == "space-to-depth"
+            and space_to_depth_applies(spec, first))
 
 
 def space_to_depth(w: np.ndarray, x: np.ndarray, spec, column_major: bool = False):

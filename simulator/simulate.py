@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .array import ZERO, PassTiming, time_streams
+from .array import ZERO, PassTiming, effectual_macs, time_streams
 from .config import Architecture, Lowering, Memory
-from .lowering import PASS_TENSORS, LoweredPass, choose_operand, lower, reference
+from .lowering import PASS_TENSORS, LoweredPass, lower, reference
 from .memory import Dram, PassWork, is_memory_bound, time_passes
 from .results import finish_row, result_row
 from .streaming import CHUNK_BYTES, LayerStream, chunk_bounds, layer_footprints, scheduled_side, sparsity_of
@@ -46,8 +46,7 @@ def evaluate(lowered: LoweredPass, arch: Architecture, schedule: bool = True) ->
         sched, bcast = lowered.operands(part)
         nz_s, nz_b = sched != 0, bcast != 0
         timing = timing + time_streams(nz_s, bcast.shape[1], arch, schedule=schedule)
-        effectual += int(np.einsum("gsl,gsl->", nz_s.sum(axis=1, dtype=np.int64),
-                                   nz_b.sum(axis=1, dtype=np.int64)))
+        effectual += effectual_macs(nz_s.sum(axis=1, dtype=np.int64), nz_b.sum(axis=1, dtype=np.int64))
     return timing, effectual
 
 
@@ -63,12 +62,6 @@ class PassPlan:
         gradient is skipped unless asked for: nothing needs the image's gradient)."""
         return not (pass_name == "input_grad" and index == 0
                     and not self.lowering.first_layer_input_grad)
-
-    def scheduled_tensor(self, layer: TraceLayer, pass_name: str) -> str:
-        """The trace tensor the front-end schedules in `pass_name` (what `lower` will pick)."""
-        kernel_t, input_t = PASS_TENSORS[pass_name]
-        operand = choose_operand(layer, pass_name, self.lowering.scheduled_operand[pass_name])
-        return kernel_t if operand == "kernel" else input_t
 
     def lower(self, layer: TraceLayer, pass_name: str, lanes: int, index: int = -1,
               **overrides) -> LoweredPass:
@@ -92,6 +85,8 @@ def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: s
     chunk (`streaming.Cancelled`)."""
     spec = layer.spec
     passes = [p for p in plan.passes if plan.applies(p, index)]
+    if not passes:
+        return []
     stream = LayerStream(layer, index, chunk_bounds(spec, layer.batch, arch, plan, index, chunk_bytes,
                                                      chunk_samples), cancel)
     counted = layer_footprints(layer, stream.chunks, mm.run_bits)
@@ -136,15 +131,15 @@ def simulate_layers(layers: Iterable, arch: Architecture, plan: PassPlan, networ
 
 
 def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory: Memory,
-                    workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
-                    chunk_samples: int | None = None) -> list[list[dict]]:
+                    workers: int = 1, chunk_bytes: int = CHUNK_BYTES, chunk_samples: int | None = None,
+                    on_layer: Callable[[int], None] | None = None) -> list[list[dict]]:
     """The rows of each workload point, (network, sparsity, layers, batch-norm elements
     after each layer), in order. Layers are simulated (`layer_rows`, in chunks of
     `chunk_samples` samples or of `chunk_bytes` of streams) by `workers` threads at once
     (the kernels release the GIL); a point's memory timing (`time_iteration`) runs on
     them too, while the next point's layers go on. At most `workers` + 1 layers are in
     flight, so at most that many are in memory at once. Results do not depend on
-    `workers` or the chunks."""
+    `workers` or the chunks. `on_layer(point)` is called as each layer finishes."""
     mm = memory_model(memory, arch.frontend)
     cancel = threading.Event()
 
@@ -164,6 +159,8 @@ def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory
                 rows[p] = time_iteration(rows[p], memory, arch)
             else:
                 rows[p].extend(layer_rows(*task))
+                if on_layer:
+                    on_layer(p)
         return rows
     pool = ThreadPoolExecutor(workers, thread_name_prefix="accelsim")
     pending: deque = deque()
@@ -178,6 +175,8 @@ def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory
             timed.append(pool.submit(time_iteration, collected[p], memory, arch))
         else:
             collected[p].extend(future.result())
+            if on_layer:
+                on_layer(p)
 
     try:
         for p, task in tasks():

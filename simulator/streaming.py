@@ -34,12 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .array import PassTiming, _units, combine_units, time_streams, unit_ideal
+from .array import PassTiming, _units, combine_units, effectual_macs, schedule_offsets, time_streams, unit_ideal
 from .config import Architecture
 from .footprint import pass_operand_elements
 from .formats import Footprint, count_runs_from, coordinate_view, footprint
-from .frontend import connectivity, search_order
-from .lowering import LoweredPart, LoweredPass, choose_operand, lowered_pass, space_to_depth_applies
+from .lowering import LoweredPart, LoweredPass, choose_operand, lowered_pass, uses_space_to_depth
 from .scheduler import StreamSchedule, schedule_tiles
 from .trace import TraceLayer
 
@@ -55,8 +54,7 @@ def chunk_size(spec, batch: int, arch: Architecture, plan, index: int, chunk_byt
     if chunk_samples is None:
         per_sample = max(pass_operand_elements(
             spec, p, 1, lanes, plan.lowering.input_grad_lowering,
-            p == "forward" and plan.lowering.first_layer == "space-to-depth"
-            and space_to_depth_applies(spec, index == 0)) for p in plan.passes)
+            uses_space_to_depth(plan.lowering, spec, p, index == 0)) for p in plan.passes)
         chunk_samples = max(1, chunk_bytes // max(1, per_sample))
     if "weight_grad" in plan.passes:
         positions = spec.out_hw[0] * spec.out_hw[1] if spec.kind == "conv" else 1
@@ -73,14 +71,17 @@ def chunk_bounds(spec, batch: int, arch: Architecture, plan, index: int,
 
 
 def zero_pattern(t: np.ndarray | None) -> np.ndarray | None:
-    """A tensor's zero pattern as uint8 0/1 (a uint8 tensor is taken as one already)."""
-    if t is None or t.dtype == np.uint8:
-        return t
-    return (t != 0).view(np.uint8)
+    """A tensor's zero pattern as uint8 0/1: a bool tensor (a `SyntheticLayer`'s) viewed,
+    any other compared with zero. Values are not cast first: a float64 value too small for
+    float32 is the non-zero it is."""
+    if t is None:
+        return None
+    return (t if t.dtype == np.bool_ else t != 0).view(np.uint8)
 
 
 def pattern_layer(layer: TraceLayer, weight: np.ndarray) -> TraceLayer:
-    """`layer` with every tensor replaced by its zero pattern (`weight`: the weight's)."""
+    """`layer` with every tensor replaced by its zero pattern (`weight`: the weight's).
+    Its lowered streams are then zero patterns too: lowering only moves values."""
     x = zero_pattern(layer.input)
     saved = x if layer.saved_is_input else zero_pattern(layer.input_saved)
     return TraceLayer(layer.spec, weight, x, saved, zero_pattern(layer.grad_output))
@@ -124,10 +125,6 @@ def sparsity_of(footprints: dict, tensor: str) -> float:
     return float(1.0 - f.nonzeros / f.elements) if f is not None and f.elements else 0.0
 
 
-def _offsets(arch: Architecture) -> np.ndarray:
-    return search_order(connectivity(arch.frontend, arch.lanes), arch.frontend.scheduler)
-
-
 def _counts(nonzero: np.ndarray) -> np.ndarray:
     """Non-zeros per (group, step, lane) over an operand's rows."""
     return nonzero.sum(axis=1, dtype=np.int64)
@@ -136,17 +133,17 @@ def _counts(nonzero: np.ndarray) -> np.ndarray:
 class _KernelScheduled:
     """A part whose scheduled operand, the kernel, is the same for every chunk."""
 
-    def __init__(self, arch: Architecture, schedule: bool, scheduled: str = "kernel"):
+    def __init__(self, arch: Architecture, schedule: bool):
         self.arch, self.schedule = arch, schedule
         self.base = self.kernel_counts = self.input_counts = None
         self.windows = 0
 
     def add(self, part: LoweredPart, last: bool) -> None:
         if self.base is None:
-            nz = zero_pattern(part.kernel_op())
+            nz = part.kernel_op()
             self.base = time_streams(nz, 1, self.arch, schedule=self.schedule)  # one window group
             self.kernel_counts = _counts(nz)
-        nz = zero_pattern(part.input_op())
+        nz = part.input_op()
         self.windows += nz.shape[1]
         counts = _counts(nz)
         self.input_counts = counts if self.input_counts is None else self.input_counts + counts
@@ -155,15 +152,15 @@ class _KernelScheduled:
         wg = -(-self.windows // self.arch.columns)
         b = self.base
         timing = PassTiming(b.cycles * wg, b.dense_cycles * wg, b.ideal_cycles * wg, b.filter_groups, wg)
-        return timing, int(np.einsum("gsl,gsl->", self.kernel_counts, self.input_counts))
+        return timing, effectual_macs(self.kernel_counts, self.input_counts)
 
 
 class _InputScheduled:
     """A part whose scheduled operand is the input: its rows (windows) arrive chunk by
     chunk, in order; units of `rows` windows are scheduled as soon as they are complete."""
 
-    def __init__(self, arch: Architecture, schedule: bool, scheduled: str = "input"):
-        self.arch, self.schedule, self.offsets = arch, schedule, _offsets(arch)
+    def __init__(self, arch: Architecture, schedule: bool):
+        self.arch, self.schedule, self.offsets = arch, schedule, schedule_offsets(arch)
         self.kernel_counts = self.input_counts = None
         self.cycles, self.ideals, self.carry = [], [], []
         self.filters = self.steps = self.n_windows = 0
@@ -178,12 +175,12 @@ class _InputScheduled:
     def add(self, part: LoweredPart, last: bool) -> None:
         r = self.arch.rows
         if self.kernel_counts is None:
-            kernel = zero_pattern(part.kernel_op())
+            kernel = part.kernel_op()
             self.kernel_counts, self.n_windows = _counts(kernel), kernel.shape[1]
             groups = kernel.shape[0]
             self.cycles, self.ideals = [[] for _ in range(groups)], [[] for _ in range(groups)]
             self.carry = [None] * groups
-        nz = zero_pattern(part.input_op())
+        nz = part.input_op()
         self.steps, self.filters = nz.shape[2], self.filters + nz.shape[1]
         counts = _counts(nz)
         self.input_counts = counts if self.input_counts is None else self.input_counts + counts
@@ -210,7 +207,7 @@ class _InputScheduled:
         cycles = [np.concatenate(c) for c in self.cycles] if self.schedule else None
         ideals = [np.concatenate(i) for i in self.ideals]
         timing = combine_units(cycles, ideals, self.filters, self.steps, self.n_windows, self.arch)
-        return timing, int(np.einsum("gsl,gsl->", self.kernel_counts, self.input_counts))
+        return timing, effectual_macs(self.kernel_counts, self.input_counts)
 
 
 class _ReductionScheduled:
@@ -222,13 +219,13 @@ class _ReductionScheduled:
         self.steps = self.effectual = self.n_windows = 0
 
     def add(self, part: LoweredPart, last: bool) -> None:
-        k, i = zero_pattern(part.kernel_op()), zero_pattern(part.input_op())
+        k, i = part.kernel_op(), part.input_op()
         sched, bcast = (k, i) if self.scheduled == "kernel" else (i, k)
         arch, fe = self.arch, self.arch.frontend
         groups, filters = sched.shape[:2]
         if self.row_nonzeros is None:
             units = -(-filters // arch.rows)
-            self.streams = [StreamSchedule(units, arch.rows, arch.lanes, _offsets(arch), fe.lookahead,
+            self.streams = [StreamSchedule(units, arch.rows, arch.lanes, schedule_offsets(arch), fe.lookahead,
                                            fe.scheduler) for _ in range(groups)]
             self.row_nonzeros = np.zeros((groups, filters), dtype=np.int64)
         self.n_windows = bcast.shape[1]
@@ -237,7 +234,7 @@ class _ReductionScheduled:
             if self.schedule:
                 self.streams[g].feed(_units(sched[g], arch.rows), final=last)
             self.row_nonzeros[g] += sched[g].sum(axis=(1, 2), dtype=np.int64)
-        self.effectual += int(np.einsum("gsl,gsl->", _counts(sched), _counts(bcast)))
+        self.effectual += effectual_macs(_counts(sched), _counts(bcast))
 
     def finish(self) -> tuple[PassTiming, int]:
         a = self.arch
@@ -281,9 +278,9 @@ class LayerStream:
             lowered = plan.lower(self.chunk(start, stop), pass_name, arch.lanes, self.index,
                                  operand=operand, **overrides)
             if parts is None:
-                kind = (_ReductionScheduled if pass_name == "weight_grad" else
-                        _KernelScheduled if side == "kernel" else _InputScheduled)
-                parts = [kind(arch, schedule, side) for _ in lowered.parts]
+                parts = [_ReductionScheduled(arch, schedule, side) if pass_name == "weight_grad" else
+                         (_KernelScheduled if side == "kernel" else _InputScheduled)(arch, schedule)
+                         for _ in lowered.parts]
             for state, part in zip(parts, lowered.parts):
                 state.add(part, c == len(self.chunks) - 1)
         total, effectual = PassTiming(0, 0, 0, 0, 0), 0

@@ -37,9 +37,10 @@ def sparse_layer(spec, batch, seed, density=0.4, saved="topk"):
     return TraceLayer(spec, w, x, s, dy)
 
 
-LAYERS = [  # (spec, batch): Ho*Wo = 16, 9, 4, 1 and a phase-split strided input gradient
+LAYERS = [  # (spec, batch): Ho*Wo = 16, 9, 4, 1; strided ones split the input gradient by phase
     (layer_spec(5, 6, k=3, padding=1, hw=4), 5),
     (layer_spec(4, 8, k=3, stride=2, padding=1, hw=6), 4),
+    (layer_spec(4, 8, k=3, stride=2, padding=1, hw=8), 5),  # 16 positions: cut at any sample
     (layer_spec(8, 8, k=3, padding=1, groups=2, hw=2), 7),
     (layer_spec(6, 5, k=1, stride=2, hw=4), 6),
     (layer_spec(12, 7, kind="fc"), 9),
@@ -142,3 +143,59 @@ def test_cancel_stops_a_layer_and_an_error_stops_the_run():
     with pytest.raises(OSError, match="unreadable"):
         simulate_layers(layers, arch, plan, "n", 0.5, memory, workers=2, chunk_samples=1)
     assert not [t for t in threading.enumerate() if t.name.startswith("accelsim")]  # pool gone
+
+
+def test_rows_equal_the_whole_pass_reference():
+    # the glue of layer_rows (operands chosen from counted sparsities, traffic from counted
+    # footprints, the zero-insert dense baseline) against the whole-pass computation
+    from simulator.lowering import tensor_sparsity
+    from simulator.traffic import pass_traffic
+    arch = ARCHS[0]
+    memory = Memory(weight_buffer_kib=1, activation_buffer_kib=1, output_buffer_kib=1)
+    mm = memory_model(memory, arch.frontend)
+    for operand, lowering in (("auto", "zero-insert"), ("activations", "phase"), ("weights", "phase")):
+        plan = PassPlan(PASSES, Lowering(scheduled_operand=dict.fromkeys(PASSES, operand),
+                                         input_grad_lowering=lowering))
+        for li, (spec, batch) in enumerate(LAYERS):
+            layer = sparse_layer(spec, batch, seed=li)
+            rows = layer_rows(layer, 1, arch, plan, "n", 0.5, mm, chunk_samples=1)
+            whole_fp, dense_fp = LayerFootprints(layer, mm.run_bits), LayerFootprints(layer, mm.run_bits, True)
+            lowered = {p: plan.lower(layer, p, arch.lanes, 1) for p in PASSES}
+            scheduled = {lw.scheduled_tensor for lw in lowered.values()}
+            for row in rows:
+                lw = lowered[row["pass"]]
+                timing, effectual = evaluate(lw, arch)
+                if row["pass"] == "input_grad" and lowering != "phase":
+                    timing = type(timing)(timing.cycles, evaluate(plan.lower(
+                        layer, "input_grad", arch.lanes, 1, input_grad_lowering="phase"), arch,
+                        schedule=False)[0].dense_cycles, *[getattr(timing, f) for f in
+                                                           ("ideal_cycles", "filter_groups", "window_groups")])
+                traffic = pass_traffic(layer, row["pass"], scheduled, mm, whole_fp)
+                dense = pass_traffic(layer, row["pass"], (), mm.dense(), dense_fp)
+                assert (row["compute_cycles"], row["dense_compute_cycles"], row["ideal_cycles"]) == \
+                    (timing.cycles, timing.dense_cycles, timing.ideal_cycles), (operand, li, row["pass"])
+                assert row["effectual_macs"] == effectual and row["macs"] == lw.macs
+                assert row["scheduled_operand"] == lw.scheduled_tensor
+                assert row["scheduled_sparsity"] == tensor_sparsity(layer, lw.scheduled_tensor)
+                assert row["broadcast_sparsity"] == tensor_sparsity(layer, lw.broadcast_tensor)
+                assert (row["dram_read_bytes"], row["dram_write_bytes"], row["tiles"]) == \
+                    (traffic.read_bytes, traffic.write_bytes, traffic.tiles)
+                assert row["dense_dram_bytes"] == dense.read_bytes + dense.write_bytes
+
+
+def test_synthetic_patterns_give_the_rows_of_the_whole_synthetic_tensors():
+    # run's SyntheticLayers (drawn in pieces, bits, shared draws between sparsities) against
+    # the float tensors of synthetic_layers, through the whole simulation
+    from workloads.networks import build_network
+    from workloads.synthetic import DrawCache, synthetic_layers, synthetic_patterns
+    net = build_network("resnet18-cifar", image_size=8)
+    arch = Architecture(tiles=2, rows=4, lanes=8, frontend=Frontend("T", 2, 3))
+    plan = PassPlan(PASSES, Lowering(first_layer="space-to-depth"))
+    cache = DrawCache()
+    for sparsity in (0.5, 0.9):
+        whole = simulate_layers(synthetic_layers(net, sparsity, batch=3, seed=1), arch, plan, "r",
+                                sparsity, Memory())
+        drawn = simulate_layers(synthetic_patterns(net, sparsity, batch=3, seed=1, cache=cache), arch,
+                                plan, "r", sparsity, Memory(), workers=2, chunk_samples=1)
+        assert drawn == whole
+    assert cache.used > 0

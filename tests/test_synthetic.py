@@ -235,8 +235,8 @@ def test_bracketed_selection_of_odd_sizes():
     assert sel.bracketed > 0
 
 
-@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.8, 0.97, 1.0])
-@pytest.mark.parametrize("brackets", [(0.02, 0.25, None), (1e-7, None), (None,)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.8, 0.97, 1.0])
+@pytest.mark.parametrize("brackets", [(0.01, 0.1, None), (1e-7, None), (None,)])
 def test_patterns_drawn_in_chunks_equal_the_whole_draws(sparsity, brackets):
     # SyntheticLayer draws chunks of samples and finds the Top-K of the saved input
     # through a bracket (redrawn wider when it misses): its zero patterns must be those
@@ -258,3 +258,20 @@ def test_patterns_drawn_in_chunks_equal_the_whole_draws(sparsity, brackets):
         tried.append(lay.brackets_tried)
     if brackets[0] == 1e-7 and sparsity in (0.8, 0.97):
         assert max(tried) == 2  # a bracket too narrow to hold the K-th was widened
+
+
+@pytest.mark.parametrize("sparsity", [0.45, 0.5, 0.55, 0.8, 0.95])
+def test_the_first_topk_bracket_holds_and_stays_small(sparsity):
+    # the bracket is in ranks, not values: near 50% a ReLU input's threshold sits at the
+    # smallest positive values, where a bracket of +-w in value would miss; in ranks it
+    # holds about 2w of the elements whatever the distribution
+    from simulator.trace import LayerSpec
+    from workloads.synthetic import SyntheticLayer, _input
+    spec = LayerSpec("c", "conv", 64, 8, 3, 1, 1, 1, 1, (32, 32), (32, 32))
+    lay = SyntheticLayer(spec, 1, "relu", False, 6, 0, sparsity, draw_elements=64 * 32 * 32)
+    got = lay.samples(0, 6)
+    rng = np.random.default_rng([0, 1])
+    rng.standard_normal(spec.weight_shape, dtype=np.float32)
+    x = _input(rng, spec.input_shape(6), "relu")
+    assert np.array_equal(got.input_saved, topk_sparsify(x, sparsity) != 0)
+    assert lay.brackets_tried == 1
