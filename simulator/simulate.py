@@ -162,7 +162,7 @@ def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory
                 if on_layer:
                     on_layer(p)
         return rows
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="accelsim")
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="accelsim-simulate")
     pending: deque = deque()
     collected: list[list[dict]] = []
     timed = []

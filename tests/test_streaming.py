@@ -142,7 +142,7 @@ def test_cancel_stops_a_layer_and_an_error_stops_the_run():
     layers = [layer, Broken(), layer, layer]
     with pytest.raises(OSError, match="unreadable"):
         simulate_layers(layers, arch, plan, "n", 0.5, memory, workers=2, chunk_samples=1)
-    assert not [t for t in threading.enumerate() if t.name.startswith("accelsim")]  # pool gone
+    assert not [t for t in threading.enumerate() if t.name.startswith("accelsim-simulate")]
 
 
 def test_rows_equal_the_whole_pass_reference():
