@@ -24,7 +24,6 @@ Metadata is always counted for the real formats. The front-end's schedule metada
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numba

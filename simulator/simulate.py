@@ -29,7 +29,7 @@ import numpy as np
 
 from .array import ZERO, PassTiming, effectual_macs, time_streams
 from .config import Architecture, Lowering, Memory
-from .lowering import PASS_TENSORS, LoweredPass, lower, reference
+from .lowering import LoweredPass, lower, reference
 from .memory import Dram, PassWork, is_memory_bound, time_passes
 from .results import finish_row, result_row
 from .streaming import CHUNK_BYTES, LayerStream, chunk_bounds, layer_footprints, scheduled_side, sparsity_of
@@ -93,7 +93,8 @@ def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: s
     fp = LayerFootprints(layer, mm.run_bits, _cache=dict(counted))
     dense_fp = LayerFootprints(layer, mm.run_bits, dense=True)
     sides = {p: scheduled_side(layer, counted, p, plan.lowering.scheduled_operand[p]) for p in passes}
-    scheduled = {PASS_TENSORS[p][0 if sides[p] == "kernel" else 1] for p in passes}
+    whole = {p: stream.lowered(p, sides[p]) for p in passes}  # shapes, tensors, MACs of each pass
+    scheduled = {lw.scheduled_tensor for lw in whole.values()}
     rows = []
     for pas in passes:
         timing, effectual = stream.evaluate(plan, pas, sides[pas], arch)
@@ -101,7 +102,7 @@ def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: s
             dense = stream.dense_cycles(plan, pas, sides[pas], arch, input_grad_lowering="phase")
             timing = PassTiming(timing.cycles, dense, timing.ideal_cycles, timing.filter_groups,
                                 timing.window_groups)
-        lowered = stream.lowered(pas, sides[pas])
+        lowered = whole[pas]
         traffic = pass_traffic(layer, pas, scheduled, mm, fp)
         dense_traffic = pass_traffic(layer, pas, (), mm.dense(), dense_fp)
         bn = batchnorm_elements * mm.element_bits // 8

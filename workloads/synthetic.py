@@ -204,22 +204,23 @@ class SyntheticLayer:
         self.brackets_tried = 0
 
     def _patterns(self):
-        if self._drawn is None and self.cache is not None and \
-                len(self._chunks(self.spec.input_shape(self.batch))) == 1:
-            weight, x, g_bits = self.cache.draws(self)
-            x_bits = _pack(x != 0)
-            saved = x_bits if self.dense else _pack(topk_sparsify(x, self.sparsity) != 0)
-            self._drawn = (weight if self.dense else topk_sparsify(weight, self.sparsity), x_bits, saved,
-                           g_bits)
         if self._drawn is None:
-            rng = np.random.default_rng([self.seed, self.index])
-            weight = _weight(rng, self.spec)
-            x_bits, saved_bits = self._input_patterns(rng)
-            g_bits = self._draw_bits(rng, self.spec.output_shape(self.batch))
-            if not self.dense:
-                weight = topk_sparsify(weight, self.sparsity)
-            self._drawn = (weight, x_bits, saved_bits, g_bits)
+            if self.cache is not None and len(self._chunks(self.spec.input_shape(self.batch))) == 1:
+                weight, x, g_bits = self.cache.draws(self)
+                x_bits, saved_bits = self._whole_patterns(x)
+            else:
+                rng = np.random.default_rng([self.seed, self.index])
+                weight = _weight(rng, self.spec)
+                x_bits, saved_bits = self._input_patterns(rng)
+                g_bits = self._draw_bits(rng, self.spec.output_shape(self.batch))
+            self._drawn = (weight if self.dense else topk_sparsify(weight, self.sparsity), x_bits,
+                           saved_bits, g_bits)
         return self._drawn
+
+    def _whole_patterns(self, x: np.ndarray):
+        """(input bits, saved-input bits) of the whole input `x`."""
+        x_bits = _pack(x != 0)
+        return x_bits, (x_bits if self.dense else _pack(topk_sparsify(x, self.sparsity) != 0))
 
     def _chunks(self, shape):
         per = max(1, int(np.prod(shape[1:])))
@@ -241,9 +242,7 @@ class SyntheticLayer:
         shape = self.spec.input_shape(self.batch)
         chunks = self._chunks(shape)
         if len(chunks) == 1:  # the whole input at once
-            x = _input(rng, shape, self.kind)
-            x_bits = _pack(x != 0)
-            return x_bits, (x_bits if self.dense else _pack(topk_sparsify(x, self.sparsity) != 0))
+            return self._whole_patterns(_input(rng, shape, self.kind))
         if self.dense:
             x_bits = self._empty_bits(shape)
             for start, stop in chunks:
