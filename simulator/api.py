@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .verify import CheckResult
 from .config import Config, ConfigError
 from .results import COLUMNS
+from .serial_streaming import CodedLayer
 from .simulate import PassPlan, check_layers, simulate_points
 from .footprint import check_bytes, largest_pass, streamed_run
 from .resources import MemoryLimitError, check_memory, format_bytes
@@ -73,7 +75,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
                       f"{config.source}: workload.trace {wl.trace} (batch {trace.layers[0].batch})",
                       "the trace's batch or image size (trace-from-training --trace-batch, "
                       "--trace-image-size) or architecture.lanes", max_memory_gib, check, workers)
-        yield (trace.network, trace.sparsity, len(trace.layers), iter(trace.layers),
+        yield (trace.network, trace.sparsity, len(trace.layers), _coded(config, trace.layers, check),
                _trace_batchnorms(trace))
         return
     from workloads.networks import build_network
@@ -90,18 +92,38 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
         if unknown:
             raise config.error("workload.dense_layers", f"layer names of {net.name} "
                                f"(e.g. {net.first_conv})", unknown[0])
-    shared = 0 if check or len(wl.sparsity) == 1 else CACHE_BYTES  # DrawCache
+    serial = config.architecture.bit_serial and not check
+    shared = 0 if check or serial or len(wl.sparsity) == 1 else CACHE_BYTES  # DrawCache
+    if serial:  # whole float layers in flight, one per worker and one more (`_coded`)
+        shared = (workers + 1) * max(_coded_bytes(spec, wl.batch) for spec in net.layers)
     _check_memory(config, net.layers, wl.batch, shared,
                   f"{config.source}: {net.name} at image_size {wl.image_size or net.layers[0].in_hw[0]}, "
                   f"batch {wl.batch}, {config.architecture.lanes} lanes",
                   "workload.batch, workload.image_size or workload.num_classes (or architecture.lanes)",
-                  max_memory_gib, check, workers, synthetic=True)
+                  max_memory_gib, check, workers, synthetic=not serial)
     bns = _batchnorm_elements(net, wl.batch)
-    cache = DrawCache() if len(wl.sparsity) > 1 else None  # the sparsities draw the same tensors
+    cache = DrawCache() if len(wl.sparsity) > 1 and not serial else None  # the sparsities draw the same tensors
     for s in wl.sparsity:
-        layers = (synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers) if check else
+        layers = (synthetic_layers(net, s, wl.batch, wl.seed, wl.dense_layers) if check or serial else
                   synthetic_patterns(net, s, wl.batch, wl.seed, wl.dense_layers, cache))
-        yield net.name, s, len(net.layers), layers, bns
+        yield net.name, s, len(net.layers), _coded(config, layers, check), bns
+
+
+def _coded(config: Config, layers, check: bool):
+    """`layers` as a bit-serial back-end's `CodedLayer`s (values quantised, then costs) for
+    `run`; unchanged for `check` and the bit-parallel back-end. Synthetic layers are then
+    drawn whole as values (`synthetic_layers`), not as bits."""
+    arch = config.architecture
+    if check or not arch.bit_serial:
+        return iter(layers)
+    return (CodedLayer(layer, arch.backend, arch.bits) for layer in layers)
+
+
+def _coded_bytes(spec, batch: int) -> int:
+    """Bytes of one synthetic layer held whole for a bit-serial run: float32 weight, input,
+    saved input and output gradient, and their one-byte costs."""
+    return 5 * (spec.weight_count + 2 * int(np.prod(spec.input_shape(batch)))
+                + int(np.prod(spec.output_shape(batch))))
 
 
 def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: str,

@@ -43,13 +43,17 @@ from .scheduler import schedule_tiles
 @dataclass(frozen=True)
 class PassTiming:
     """Cycle counts of (part of) one pass of one layer, at the array clock. Parts of a
-    pass (input-gradient phases) run one after another, so their timings add."""
+    pass (input-gradient phases) run one after another, so their timings add.
+    `bound_cycles` and `serial_steps` are set by the bit-serial back-ends only
+    (serial_streaming.py): the bit-serial dense bound and the busy lane-cycles."""
 
     cycles: int
     dense_cycles: int
     ideal_cycles: int
     filter_groups: int
     window_groups: int
+    bound_cycles: int = 0
+    serial_steps: int = 0
 
     def __add__(self, other: "PassTiming") -> "PassTiming":
         return PassTiming(*(a + b for a, b in zip(astuple(self), astuple(other))))

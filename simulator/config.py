@@ -16,12 +16,14 @@ from typing import Any
 
 
 from . import safe_yaml
+from .energy import EnergyTable
 from .formats import ELEMENT_BITS, FORMATS
 from .frontend import PATTERNS, SCHEDULERS, SHAPES, Frontend, FrontendError, connectivity
 from .lowering import FIRST_LAYER_MAPPINGS, INPUT_GRAD_LOWERINGS, OPERANDS, PASSES, TAP_ORDERS
-BACKENDS = ("bit-parallel",)
+BACKENDS = ("bit-parallel", "tclp", "tcle")
+BIT_SERIAL = ("tclp", "tcle")  # back-ends that process the broadcast operand bit by bit
+SERIAL_BITS = (8, 16)          # their operand widths (simulator/quantize.py)
 MAX_IMAGE_SIZE = 4096  # pixels; larger inputs would need tens of GB of synthetic activations
-PLANNED_BACKENDS = ("tclp", "tcle")
 # Largest values the parser accepts; far beyond any array built (Bit-Tactical: 16 x 16 x 16
 # with T<2,5>; a TPU-like 256 x 256), small enough that validation and the per-step
 # schedule stay cheap. Memory is checked separately, from the workload (`footprint.py`).
@@ -42,9 +44,13 @@ class ConfigError(ValueError):
 class Architecture:
     """The PE array: `tiles` x `rows` filter lanes x `lanes` weight lanes x `columns` windows.
 
-    Peak MACs per cycle = tiles * rows * lanes * columns. Defaults: the 16-tile
-    DaDianNao-style array Bit-Tactical builds on (16 filters x 16 weights per tile,
-    one window per cycle in bit-parallel mode: 4096 MACs/cycle), T<2,5>, 1 GHz.
+    Peak MACs per cycle = tiles * rows * lanes * columns, divided by `bits` for the
+    bit-serial back-ends (`tclp`, `tcle`: a column takes a `bits`-bit broadcast value one
+    bit or term per cycle, so `bits` columns match one bit-parallel column; see
+    simulator/bitserial.py). Defaults: the 16-tile DaDianNao-style array Bit-Tactical
+    builds on (16 filters x 16 weights per tile, one window per cycle in bit-parallel
+    mode: 4096 MACs/cycle), T<2,5>, 1 GHz; bit-serial back-ends default to 16 bits and
+    16 columns.
     """
 
     tiles: int = 16
@@ -55,10 +61,20 @@ class Architecture:
     frontend: Frontend = field(default_factory=Frontend)
     backend: str = "bit-parallel"
     lockstep: bool = True
+    bits: int = 16  # the broadcast operand's width on a bit-serial back-end
+
+    @property
+    def bit_serial(self) -> bool:
+        return self.backend in BIT_SERIAL
+
+    @property
+    def parallel_columns(self) -> int:
+        """Columns of the bit-parallel array with the same peak (the dense baseline)."""
+        return self.columns // self.bits if self.bit_serial else self.columns
 
     @property
     def peak_macs_per_cycle(self) -> int:
-        return self.tiles * self.rows * self.lanes * self.columns
+        return self.tiles * self.rows * self.lanes * self.parallel_columns
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,7 @@ class Config:
     output: Output
     lowering: Lowering = field(default_factory=Lowering)
     memory: Memory = field(default_factory=Memory)
+    energy: EnergyTable = field(default_factory=EnergyTable)
     source: str = "<config>"  # the file it came from, for error messages
 
     @property
@@ -242,10 +259,20 @@ def _architecture(source: str, data: Any) -> Architecture:
     names = tuple(f.name for f in fields(Architecture))
     sec = _Section(source, "architecture", data, names)
     d = Architecture()
-    backend = sec.data.get("backend", d.backend)
-    if backend in PLANNED_BACKENDS:
-        raise sec.fail("backend", f"bit-parallel ({backend} needs fixed-point values and is not "
-                       "implemented yet)", backend)
+    backend = sec.choice("backend", d.backend, BACKENDS)
+    serial = backend in BIT_SERIAL
+    bits = d.bits
+    if "bits" in sec.data:
+        if not serial:
+            raise sec.fail("bits", f"no value with backend {backend} (bits is the bit-serial "
+                           "back-ends' operand width)")
+        bits = sec.int("bits", d.bits, 1)
+        if bits not in SERIAL_BITS:
+            raise sec.fail("bits", f"one of {', '.join(map(str, SERIAL_BITS))}", bits)
+    columns = sec.int("columns", bits if serial else d.columns, 1, MAX_ARRAY_SIDE)
+    if serial and columns % bits:
+        raise sec.fail("columns", f"a multiple of bits ({bits}) for backend {backend}: {bits} "
+                       "bit-serial columns match one bit-parallel column", columns)
     frontend = _frontend(source, sec.data.get("frontend"))
     lockstep = sec.data.get("lockstep", d.lockstep)
     if not isinstance(lockstep, bool):
@@ -254,9 +281,9 @@ def _architecture(source: str, data: Any) -> Architecture:
     arch = Architecture(
         tiles=sec.int("tiles", d.tiles, 1, MAX_ARRAY_SIDE), rows=sec.int("rows", d.rows, 1, MAX_ARRAY_SIDE),
         lanes=sec.int("lanes", d.lanes, 1, MAX_ARRAY_SIDE),
-        columns=sec.int("columns", d.columns, 1, MAX_ARRAY_SIDE),
+        columns=columns,
         frequency_mhz=sec.positive_number("frequency_mhz", d.frequency_mhz, low=1e-3, high=1e6),
-        frontend=frontend, backend=sec.choice("backend", d.backend, BACKENDS), lockstep=lockstep)
+        frontend=frontend, backend=backend, lockstep=lockstep, bits=bits)
     try:
         connectivity(frontend, arch.lanes)
     except FrontendError as e:
@@ -375,6 +402,40 @@ def _memory(source: str, data: Any) -> Memory:
         latency_ns=dram.number("latency_ns", d.latency_ns, 0.0, 1e9))
 
 
+def _energy(source: str, data: Any) -> EnergyTable:
+    """energy: per-event energies in pJ (simulator/energy.py; defaults Horowitz, ISSCC 2014,
+    45 nm). `mac_pj`: any subset of the elements overrides their defaults;
+    `sram_pj_per_byte`: buffer KiB -> pJ per byte read, at least one point, replaces the
+    default points; `sram_write_factor`: a write costs this times a read; `dram_pj_per_byte`."""
+    d = EnergyTable()
+    pj = {"low": 1e-6, "high": 1e9}  # 1 aJ to 1 mJ per event: far outside any process
+    sec = _Section(source, "energy", data, tuple(f.name for f in fields(EnergyTable)))
+    macs = _Section(source, "energy.mac_pj", sec.data.get("mac_pj"), tuple(ELEMENT_BITS))
+    points = d.sram_pj_per_byte
+    sram = sec.data.get("sram_pj_per_byte")
+    if sram is not None:
+        if not isinstance(sram, dict) or not sram:
+            raise sec.fail("sram_pj_per_byte", "a mapping of buffer KiB to pJ per byte read, "
+                           "at least one point", sram)
+        for kib in sram:  # unique: safe_yaml refuses a repeated key, 8 and 8.0 alike
+            if (isinstance(kib, bool) or not isinstance(kib, (int, float))
+                    or not BUFFER_KIB["low"] <= kib <= BUFFER_KIB["high"]):
+                raise sec.fail("sram_pj_per_byte", f"buffer sizes in KiB from "
+                               f"{BUFFER_KIB['low']:g} to {BUFFER_KIB['high']:g}", kib)
+        pts = _Section(source, "energy.sram_pj_per_byte", sram, tuple(sram))
+        points = tuple(sorted((float(k), pts.positive_number(k, None, **pj)) for k in sram))
+        for (k0, e0), (k1, e1) in zip(points, points[1:]):
+            if e1 < e0:
+                raise pts.fail(f"{k1:g}", f"pJ per byte not decreasing as the buffer grows "
+                               f"({e0:g} at {k0:g} KiB)", e1)
+    return EnergyTable(
+        mac_pj={e: macs.positive_number(e, d.mac_pj[e], **pj) for e in ELEMENT_BITS},
+        sram_pj_per_byte=points,
+        sram_write_factor=sec.positive_number("sram_write_factor", d.sram_write_factor,
+                                              low=1e-3, high=1e3),
+        dram_pj_per_byte=sec.positive_number("dram_pj_per_byte", d.dram_pj_per_byte, **pj))
+
+
 def _passes(source: str, data: Any) -> tuple[str, ...]:
     if data is None:
         return PASSES
@@ -389,7 +450,7 @@ def _passes(source: str, data: Any) -> tuple[str, ...]:
 def parse_config(data: Any, source: str = "<config>", name: str | None = None) -> Config:
     """Validate an already-parsed YAML mapping into a `Config`."""
     top = _Section(source, "", data, ("name", "architecture", "workload", "passes", "lowering",
-                                      "memory", "output"))
+                                      "memory", "energy", "output"))
     derived = "".join(c for c in (name or Path(source).stem) if c.isalnum() or c in "-_.")
     cfg_name = top.string("name", derived.lstrip(".") or "config")
     if not all(c.isalnum() or c in "-_." for c in cfg_name) or cfg_name.startswith("."):
@@ -401,7 +462,8 @@ def parse_config(data: Any, source: str = "<config>", name: str | None = None) -
                   passes=_passes(source, top.data.get("passes")),
                   output=Output(dir=out.string("dir", None)),
                   lowering=_lowering(source, top.data.get("lowering")),
-                  memory=_memory(source, top.data.get("memory")), source=source)
+                  memory=_memory(source, top.data.get("memory")),
+                  energy=_energy(source, top.data.get("energy")), source=source)
 
 
 def read_yaml(path: str | os.PathLike, missing: str | None = None) -> Any:

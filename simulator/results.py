@@ -6,7 +6,10 @@ ratios of summed cycles (and bytes), never averages of per-layer ratios.
 
 Cycles: `compute_cycles` (the array), `stall_cycles` (waiting for DRAM), `cycles` (their
 sum); `dense_*` the same for the dense array moving dense training's traffic; `ideal`
-the compute bound. Speedups: `speedup` = dense_cycles / cycles (memory included),
+the compute bound (on a bit-serial back-end: one cycle per front-end step), and
+`serial_bound_cycles` a bit-serial back-end's dense bound (bits cycles per step of the
+dense stream; empty for the bit-parallel array). On a bit-serial back-end the dense
+array is the bit-parallel one of the same peak. Speedups: `speedup` = dense_cycles / cycles (memory included),
 `compute_speedup` = dense_compute_cycles / compute_cycles (the front-end alone, <= h+1),
 `ideal_speedup` = dense_compute_cycles / ideal_cycles. Bytes: DRAM reads and writes, the
 same split by tensor class, `dense_dram_bytes` (dense training), and on forward rows
@@ -33,8 +36,8 @@ from .outputs import write_atomic
 from .traffic import PassTraffic
 
 COLUMNS = ["network", "sparsity", "layer", "kind", "pass", "scheduled_operand", "frontend",
-           "scheduler", "cycles", "compute_cycles", "stall_cycles", "bound", "dense_cycles",
-           "dense_compute_cycles", "ideal_cycles", "speedup", "compute_speedup", "ideal_speedup",
+           "scheduler", "backend", "cycles", "compute_cycles", "stall_cycles", "bound", "dense_cycles",
+           "dense_compute_cycles", "ideal_cycles", "serial_bound_cycles", "speedup", "compute_speedup", "ideal_speedup",
            "macs", "effectual_macs", "utilization", "weight_sparsity", "scheduled_sparsity",
            "broadcast_sparsity", "dram_read_bytes", "dram_write_bytes", "weight_bytes",
            "activation_bytes", "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
@@ -53,8 +56,11 @@ def result_row(network: str, sparsity: float, kind: str, lowered: LoweredPass, t
     return {
         "network": network, "sparsity": sparsity, "layer": lowered.layer, "kind": kind,
         "pass": lowered.pass_name, "scheduled_operand": lowered.scheduled_tensor,
-        "frontend": str(arch.frontend), "scheduler": arch.frontend.scheduler, "compute_cycles": timing.cycles,
+        "frontend": str(arch.frontend), "scheduler": arch.frontend.scheduler,
+        "backend": arch.backend if not arch.bit_serial else f"{arch.backend}-{arch.bits}",
+        "compute_cycles": timing.cycles,
         "dense_compute_cycles": timing.dense_cycles, "ideal_cycles": timing.ideal_cycles,
+        "serial_bound_cycles": timing.bound_cycles if arch.bit_serial else np.nan,
         "compute_speedup": timing.dense_cycles / timing.cycles if timing.cycles else np.nan,
         "ideal_speedup": timing.dense_cycles / timing.ideal_cycles if timing.ideal_cycles else np.nan,
         "macs": lowered.macs, "effectual_macs": effectual_macs, **sparsities,

@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from .streaming import CHUNK_BYTES, LayerStream, chunk_bounds, layer_footprints,
 from .trace import TraceLayer
 from .traffic import LayerFootprints, memory_model, pass_traffic
 from .verify import CheckResult, recompute
+from .verify_serial import check_serial_layer
 
 
 def evaluate(lowered: LoweredPass, arch: Architecture, schedule: bool = True) -> tuple[PassTiming, int]:
@@ -100,8 +101,7 @@ def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: s
         timing, effectual = stream.evaluate(plan, pas, sides[pas], arch)
         if pas == "input_grad" and plan.lowering.input_grad_lowering != "phase":
             dense = stream.dense_cycles(plan, pas, sides[pas], arch, input_grad_lowering="phase")
-            timing = PassTiming(timing.cycles, dense, timing.ideal_cycles, timing.filter_groups,
-                                timing.window_groups)
+            timing = replace(timing, dense_cycles=dense)
         lowered = whole[pas]
         traffic = pass_traffic(layer, pas, scheduled, mm, fp)
         dense_traffic = pass_traffic(layer, pas, (), mm.dense(), dense_fp)
@@ -212,5 +212,9 @@ def check_layers(layers: Iterable[TraceLayer], arch: Architecture,
     """Yield one functional-check result per (layer, pass)."""
     for index, layer in enumerate(layers):
         for pas in plan.passes:
-            if plan.applies(pas, index):
+            if not plan.applies(pas, index):
+                continue
+            if arch.bit_serial:
+                yield check_serial_layer(layer, lambda q: plan.lower(q, pas, arch.lanes, index), pas, arch)
+            else:
                 yield recompute(plan.lower(layer, pas, arch.lanes, index), arch, reference(layer, pas))

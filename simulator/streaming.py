@@ -40,6 +40,7 @@ from .footprint import pass_operand_elements
 from .formats import Footprint, count_runs_from, coordinate_view, footprint
 from .lowering import LoweredPart, LoweredPass, choose_operand, lowered_pass, uses_space_to_depth
 from .scheduler import StreamSchedule, schedule_tiles
+from .serial_streaming import SerialInputScheduled, SerialKernelScheduled, SerialReductionScheduled
 from .trace import TraceLayer
 
 CHUNK_BYTES = 48 << 20  # uint8 stream bytes of one chunk's largest pass (both operands)
@@ -261,12 +262,14 @@ class LayerStream:
     cancel: object = None
 
     def __post_init__(self):
-        self._weight = zero_pattern(self.source.weight)
+        self.coded = getattr(self.source, "coded", False)  # bit-serial costs (serial_streaming.py)
+        self._weight = self.source.weight if self.coded else zero_pattern(self.source.weight)
 
     def chunk(self, start: int, stop: int) -> TraceLayer:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(self.source.spec.name)
-        return pattern_layer(self.source.samples(start, stop), self._weight)
+        sub = self.source.samples(start, stop)
+        return sub if self.coded else pattern_layer(sub, self._weight)
 
     def evaluate(self, plan, pass_name: str, side: str, arch: Architecture,
                  schedule: bool = True, **overrides) -> tuple[PassTiming, int]:
@@ -278,9 +281,11 @@ class LayerStream:
             lowered = plan.lower(self.chunk(start, stop), pass_name, arch.lanes, self.index,
                                  operand=operand, **overrides)
             if parts is None:
-                parts = [_ReductionScheduled(arch, schedule, side) if pass_name == "weight_grad" else
-                         (_KernelScheduled if side == "kernel" else _InputScheduled)(arch, schedule)
-                         for _ in lowered.parts]
+                reduction, kernel, inputs = ((SerialReductionScheduled, SerialKernelScheduled,
+                                              SerialInputScheduled) if self.coded else
+                                             (_ReductionScheduled, _KernelScheduled, _InputScheduled))
+                parts = [reduction(arch, schedule, side) if pass_name == "weight_grad" else
+                         (kernel if side == "kernel" else inputs)(arch, schedule) for _ in lowered.parts]
             for state, part in zip(parts, lowered.parts):
                 state.add(part, c == len(self.chunks) - 1)
         total, effectual = PassTiming(0, 0, 0, 0, 0), 0
@@ -300,7 +305,7 @@ class LayerStream:
             windows = self.source.batch * len(part.input_ids)
             sched, bcast = (kernel_rows, windows) if side == "kernel" else (windows, kernel_rows)
             dense += (groups * -(-sched // (arch.tiles * arch.rows)) * part.steps
-                      * -(-bcast // arch.columns))
+                      * -(-bcast // arch.parallel_columns))
         return dense
 
     def lowered(self, pass_name: str, side: str) -> LoweredPass:
