@@ -180,7 +180,8 @@ def run(config: Config, quiet: bool = True, max_memory_gib: float | None = None,
 
     try:
         rows = [row for point in simulate_points(points(), config.architecture, _plan(config),
-                                                 config.memory, workers, on_layer=finished)
+                                                 config.memory, workers, on_layer=finished,
+                                                 energy=config.energy)
                 for row in point]
     finally:
         for bar in bars:

@@ -26,6 +26,9 @@ first appear in the CSV. Whole-network figures are ratios of summed cycles or by
   effectual MACs / (cycles x peak MACs per cycle) in percent, per layer (columns) and
   (sparsity, pass) (rows), each cell labelled; the colour scale runs from 0 to the
   largest value rounded up to 10%; grey where a layer has no such pass.
+- `energy_split` (`<network>-energy`, energy_plot.py; results with energy columns only):
+  energy per pass and sparsity stacked by MACs, on-chip buffers and DRAM, ours beside the
+  dense baseline's, with the efficiency over each pair.
 
 The plotting functions are pure: they take a DataFrame of one network's rows and return
 a `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global state).
@@ -51,6 +54,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .config import ConfigError
+from .energy_plot import energy_split, has_energy
 from .results import COLUMNS, check_digest, check_rows, numbers, summarize
 from .outputs import OutputError, write_atomic
 from .safe_yaml import cut
@@ -557,7 +561,10 @@ def figures(df: pd.DataFrame) -> list[tuple[str, Figure]]:
         while stem.lower() in used:  # two names made equal by the replacing
             stem = f"{stem[:MAX_STEM - 9]}-{_short_hash(stem + network + label)}"
         used.add(stem.lower())
-        for kind, plot in PLOTS.items():
+        plots = dict(PLOTS)
+        if has_energy(part):
+            plots["energy"] = lambda rows: energy_split(rows, _figure)
+        for kind, plot in plots.items():
             fig = plot(part)
             if label:
                 fig.suptitle(f"{fig.get_suptitle()} [{label}]", fontsize=10)

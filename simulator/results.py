@@ -42,7 +42,9 @@ COLUMNS = ["network", "sparsity", "layer", "kind", "pass", "scheduled_operand", 
            "broadcast_sparsity", "dram_read_bytes", "dram_write_bytes", "weight_bytes",
            "activation_bytes", "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
            "compression_ratio", "refetch", "tiling", "tiles", "activation_memory_bytes",
-           "dense_activation_memory_bytes", "time_us"]
+           "dense_activation_memory_bytes", "energy_pj", "energy_mac_pj", "energy_sram_pj",
+           "energy_dram_pj", "dense_energy_pj", "dense_energy_mac_pj", "dense_energy_sram_pj",
+           "dense_energy_dram_pj", "energy_efficiency", "time_us"]
 
 
 def result_row(network: str, sparsity: float, kind: str, lowered: LoweredPass, timing: PassTiming,
@@ -99,11 +101,13 @@ MAX_COUNT = 10 ** 18  # cycles, MACs, bytes: far beyond any run, and sums of the
 COUNTS = ["compute_cycles", "stall_cycles", "dense_compute_cycles", "ideal_cycles", "macs",
           "effectual_macs", "dram_read_bytes", "dram_write_bytes", "weight_bytes",
           "activation_bytes", "saved_activation_bytes", "gradient_bytes", "dense_dram_bytes",
-          "tiles", "activation_memory_bytes", "dense_activation_memory_bytes"]
+          "tiles", "activation_memory_bytes", "dense_activation_memory_bytes", "energy_pj", "energy_mac_pj",
+          "energy_sram_pj", "energy_dram_pj", "dense_energy_pj", "dense_energy_mac_pj",
+          "dense_energy_sram_pj", "dense_energy_dram_pj"]
 POSITIVE = ["cycles", "dense_cycles"]  # >= 1: every speedup divides by them
 FRACTIONS = ["weight_sparsity", "scheduled_sparsity", "broadcast_sparsity"]  # in [0, 1]
 RATIOS = ["speedup", "compute_speedup", "ideal_speedup", "utilization", "compression_ratio",
-          "refetch", "time_us"]
+          "refetch", "energy_efficiency", "time_us"]
 # a ratio that `result_row` leaves empty (NaN) exactly when its divisor is 0
 EMPTY_WHEN_ZERO = {"compute_speedup": "compute_cycles", "ideal_speedup": "ideal_cycles"}
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(nan|inf|infinity)\s*",
@@ -205,6 +209,8 @@ PHASES = {"forward": ("forward",), "input_grad": ("input_grad",), "weight_grad":
 SUMMED = ["cycles", "compute_cycles", "stall_cycles", "dense_cycles", "dense_compute_cycles",
           "ideal_cycles", "dram_read_bytes", "dram_write_bytes", "dense_dram_bytes",
           "activation_memory_bytes", "dense_activation_memory_bytes"]
+ENERGY = ["energy_pj", "energy_mac_pj", "energy_sram_pj", "energy_dram_pj", "dense_energy_pj",
+          "dense_energy_mac_pj", "dense_energy_sram_pj", "dense_energy_dram_pj"]
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -212,16 +218,20 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     `speedup` (dense_cycles / cycles, memory included), `compute_speedup`,
     `speedup_vs_0` (over the 0% run on the same array; NaN without one), `ideal_speedup`,
     `dram_reduction` (dense training's DRAM bytes / ours) and `activation_memory_reduction`
-    (forward rows carry the activation memory, so it is NaN for phases without forward).
-    Phases: each simulated pass, `backward` (input + weight gradient) and `iteration`
+    (forward rows carry the activation memory, so it is NaN for phases without forward);
+    with energy columns (results since issue 15), their sums and `energy_efficiency`
+    (dense_energy_pj / energy_pj); on a bit-serial back-end, `serial_bound_cycles`. Phases: each simulated pass, `backward` (input + weight gradient) and `iteration`
     (all three), only where all the passes they sum were run."""
     present = set(results["pass"])
+    summed = SUMMED + [c for c in ENERGY if c in results.columns]
+    serial = "serial_bound_cycles" in results.columns and results["serial_bound_cycles"].notna().all()
+    summed += ["serial_bound_cycles"] if serial else []
     rows = []
     for phase, passes in PHASES.items():
         if not set(passes) <= present:
             continue  # backward needs both gradient passes, iteration all three
         part = results[results["pass"].isin(passes)]
-        sums = part.groupby(["network", "sparsity"], sort=False)[SUMMED].sum().reset_index()
+        sums = part.groupby(["network", "sparsity"], sort=False)[summed].sum().reset_index()
         sums.insert(2, "phase", phase)
         rows.append(sums)
     out = pd.concat(rows, ignore_index=True)
@@ -235,6 +245,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     out["dram_reduction"] = out["dense_dram_bytes"] / out["dram_bytes"]
     memory = out["activation_memory_bytes"].where(out["activation_memory_bytes"] > 0)
     out["activation_memory_reduction"] = out["dense_activation_memory_bytes"] / memory
+    if "energy_pj" in out.columns:
+        out["energy_efficiency"] = out["dense_energy_pj"] / out["energy_pj"]
     return out
 
 
@@ -271,11 +283,28 @@ def format_summary(summary: pd.DataFrame, title: str) -> str:
                              f"({table.loc[s, ('activation_memory_reduction', 'forward')]:.2f}x)")
             lines.append(f"{s:>8.0%} " + "".join(f"{c:>20}" for c in cells[:len(phases)])
                          + (f"{cells[-1]:>24}" if memory else ""))
+        if "energy_pj" in block.columns:
+            lines.append(f"\n{net}: energy in mJ (efficiency over the dense array) and where it goes")
+            lines.append(f"{'sparsity':>9}" + "".join(f"{p:>20}" for p in phases) + f"{'MAC / SRAM / DRAM':>24}")
+            last = phases[-1]
+            for s in table.index:
+                cells = [f"{table.loc[s, ('energy_pj', p)] / 1e9:,.2f} "
+                         f"({table.loc[s, ('energy_efficiency', p)]:.2f}x)" for p in phases]
+                split = [table.loc[s, (c, last)] / table.loc[s, ("energy_pj", last)]
+                         for c in ("energy_mac_pj", "energy_sram_pj", "energy_dram_pj")]
+                lines.append(f"{s:>8.0%} " + "".join(f"{c:>20}" for c in cells)
+                             + f"{' / '.join(f'{v:.0%}' for v in split):>24}")
     sums = [t for p, t in (("backward", "backward = input_grad + weight_grad"),
                            ("iteration", "iteration = forward + backward")) if p in set(summary["phase"])]
-    lines.append("\n" + "; ".join(sums + ["summed cycles; dense array: same array and memory, no "
-                                           "skipping, dense training's traffic; ideal: "
-                                           "ceil(non-zeros / lanes) per filter lane. Saved for "
+    serial = "serial_bound_cycles" in summary.columns
+    dense = ("the bit-parallel array of the same peak and memory, no skipping, dense values, dense "
+             "training's traffic; ideal: one cycle per front-end step, ceil(non-zeros / lanes) steps "
+             "per filter lane" if serial else
+             "same array and memory, no skipping, dense training's traffic; ideal: "
+             "ceil(non-zeros / lanes) per filter lane")
+    energy = ("; energy: MACs, on-chip buffer and DRAM bytes times the config's per-event energies "
+              "(docs/design/energy.md), split shown for the last phase" if "energy_pj" in summary.columns else "")
+    lines.append("\n" + "; ".join(sums + [f"summed cycles; dense array: {dense}{energy}. Saved for "
                                            "backward: activations the backward pass keeps "
                                            "(saved inputs as stored, batch-norm inputs dense)."]))
     return "\n".join(lines)

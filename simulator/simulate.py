@@ -29,6 +29,8 @@ import numpy as np
 
 from .array import ZERO, PassTiming, effectual_macs, time_streams
 from .config import Architecture, Lowering, Memory
+from .energy import EnergyTable
+from .energy_events import energy_columns
 from .lowering import LoweredPass, lower, reference
 from .memory import Dram, PassWork, is_memory_bound, time_passes
 from .results import finish_row, result_row
@@ -76,14 +78,17 @@ class PassPlan:
 
 def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: str, sparsity: float,
                mm, batchnorm_elements: int = 0, chunk_bytes: int = CHUNK_BYTES,
-               chunk_samples: int | None = None, cancel: threading.Event | None = None) -> list[dict]:
+               chunk_samples: int | None = None, cancel: threading.Event | None = None,
+               memory: Memory | None = None, energy: EnergyTable | None = None) -> list[dict]:
     """The result rows of one layer (`layer`: a `TraceLayer` or anything with its `spec`,
     `batch`, `weight`, `saved_is_input` and `samples`), simulated batch chunk by batch
     chunk (`streaming.py`), without their memory timing (`time_iteration` adds it).
     `batchnorm_elements`: elements of the batch-norm input that follows the layer (its
     output), which the backward pass needs stored dense (SWAT A.9); it enters the
     activation-memory tally of the forward row. `cancel`: set, it stops the layer within a
-    chunk (`streaming.Cancelled`)."""
+    chunk (`streaming.Cancelled`). `memory` and `energy` (defaults: the default `Memory` and
+    `EnergyTable`) give the energy columns (`energy_events.py`)."""
+    memory, energy = memory or Memory(), energy or EnergyTable()
     spec = layer.spec
     passes = [p for p in plan.passes if plan.applies(p, index)]
     if not passes:
@@ -111,6 +116,8 @@ def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: s
             "scheduled_sparsity": sparsity_of(counted, lowered.scheduled_tensor),
             "broadcast_sparsity": sparsity_of(counted, lowered.broadcast_tensor)},
             traffic, dense_traffic, bn if pas == "forward" else 0)
+        row.update(energy_columns(energy, lowered, timing, row["scheduled_sparsity"], traffic, dense_traffic,
+                                  arch, memory))
         row["_order"] = (0, index, 0) if pas == "forward" else (1, -index, pas == "weight_grad")
         row["_work"] = PassWork(timing.cycles, traffic.read_bytes, traffic.write_bytes, traffic.tiles)
         row["_dense_work"] = PassWork(timing.dense_cycles, dense_traffic.read_bytes,
@@ -122,18 +129,19 @@ def layer_rows(layer, index: int, arch: Architecture, plan: PassPlan, network: s
 def simulate_layers(layers: Iterable, arch: Architecture, plan: PassPlan, network: str,
                     sparsity: float, memory: Memory, batchnorm_elements: dict | None = None,
                     workers: int = 1, chunk_bytes: int = CHUNK_BYTES,
-                    chunk_samples: int | None = None) -> list[dict]:
+                    chunk_samples: int | None = None, energy: EnergyTable | None = None) -> list[dict]:
     """One result row per (layer, pass) of one workload point, with DRAM traffic and
     memory stalls (`simulate_points` with one point).
 
     `batchnorm_elements`: layer name -> elements of the batch-norm input that follows it."""
     return simulate_points([(network, sparsity, layers, batchnorm_elements or {})], arch, plan, memory,
-                           workers, chunk_bytes, chunk_samples)[0]
+                           workers, chunk_bytes, chunk_samples, energy=energy)[0]
 
 
 def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory: Memory,
                     workers: int = 1, chunk_bytes: int = CHUNK_BYTES, chunk_samples: int | None = None,
-                    on_layer: Callable[[int], None] | None = None) -> list[list[dict]]:
+                    on_layer: Callable[[int], None] | None = None,
+                    energy: EnergyTable | None = None) -> list[list[dict]]:
     """The rows of each workload point, (network, sparsity, layers, batch-norm elements
     after each layer), in order. Layers are simulated (`layer_rows`, in chunks of
     `chunk_samples` samples or of `chunk_bytes` of streams) by `workers` threads at once
@@ -148,7 +156,7 @@ def simulate_points(points: Iterable, arch: Architecture, plan: PassPlan, memory
         for p, (network, sparsity, layers, bns) in enumerate(points):
             for index, layer in enumerate(layers):
                 yield p, (layer, index, arch, plan, network, sparsity, mm, bns.get(layer.spec.name, 0),
-                          chunk_bytes, chunk_samples, cancel)
+                          chunk_bytes, chunk_samples, cancel, memory, energy)
             yield p, None
 
     if workers <= 1:

@@ -8,7 +8,6 @@ front-end cycles <= bit-serial cycles <= bits x front-end cycles <= the dense bo
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from simulator.config import Architecture, Lowering

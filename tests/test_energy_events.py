@@ -1,0 +1,78 @@
+"""Energy columns of the result rows (simulator/energy_events.py): the split adds up, the
+dense baseline is what a dense pass costs, skipping only saves, and the summary and the
+report carry energy."""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator.config import Architecture, Lowering, Memory
+from simulator.energy import EnergyTable
+from simulator.energy_plot import has_energy
+from simulator.frontend import Frontend
+from simulator.results import summarize, format_summary
+from simulator.serial_streaming import CodedLayer
+from simulator.simulate import PassPlan, simulate_layers
+from simulator.trace import TraceLayer
+from tests.test_streaming import LAYERS, PASSES, sparse_layer
+
+ARCH = Architecture(tiles=2, rows=2, lanes=4, columns=1, frontend=Frontend("T", 2, 1))
+SPLIT = ("energy_mac_pj", "energy_sram_pj", "energy_dram_pj")
+
+
+def _rows(layers, arch, memory=Memory(), energy=None):
+    plan = PassPlan(PASSES, Lowering())
+    return simulate_layers(layers, arch, plan, "toy", 0.5, memory, energy=energy)
+
+
+def test_split_adds_up_and_efficiency_is_the_ratio():
+    rows = _rows([sparse_layer(spec, batch, seed=i) for i, (spec, batch) in enumerate(LAYERS)], ARCH)
+    for r in rows:
+        assert r["energy_pj"] == pytest.approx(sum(r[c] for c in SPLIT))
+        assert r["dense_energy_pj"] == pytest.approx(sum(r["dense_" + c] for c in SPLIT))
+        assert min(r[c] for c in SPLIT) >= 0 and r["energy_pj"] > 0
+        assert r["energy_efficiency"] == pytest.approx(r["dense_energy_pj"] / r["energy_pj"])
+        # sparse weights: fewer MACs performed than the dense array's
+        if r["pass"] == "forward":
+            assert r["energy_mac_pj"] < r["dense_energy_mac_pj"]
+
+
+def test_a_dense_layer_without_skipping_costs_what_the_dense_baseline_costs():
+    rng = np.random.default_rng(0)
+    spec, batch = LAYERS[0]
+    layer = TraceLayer(spec, rng.standard_normal(spec.weight_shape).astype(np.float32) + 5,
+                       rng.random(spec.input_shape(batch)).astype(np.float32) + 1, None,
+                       rng.random(spec.output_shape(batch)).astype(np.float32) + 1)
+    memory = Memory(formats=dict.fromkeys(("weights", "activations", "saved_activations", "gradients"), "dense"))
+    for r in _rows([layer], replace(ARCH, frontend=Frontend("none", 0, 0)), memory):
+        assert r["energy_pj"] == pytest.approx(r["dense_energy_pj"]), r["pass"]
+
+
+def test_energies_scale_with_the_table():
+    layers = [sparse_layer(*LAYERS[1], seed=3)]
+    base = _rows(layers, ARCH)
+    doubled = _rows(layers, ARCH, energy=EnergyTable(dram_pj_per_byte=2 * EnergyTable().dram_pj_per_byte))
+    for a, b in zip(base, doubled):
+        assert b["energy_dram_pj"] == pytest.approx(2 * a["energy_dram_pj"])
+        assert b["energy_mac_pj"] == a["energy_mac_pj"] and b["energy_sram_pj"] == a["energy_sram_pj"]
+
+
+def test_bit_serial_rows_charge_lane_steps_against_a_bit_parallel_baseline():
+    arch = Architecture(tiles=2, rows=2, lanes=4, columns=8, frontend=Frontend("T", 2, 1), backend="tclp",
+                        bits=8)
+    table = EnergyTable()
+    layers = [CodedLayer(sparse_layer(spec, batch, seed=i), "tclp", 8) for i, (spec, batch) in enumerate(LAYERS)]
+    rows = _rows(layers, arch, Memory(element="int8"))
+    for r in rows:
+        # every busy lane-step costs mac(int8) / 8; the dense baseline's MACs mac(int8) each
+        assert r["dense_energy_mac_pj"] == pytest.approx(r["macs"] * table.mac("int8"))
+        assert r["energy_mac_pj"] <= 8 * r["macs"] * table.serial_step(8) + 1e-9
+        assert r["compute_cycles"] <= r["serial_bound_cycles"]
+        assert r["backend"] == "tclp-8"
+    summary = summarize(pd.DataFrame(rows))
+    assert {"energy_efficiency", "serial_bound_cycles"} <= set(summary.columns)
+    text = format_summary(summary, "toy")
+    assert "energy in mJ" in text and "bit-parallel array of the same peak" in text
+    assert has_energy(pd.DataFrame(rows))
