@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -21,7 +20,7 @@ from .config import Config, ConfigError
 from .results import COLUMNS
 from .serial_streaming import CodedLayer
 from .simulate import PassPlan, check_layers, simulate_points
-from .footprint import check_bytes, largest_pass, streamed_run
+from .footprint import check_bytes, coded_layer_bytes, largest_pass, streamed_run
 from .resources import MemoryLimitError, check_memory, format_bytes
 from .safe_yaml import cut
 from .trace import TENSORS, TraceError, TraceLayer, read_trace
@@ -95,7 +94,7 @@ def _workloads(config: Config, max_memory_gib: float | None = None, check: bool 
     serial = config.architecture.bit_serial and not check
     shared = 0 if check or serial or len(wl.sparsity) == 1 else CACHE_BYTES  # DrawCache
     if serial:  # whole float layers in flight, one per worker and one more (`_coded`)
-        shared = (workers + 1) * max(_coded_bytes(spec, wl.batch) for spec in net.layers)
+        shared = (workers + 1) * max(coded_layer_bytes(spec, wl.batch) for spec in net.layers)
     _check_memory(config, net.layers, wl.batch, shared,
                   f"{config.source}: {net.name} at image_size {wl.image_size or net.layers[0].in_hw[0]}, "
                   f"batch {wl.batch}, {config.architecture.lanes} lanes",
@@ -117,13 +116,6 @@ def _coded(config: Config, layers, check: bool):
     if check or not arch.bit_serial:
         return iter(layers)
     return (CodedLayer(layer, arch.backend, arch.bits) for layer in layers)
-
-
-def _coded_bytes(spec, batch: int) -> int:
-    """Bytes of one synthetic layer held whole for a bit-serial run: float32 weight, input,
-    saved input and output gradient, and their one-byte costs."""
-    return 5 * (spec.weight_count + 2 * int(np.prod(spec.input_shape(batch)))
-                + int(np.prod(spec.output_shape(batch))))
 
 
 def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: str,

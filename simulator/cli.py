@@ -144,7 +144,10 @@ def _cmd_check(args) -> int:
         raise ConfigError(f"{config.source}: passes: expected at least one layer pass to check, "
                           "but the workload has none (the first layer's input_grad is skipped "
                           "unless lowering.first_layer_input_grad is true)")
-    print(f"{total - failures} of {total} layer passes match the NumPy reference"
+    arch = config.architecture
+    reference = (f"the {arch.bits}-bit quantised NumPy reference exactly, bit-serial ({arch.backend})"
+                 if arch.bit_serial else "the NumPy reference")
+    print(f"{total - failures} of {total} layer passes match {reference}"
           + ("" if not failures else f"; {failures} FAILED"))
     return EXIT_INPUT if failures else EXIT_OK
 

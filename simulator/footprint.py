@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .lowering import uses_space_to_depth
 
 BASE_BYTES = 300 << 20  # interpreter, numpy/numba/pandas, compiled kernels, results (measured: ~200 MiB)
@@ -129,3 +131,10 @@ def check_bytes(largest_elements: int, tensor_bytes: int = 0) -> int:
     """The peak estimate of `check` for a largest pass of `largest_elements` operand
     elements, with `tensor_bytes` of a loaded trace."""
     return int(BASE_BYTES + CHECK_FACTOR * 4 * largest_elements + tensor_bytes)
+
+
+def coded_layer_bytes(spec, batch: int) -> int:
+    """Bytes of one synthetic layer a bit-serial run holds whole (`api._coded`): float32
+    weight, input, saved input and output gradient, plus their one-byte costs."""
+    elements = spec.weight_count + 2 * int(np.prod(spec.input_shape(batch))) + int(np.prod(spec.output_shape(batch)))
+    return 5 * elements

@@ -36,6 +36,7 @@ from .quantize import scale_for, quantize
 from .trace import TraceLayer
 
 TENSORS = ("weight", "input", "input_saved", "grad_output")
+BLOCK = 1 << 20  # values quantised at once
 
 
 class CodedLayer:
@@ -66,10 +67,16 @@ class CodedLayer:
         return self.layer.saved_is_input
 
     def _costs(self, name: str, x: np.ndarray | None) -> np.ndarray | None:
+        """The costs of `x`, quantised in blocks of BLOCK values (quantize's float64
+        temporaries stay small whatever the chunk)."""
         if x is None:
             return None
-        q = quantize(x, self.bits, self.scales[name]).values
-        return value_costs(q, self.backend, self.signed[name])
+        flat = x.reshape(-1)
+        out = np.empty(flat.size, dtype=np.uint8)
+        for start in range(0, flat.size, BLOCK):
+            q = quantize(flat[start:start + BLOCK], self.bits, self.scales[name]).values
+            out[start:start + BLOCK] = value_costs(q, self.backend, self.signed[name])
+        return out.reshape(x.shape)
 
     def samples(self, start: int, stop: int) -> TraceLayer:
         """Samples [start, stop) as a `TraceLayer` of uint8 costs."""
