@@ -185,7 +185,7 @@ def _cmd_sweep(args) -> int:
               "(-v lists them)")
     skipped = len(sweep.skipped)
     print(f"{sweep.name}: {finished(sweep, out, stored)} of {total} points done, {len(todo)} to run"
-          + (f" {where}" if todo else "") + (f" ({skipped} front-end combination"
+          + (f" {where}" if todo else "") + (f" ({skipped} invalid combination"
                                              f"{'s' if skipped > 1 else ''} skipped)" if skipped else ""))
 
     def report(point, rows) -> None:

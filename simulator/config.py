@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,11 @@ MAX_SPARSITIES = 1000  # values of workload.sparsity, each a whole simulation of
 
 class ConfigError(ValueError):
     """A user mistake in a config file; `str()` is the one-line message to print."""
+
+
+class CombinationError(ConfigError):
+    """Values that are each valid but do not go together (a back-end's bits and the
+    array's columns, a bit-serial back-end's memory element): a sweep skips such a point."""
 
 
 @dataclass(frozen=True)
@@ -264,15 +269,16 @@ def _architecture(source: str, data: Any) -> Architecture:
     bits = d.bits
     if "bits" in sec.data:
         if not serial:
-            raise sec.fail("bits", f"no value with backend {backend} (bits is the bit-serial "
-                           "back-ends' operand width)")
+            raise CombinationError(str(sec.fail("bits", f"no value with backend {backend} (bits is "
+                                                "the bit-serial back-ends' operand width)")))
         bits = sec.int("bits", d.bits, 1)
         if bits not in SERIAL_BITS:
             raise sec.fail("bits", f"one of {', '.join(map(str, SERIAL_BITS))}", bits)
     columns = sec.int("columns", bits if serial else d.columns, 1, MAX_ARRAY_SIDE)
     if serial and columns % bits:
-        raise sec.fail("columns", f"a multiple of bits ({bits}) for backend {backend}: {bits} "
-                       "bit-serial columns match one bit-parallel column", columns)
+        raise CombinationError(str(sec.fail(
+            "columns", f"a multiple of bits ({bits}) for backend {backend}: {bits} bit-serial "
+            "columns match one bit-parallel column", columns)))
     frontend = _frontend(source, sec.data.get("frontend"))
     lockstep = sec.data.get("lockstep", d.lockstep)
     if not isinstance(lockstep, bool):
@@ -457,13 +463,28 @@ def parse_config(data: Any, source: str = "<config>", name: str | None = None) -
         raise top.fail("name", "letters, digits, '-', '_' or '.' (it names the output "
                        "directory reports/<name>)", cfg_name)
     out = _Section(source, "output", top.data.get("output"), ("dir",))
-    return Config(name=cfg_name, architecture=_architecture(source, top.data.get("architecture")),
+    arch = _architecture(source, top.data.get("architecture"))
+    return Config(name=cfg_name, architecture=arch,
                   workload=_workload(source, top.data.get("workload")),
                   passes=_passes(source, top.data.get("passes")),
                   output=Output(dir=out.string("dir", None)),
                   lowering=_lowering(source, top.data.get("lowering")),
-                  memory=_memory(source, top.data.get("memory")),
+                  memory=_serial_memory(source, arch, top.data.get("memory")),
                   energy=_energy(source, top.data.get("energy")), source=source)
+
+
+def _serial_memory(source: str, arch: Architecture, data: Any) -> Memory:
+    """memory, with a bit-serial back-end's values `int<bits>` wide in DRAM and on chip:
+    the default there, and any other `memory.element` refused."""
+    memory = _memory(source, data)
+    if not arch.bit_serial:
+        return memory
+    element = f"int{arch.bits}"
+    if isinstance(data, dict) and "element" in data and memory.element != element:
+        raise CombinationError(str(_error(source, "memory.element", f"{element} with backend "
+                                          f"{arch.backend} at {arch.bits} bits (its values are "
+                                          f"{arch.bits}-bit integers)", memory.element)))
+    return replace(memory, element=element)
 
 
 def read_yaml(path: str | os.PathLike, missing: str | None = None) -> Any:
@@ -496,6 +517,5 @@ def load_config(path: str | os.PathLike) -> Config:
     if trace and not Path(trace).is_absolute() and not Path(trace).exists():
         alt = path.parent / trace
         if alt.exists():
-            from dataclasses import replace
             cfg = replace(cfg, workload=replace(cfg.workload, trace=str(alt)))
     return cfg

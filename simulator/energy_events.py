@@ -6,7 +6,9 @@ Events counted, for the simulated array and for the dense baseline alike:
 - MACs: bit-parallel, the products the multipliers perform: every non-zero of the
   scheduled operand meets every window, `macs` x (1 - scheduled sparsity) (the dense
   array: `macs`), at the operand width `memory.element`; bit-serial, the busy
-  multiplier lane-steps (`PassTiming.serial_steps`, one bit or term of one value each),
+  multiplier lane-steps (`PassTiming.serial_steps`: each cycle of a step, every lane
+  with a value to multiply, also one that has finished its own value's bits and waits
+  for the step's slowest, as lockstep columns without clock gating would),
   and its dense baseline the bit-parallel array's `macs` at `bits`-bit integers;
 - on-chip buffer reads: the scheduled operand's non-zeros once per window group (each
   window group streams its filters' values again), the broadcast operand's elements once
@@ -14,8 +16,9 @@ Events counted, for the simulated array and for the dense baseline alike:
   buffer and the input operand in the activations buffer (memory.buffers_kib);
   outputs are read once from the output buffer as they are written to DRAM;
 - on-chip buffer writes: every byte read from DRAM, into the buffer of the operand it
-  feeds; every output, once, into the output buffer (the reduction accumulates in the
-  PE: output stationary, no partial sums through SRAM);
+  feeds (partial sums read back, when traffic.py spills them, into the output buffer);
+  every output, once, into the output buffer (within a tile the reduction accumulates in
+  the PE: output stationary, no partial sums through SRAM);
 - DRAM: the pass's bytes read and written (traffic.py).
 
 On-chip values are `element` wide (bit-serial: `bits`); compression metadata on chip, the
@@ -53,13 +56,16 @@ def _events(lowered: LoweredPass, traffic: PassTraffic, arch: Architecture, memo
                             else ("activations", "weights"))
     kernel_tensor = PASS_TENSORS[lowered.pass_name][0]
     kernel_fill = traffic.reads.get(kernel_tensor, 0)
+    psum_fill = sum(b for t, b in traffic.reads.items()  # partial sums read back: the output's reads
+                    if t in traffic.writes and t not in PASS_TENSORS[lowered.pass_name])
     return {
         "mac_count": 0.0 if serial else macs * scheduled_density,
         "element": element, "serial_steps": float(serial_steps or 0.0), "bits": arch.bits,
         "sram_reads": {sched_buf: scheduled_reads, bcast_buf: broadcast_reads,
                        "outputs": float(traffic.write_bytes)},
         "sram_writes": {"weights": float(kernel_fill),
-                        "activations": float(traffic.read_bytes - kernel_fill), "outputs": outputs},
+                        "activations": float(traffic.read_bytes - kernel_fill - psum_fill),
+                        "outputs": outputs + psum_fill},
         "buffer_kib": {"weights": memory.weight_buffer_kib, "activations": memory.activation_buffer_kib,
                        "outputs": memory.output_buffer_kib},
         "dram_bytes": float(traffic.read_bytes + traffic.write_bytes)}

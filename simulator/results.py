@@ -104,6 +104,7 @@ COUNTS = ["compute_cycles", "stall_cycles", "dense_compute_cycles", "ideal_cycle
           "tiles", "activation_memory_bytes", "dense_activation_memory_bytes", "energy_pj", "energy_mac_pj",
           "energy_sram_pj", "energy_dram_pj", "dense_energy_pj", "dense_energy_mac_pj",
           "dense_energy_sram_pj", "dense_energy_dram_pj"]
+NULLABLE = ["serial_bound_cycles"]  # counts left empty on bit-parallel rows
 POSITIVE = ["cycles", "dense_cycles"]  # >= 1: every speedup divides by them
 FRACTIONS = ["weight_sparsity", "scheduled_sparsity", "broadcast_sparsity"]  # in [0, 1]
 RATIOS = ["speedup", "compute_speedup", "ideal_speedup", "utilization", "compression_ratio",
@@ -173,7 +174,7 @@ def check_rows(rows: pd.DataFrame, required=()) -> None:
             raise ValueError(f"column pass: expected {', '.join(PASSES)}, got "
                              f"{_shown(rows['pass'].iloc[i])} (data row {i + 1})")
     values = {}
-    for col in ("sparsity", *POSITIVE, *COUNTS, *FRACTIONS, *RATIOS):
+    for col in ("sparsity", *POSITIVE, *COUNTS, *NULLABLE, *FRACTIONS, *RATIOS):
         if col not in rows.columns:
             continue
         if isinstance(rows[col], pd.DataFrame):  # the header names it twice
@@ -189,6 +190,9 @@ def check_rows(rows: pd.DataFrame, required=()) -> None:
             ok = ~bad & np.isfinite(x) & (x >= low) & (x <= high)
             if col == "sparsity":
                 ok &= x < 1.0
+            if col in NULLABLE:
+                ok |= np.isnan(x) & ~bad
+                what += " or empty"
         if col in EMPTY_WHEN_ZERO and EMPTY_WHEN_ZERO[col] in values:
             divisor = EMPTY_WHEN_ZERO[col]
             empty = np.isnan(x) & ~bad

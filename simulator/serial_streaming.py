@@ -111,14 +111,20 @@ class _Totals:
         self.arch = arch
         self.lockstep, self.tiles, self.serial_steps = 0, np.zeros(arch.tiles, dtype=np.int64), 0
 
-    def add(self, cycles: np.ndarray, lane_cycles: np.ndarray, sizes: np.ndarray) -> None:
+    def add(self, cycles: np.ndarray, lane_cycles: np.ndarray, sizes: np.ndarray, steps: int) -> None:
+        """Add whole filter groups' unit costs; a missing tile of a filter group streams the
+        window through in ceil(steps / (h+1)) one-cycle steps in lockstep (as array.py)."""
         tiles = self.arch.tiles
         units, groups = cycles.shape
-        padded = np.zeros((-(-units // tiles) * tiles, groups), dtype=np.int64)
-        padded[:units] = cycles
-        per = padded.reshape(-1, tiles, groups)
-        self.lockstep += int(per.max(axis=1).sum())
-        self.tiles += per.sum(axis=(0, 2))
+        idle = -(-steps // (self.arch.frontend.lookahead + 1))
+        for pad, lockstep in ((idle, True), (0, False)):
+            padded = np.full((-(-units // tiles) * tiles, groups), pad, dtype=np.int64)
+            padded[:units] = cycles
+            per = padded.reshape(-1, tiles, groups)
+            if lockstep:
+                self.lockstep += int(per.max(axis=1).sum())
+            else:
+                self.tiles += per.sum(axis=(0, 2))
         self.serial_steps += int((lane_cycles * sizes[None, :]).sum())
 
     def timing(self, ideals: list[np.ndarray], filters: int, steps: int, windows: int) -> PassTiming:
@@ -160,7 +166,7 @@ class SerialKernelScheduled:
             sizes = _group_sizes(cut, a.columns)
             for g, units in enumerate(self.units):
                 self.totals.add(*serial_units(units, frames[g], self.offsets, fe.lookahead, fe.scheduler),
-                                sizes)
+                                sizes, self.steps)
 
     def finish(self) -> tuple[PassTiming, int]:
         timing = self.totals.timing(self.ideals, self.filters, self.steps, self.windows)
@@ -207,7 +213,8 @@ class SerialInputScheduled:
         totals = _Totals(self.arch)
         sizes = _group_sizes(self.n_windows, self.arch.columns)
         for pieces in self.cycles:
-            totals.add(np.concatenate([c for c, _ in pieces]), np.concatenate([lc for _, lc in pieces]), sizes)
+            totals.add(np.concatenate([c for c, _ in pieces]), np.concatenate([lc for _, lc in pieces]), sizes,
+                       self.steps)
         ideals = [np.concatenate(i) for i in self.ideals]
         timing = totals.timing(ideals, self.filters, self.steps, self.n_windows)
         return timing, effectual_macs(self.kernel_counts, self.input_counts)
@@ -245,7 +252,7 @@ class SerialReductionScheduled:
         totals = _Totals(a)
         sizes = _group_sizes(self.n_windows, a.columns)
         for s in self.streams:
-            totals.add(s.cycles, s.lane_cycles, sizes)
+            totals.add(s.cycles, s.lane_cycles, sizes, self.steps)
         ideals = [unit_ideal(n, a.rows, a.lanes) for n in self.row_nonzeros]
         return totals.timing(ideals, self.row_nonzeros.shape[1], self.steps, self.n_windows), self.effectual
 
@@ -262,7 +269,7 @@ def evaluate_serial(lowered, arch: Architecture) -> tuple[PassTiming, int]:
         sizes = _group_sizes(bcast.shape[1], arch.columns)
         for g in range(nz.shape[0]):
             totals.add(*serial_units(_units(nz[g], arch.rows), frames[g], schedule_offsets(arch),
-                                     fe.lookahead, fe.scheduler), sizes)
+                                     fe.lookahead, fe.scheduler), sizes, nz.shape[2])
         ideals = [unit_ideal(n.sum(axis=(1, 2), dtype=np.int64), arch.rows, arch.lanes) for n in nz]
         timing = totals.timing(ideals, nz.shape[1], nz.shape[2], bcast.shape[1])
         total = timing if total is None else total + timing

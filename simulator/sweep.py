@@ -24,10 +24,11 @@ once) and keeps only each valid point's position and id; a point's config is reb
 when it runs. It takes some 0.15 ms a point, with a progress bar if it takes over a
 second.
 
-**Front-end combinations.** Lookahead, lookaside and shape are valid one by one but not
-in every combination (T<1,9> cannot place 9 lateral connections on 16 lanes; shape
-`none` takes no lookahead). A point whose only problem is such a combination
-(`connectivity` raises `FrontendError`) is skipped with a note, as long as each of its
+**Combinations.** Lookahead, lookaside and shape are valid one by one but not in every
+combination (T<1,9> cannot place 9 lateral connections on 16 lanes; shape `none` takes
+no lookahead), nor are a bit-serial back-end's bits, the array's columns and the memory
+element (`config.CombinationError`). A point whose only problem is such a combination
+(`connectivity` raises `FrontendError`, or the config a `CombinationError`) is skipped with a note, as long as each of its
 values builds in some other point; a value that builds in no point at all is an error,
 and so is a sweep with no valid point. Every other invalid value is an error.
 
@@ -64,7 +65,7 @@ from typing import Any
 import pandas as pd
 
 from . import __version__, safe_yaml
-from .config import Config, ConfigError, parse_config, read_yaml
+from .config import CombinationError, Config, ConfigError, parse_config, read_yaml
 from .frontend import FrontendError
 from .outputs import write_atomic
 from .results import write_results
@@ -391,9 +392,10 @@ class _Messages:
 
 
 def _frontend_combination(error: ConfigError) -> bool:
-    """True if parse_config failed on a front-end that cannot be built (a combination of
-    shape, lookahead, lookaside and lanes), not on a value that is wrong in itself."""
-    return isinstance(error.__context__, FrontendError)
+    """True if parse_config failed on values that do not go together, not on a value that
+    is wrong in itself: a front-end that cannot be built (shape, lookahead, lookaside and
+    lanes), or a back-end's bits with the array's columns or the memory element."""
+    return isinstance(error.__context__, FrontendError) or isinstance(error, CombinationError)
 
 
 def _check_workload(config: Config) -> None:

@@ -142,3 +142,13 @@ def test_config_defaults_columns_to_bits_and_the_peak_to_the_bit_parallel_one():
     assert tclp.peak_macs_per_cycle == parse_config(base).architecture.peak_macs_per_cycle == 4096
     tcle = parse_config({**base, "architecture": {"backend": "tcle", "bits": 8, "columns": 16}}).architecture
     assert (tcle.columns, tcle.parallel_columns, tcle.peak_macs_per_cycle) == (16, 2, 8192)
+
+
+def test_memory_element_follows_bits_on_a_bit_serial_back_end():
+    from simulator.config import CombinationError, parse_config
+    base = {"workload": {"network": "simple-cnn"}}
+    cfg = parse_config({**base, "architecture": {"backend": "tcle", "bits": 8, "columns": 8}})
+    assert cfg.memory.element == "int8"
+    assert parse_config(base).memory.element == "fp32"
+    with pytest.raises(CombinationError, match=r"memory.element: expected int16 with backend tclp"):
+        parse_config({**base, "architecture": {"backend": "tclp"}, "memory": {"element": "fp32"}})

@@ -76,3 +76,26 @@ def test_bit_serial_rows_charge_lane_steps_against_a_bit_parallel_baseline():
     text = format_summary(summary, "toy")
     assert "energy in mJ" in text and "bit-parallel array of the same peak" in text
     assert has_energy(pd.DataFrame(rows))
+
+
+def test_partial_sums_read_back_go_to_the_output_buffer():
+    from simulator.energy_events import _events
+    from simulator.lowering import lowered_pass
+    from simulator.traffic import PassTraffic
+    spec, batch = LAYERS[0]
+    lowered = lowered_pass(spec, batch, "forward", "kernel", [])
+    spilled = PassTraffic({"weight": 100, "input": 300, "output": 40}, {"output": 90, "input_saved": 10},
+                          {}, {}, "none", 1)
+    events = _events(lowered, spilled, ARCH, Memory(), 0.5, 1, None)
+    assert events["sram_writes"]["weights"] == 100 and events["sram_writes"]["activations"] == 300
+    assert events["sram_writes"]["outputs"] == pytest.approx(40 + np.prod(lowered.out_shape) * 4)
+    assert events["sram_reads"]["outputs"] == 100 and events["dram_bytes"] == 540
+
+
+def test_result_checks_accept_an_empty_serial_bound_and_refuse_a_negative_one():
+    from simulator.results import check_rows
+    check_rows(pd.DataFrame({"serial_bound_cycles": [np.nan, 12.0], "energy_pj": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match=r"column serial_bound_cycles: expected a number in \[0, 10\^18\] or empty"):
+        check_rows(pd.DataFrame({"serial_bound_cycles": [-1.0]}))
+    with pytest.raises(ValueError, match="column energy_pj"):
+        check_rows(pd.DataFrame({"energy_pj": [np.inf]}))

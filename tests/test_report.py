@@ -30,7 +30,7 @@ CONFIG = {
                  "sparsity": [0.0, 0.8], "seed": 0},
     "passes": ["forward", "input_grad", "weight_grad"],
 }
-KINDS = ("layer-speedup", "speedup-vs-sparsity", "dram-traffic", "utilization")
+KINDS = ("layer-speedup", "speedup-vs-sparsity", "dram-traffic", "utilization", "energy")
 STEMS = [f"simple-cnn-{k}" for k in KINDS]
 
 
@@ -230,7 +230,7 @@ def test_merged_sweep_csv_is_split_per_configuration(results, tmp_path):
     tiles = pd.concat([df.assign(**{"architecture.tiles": t}) for t in (2, 8)])
     assert [label for _, label, _ in report.configurations(tiles)] == [
         "architecture.tiles=2", "architecture.tiles=8"]
-    assert [stem for stem, _ in report.figures(small(tiles))][::4] == [
+    assert [stem for stem, _ in report.figures(small(tiles))][::len(KINDS)] == [
         "simple-cnn-architecture.tiles=2-layer-speedup", "simple-cnn-architecture.tiles=8-layer-speedup"]
     same = merged.drop(columns=lookahead).assign(frontend="T<2,5>")
     same.to_csv(tmp_path / "results.csv", index=False)
@@ -323,7 +323,7 @@ def test_run_with_plots(tmp_path):
     assert "wrote" not in stdout.split("results.csv")[-1]  # -q: plots not listed
     rc, stdout, stderr = run_main(["run", path, "--out", out, "--plots"])
     assert rc == 0, stderr
-    assert stdout.splitlines()[-8:] == [f"wrote {out / s}.{e}" for s in STEMS for e in ("png", "svg")]
+    assert stdout.splitlines()[-2 * len(STEMS):] == [f"wrote {out / s}.{e}" for s in STEMS for e in ("png", "svg")]
 
 
 def test_help_mentions_report_and_plots():
@@ -489,11 +489,11 @@ def test_plot_files_stay_in_the_results_dir_with_safe_names(results, tmp_path, n
         return
     assert (rc, stderr) == (0, ""), stderr
     names = sorted(n.removeprefix("res/") for n in new)
-    assert len(names) == 8
+    assert len(names) == 2 * len(KINDS)
     for n in names:
         assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", n) and len(n) < 130, n
         assert n.startswith(stem if not stem.startswith("tmp-") else stem), n
-        assert re.search(r"-[0-9a-f]{8}-(layer-speedup|speedup-vs-sparsity|dram-traffic|utilization)"
+        assert re.search(r"-[0-9a-f]{8}-(layer-speedup|speedup-vs-sparsity|dram-traffic|utilization|energy)"
                          r"\.(png|svg)$", n), n
 
 
@@ -513,7 +513,7 @@ def test_configurations_whose_stems_collide_get_distinct_files(results):
     two = pd.concat([small(df).assign(network="a?b"), small(df).assign(network="a*b"),
                      small(df).assign(network="A"), small(df).assign(network="a")])
     stems = [stem for stem, _ in report.figures(two)]
-    assert len({s.lower() for s in stems}) == len(stems) == 16
+    assert len({s.lower() for s in stems}) == len(stems) == 4 * len(KINDS)
     assert "A-layer-speedup" in stems
 
 

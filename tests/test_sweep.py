@@ -278,7 +278,7 @@ def test_invalid_frontend_combinations_are_skipped_with_a_note(tmp_path, capsys)
     out = capsys.readouterr().out
     assert ("note: skipped lookahead=1 lookaside=9: architecture.frontend.lookaside: T<1,9> cannot "
             "place 9 lateral connections on 16 lanes; expected lookaside <= 8") in out
-    assert "0 of 3 points done, 3 to run in this process (1 front-end combination skipped)" in out
+    assert "0 of 3 points done, 3 to run in this process (1 invalid combination skipped)" in out
     merged = read(tmp_path / "out" / "results.csv")
     assert list(dict.fromkeys(merged["frontend"])) == ["T<1,8>", "T<2,8>", "T<2,9>"]
     # two swept front-end keys: heat maps over lookahead x lookaside, the skipped cell grey
@@ -294,6 +294,23 @@ def test_invalid_frontend_combinations_are_skipped_with_a_note(tmp_path, capsys)
     assert cells.mask.tolist() == [[False, False], [True, False]]
     assert cells[0, 0] == pytest.approx(fwd.loc[(1, 8), "compute_speedup"])
     assert cells[1, 1] == pytest.approx(fwd.loc[(2, 9), "compute_speedup"])
+
+
+def test_back_end_combinations_that_do_not_fit_are_skipped(tmp_path, capsys):
+    """A sweep over the back-end and the columns: bit-serial needs columns a multiple of
+    bits (16), so (tclp, 1) is skipped; the other three points run."""
+    base = {**BASE, "passes": ["forward"], "workload": {**BASE["workload"], "network": "simple-cnn"}}
+    path = write_sweep(tmp_path / "s.yaml", base=base,
+                       sweep={"architecture.backend": ["bit-parallel", "tclp"], "architecture.columns": [1, 16]})
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert ("note: skipped backend=tclp columns=1: architecture.columns: expected a multiple of bits (16) "
+            "for backend tclp") in out
+    assert "(1 invalid combination skipped)" in out
+    merged = read(tmp_path / "out" / "results.csv")
+    assert sorted(set(merged["backend"])) == ["bit-parallel", "tclp-16"]
+    serial = merged[merged["backend"] == "tclp-16"]
+    assert (serial["compute_cycles"] <= serial["serial_bound_cycles"]).all()
 
 
 def test_a_sweep_over_one_key_draws_no_map(serial):
