@@ -6,7 +6,8 @@ ratios of summed cycles (and bytes), never averages of per-layer ratios.
 
 Cycles: `compute_cycles` (the array), `stall_cycles` (waiting for DRAM), `cycles` (their
 sum); `dense_*` the same for the dense array moving dense training's traffic; `ideal`
-the compute bound (on a bit-serial back-end: one cycle per front-end step), and
+the compute bound (on a bit-serial back-end: the bits or terms of a filter lane's
+multiplications over its lanes x columns multipliers), and
 `serial_bound_cycles` a bit-serial back-end's dense bound (bits cycles per step of the
 dense stream; empty for the bit-parallel array). On a bit-serial back-end the dense
 array is the bit-parallel one of the same peak. Speedups: `speedup` = dense_cycles / cycles (memory included),
@@ -302,8 +303,8 @@ def format_summary(summary: pd.DataFrame, title: str) -> str:
                            ("iteration", "iteration = forward + backward")) if p in set(summary["phase"])]
     serial = "serial_bound_cycles" in summary.columns
     dense = ("the bit-parallel array of the same peak and memory, no skipping, dense values, dense "
-             "training's traffic; ideal: one cycle per front-end step, ceil(non-zeros / lanes) steps "
-             "per filter lane" if serial else
+             "training's traffic; ideal: every multiplier busy on a bit (term) its value needs, "
+             "per filter lane ceil(bits of its multiplications / (lanes x columns))" if serial else
              "same array and memory, no skipping, dense training's traffic; ideal: "
              "ceil(non-zeros / lanes) per filter lane")
     energy = ("; energy: MACs, on-chip buffer and DRAM bytes times the config's per-event energies "

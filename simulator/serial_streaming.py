@@ -18,7 +18,9 @@ costed against the window groups (`bitserial.group_max`) of the broadcast operan
 Timing (`PassTiming`): `cycles` the bit-serial cycles, tiles combined as on the
 bit-parallel array (array.py); `dense_cycles` the bit-parallel dense array of the same
 peak (columns / bits windows per cycle), which speedups are measured against;
-`ideal_cycles` the front-end's ideal at these columns (one cycle per step);
+`ideal_cycles` the work bound: every multiplier lane of every column busy on a bit (or
+term) its value needs, every cycle: per filter lane, ceil(the costs summed over its
+non-zeros and every window / (lanes x columns)), combined over tiles like the cycles;
 `bound_cycles` = bits x the front-end's dense cycles at these columns, the bit-serial
 dense bound that `cycles` never exceeds; `serial_steps` the busy multiplier
 lane-cycles (one bit or term of one value each), for the energy model.
@@ -127,14 +129,29 @@ class _Totals:
                 self.tiles += per.sum(axis=(0, 2))
         self.serial_steps += int((lane_cycles * sizes[None, :]).sum())
 
-    def timing(self, ideals: list[np.ndarray], filters: int, steps: int, windows: int) -> PassTiming:
+    def timing(self, row_work: list[np.ndarray], filters: int, steps: int, windows: int) -> PassTiming:
+        """The part's `PassTiming`; `row_work` per convolution group [F]: each scheduled
+        row's costs summed over its non-zeros and every window (`_row_work`)."""
         a = self.arch
-        front = combine_units(None, ideals, filters, steps, windows, a)  # dense and ideal at these columns
+        front = combine_units(None, [np.zeros(0, dtype=np.int64)] * len(row_work), filters, steps, windows, a)
+        ideals = [unit_ideal(w, a.rows, a.lanes * a.columns) for w in row_work]
+        ideal = combine_units(None, ideals, filters, steps, 1, a).ideal_cycles  # already over every window
         per_group = front.dense_cycles // front.window_groups if front.window_groups else 0
         dense = per_group * -(-windows // a.parallel_columns)
         cycles = self.lockstep if a.lockstep else int(self.tiles.max())
-        return PassTiming(cycles, dense, front.ideal_cycles, front.filter_groups, front.window_groups,
+        return PassTiming(cycles, dense, ideal, front.filter_groups, front.window_groups,
                           bound_cycles=a.bits * front.dense_cycles, serial_steps=self.serial_steps)
+
+
+def _row_work(nonzero: np.ndarray, slot_costs: np.ndarray) -> np.ndarray:
+    """Per scheduled row (nonzero [F, S, L]), its slots' costs summed over the windows
+    (slot_costs [S, L]) where it has a non-zero: the bits or terms its multiplications need."""
+    return np.einsum("fsl,sl->f", nonzero, slot_costs, dtype=np.int64)
+
+
+def _slot_costs(costs: np.ndarray) -> np.ndarray:
+    """[G, W, S, L] costs -> [G, S, L] summed over the windows."""
+    return costs.sum(axis=1, dtype=np.int64)
 
 
 class SerialKernelScheduled:
@@ -150,10 +167,11 @@ class SerialKernelScheduled:
         if self.units is None:
             kernel = _nonzero(part.kernel_op())
             self.units = [_units(k, a.rows) for k in kernel]
-            self.ideals = [unit_ideal(k.sum(axis=(1, 2), dtype=np.int64), a.rows, a.lanes) for k in kernel]
             self.kernel_counts = kernel.sum(axis=1, dtype=np.int64)
             self.filters, self.steps = kernel.shape[1], kernel.shape[2]
+            self.slot_costs = np.zeros((kernel.shape[0],) + kernel.shape[2:], dtype=np.int64)
         costs = part.input_op()
+        self.slot_costs += _slot_costs(costs)
         self.windows += costs.shape[1]
         counts = _counts(costs)
         self.input_counts = counts if self.input_counts is None else self.input_counts + counts
@@ -169,7 +187,8 @@ class SerialKernelScheduled:
                                 sizes, self.steps)
 
     def finish(self) -> tuple[PassTiming, int]:
-        timing = self.totals.timing(self.ideals, self.filters, self.steps, self.windows)
+        work = [_row_work(u.reshape(-1, *u.shape[2:])[:self.filters], c) for u, c in zip(self.units, self.slot_costs)]
+        timing = self.totals.timing(work, self.filters, self.steps, self.windows)
         return timing, effectual_macs(self.kernel_counts, self.input_counts)
 
 
@@ -186,7 +205,7 @@ class SerialInputScheduled:
         fe, r = self.arch.frontend, self.arch.rows
         self.cycles[g].append(serial_units(_units(rows, r), self.frames[g], self.offsets, fe.lookahead,
                                            fe.scheduler))
-        self.ideals[g].append(unit_ideal(rows.sum(axis=(1, 2), dtype=np.int64), r, self.arch.lanes))
+        self.work[g].append(_row_work(rows, self.slot_costs[g]))
 
     def add(self, part: LoweredPart, last: bool) -> None:
         r = self.arch.rows
@@ -194,8 +213,9 @@ class SerialInputScheduled:
             kernel = part.kernel_op()
             self.kernel_counts, self.n_windows = _counts(kernel), kernel.shape[1]
             self.frames = group_max(kernel, self.arch.columns)
+            self.slot_costs = _slot_costs(kernel)
             groups = kernel.shape[0]
-            self.cycles, self.ideals = [[] for _ in range(groups)], [[] for _ in range(groups)]
+            self.cycles, self.work = [[] for _ in range(groups)], [[] for _ in range(groups)]
             self.carry = [None] * groups
         costs = part.input_op()
         nz = _nonzero(costs)
@@ -215,8 +235,8 @@ class SerialInputScheduled:
         for pieces in self.cycles:
             totals.add(np.concatenate([c for c, _ in pieces]), np.concatenate([lc for _, lc in pieces]), sizes,
                        self.steps)
-        ideals = [np.concatenate(i) for i in self.ideals]
-        timing = totals.timing(ideals, self.filters, self.steps, self.n_windows)
+        work = [np.concatenate(w) for w in self.work]
+        timing = totals.timing(work, self.filters, self.steps, self.n_windows)
         return timing, effectual_macs(self.kernel_counts, self.input_counts)
 
 
@@ -225,7 +245,7 @@ class SerialReductionScheduled:
 
     def __init__(self, arch: Architecture, schedule: bool, scheduled: str):
         self.arch, self.scheduled = arch, scheduled
-        self.streams = self.row_nonzeros = None
+        self.streams = self.row_work = None
         self.steps = self.effectual = 0
 
     def add(self, part: LoweredPart, last: bool) -> None:
@@ -239,12 +259,12 @@ class SerialReductionScheduled:
             wg = -(-self.n_windows // a.columns)
             self.streams = [SerialStream(units, a.rows, a.lanes, wg, schedule_offsets(a), fe.lookahead,
                                          fe.scheduler) for _ in range(groups)]
-            self.row_nonzeros = np.zeros((groups, filters), dtype=np.int64)
+            self.row_work = np.zeros((groups, filters), dtype=np.int64)
         self.steps += nz.shape[2]
-        frames = group_max(bcast, a.columns)
+        frames, slot_costs = group_max(bcast, a.columns), _slot_costs(bcast)
         for g in range(groups):
             self.streams[g].feed(_units(nz[g], a.rows), frames[g], final=last)
-            self.row_nonzeros[g] += nz[g].sum(axis=(1, 2), dtype=np.int64)
+            self.row_work[g] += _row_work(nz[g], slot_costs[g])
         self.effectual += effectual_macs(nz.sum(axis=1, dtype=np.int64), _counts(bcast))
 
     def finish(self) -> tuple[PassTiming, int]:
@@ -253,8 +273,8 @@ class SerialReductionScheduled:
         sizes = _group_sizes(self.n_windows, a.columns)
         for s in self.streams:
             totals.add(s.cycles, s.lane_cycles, sizes, self.steps)
-        ideals = [unit_ideal(n, a.rows, a.lanes) for n in self.row_nonzeros]
-        return totals.timing(ideals, self.row_nonzeros.shape[1], self.steps, self.n_windows), self.effectual
+        return totals.timing(list(self.row_work), self.row_work.shape[1], self.steps, self.n_windows), \
+            self.effectual
 
 
 def evaluate_serial(lowered, arch: Architecture) -> tuple[PassTiming, int]:
@@ -270,8 +290,9 @@ def evaluate_serial(lowered, arch: Architecture) -> tuple[PassTiming, int]:
         for g in range(nz.shape[0]):
             totals.add(*serial_units(_units(nz[g], arch.rows), frames[g], schedule_offsets(arch),
                                      fe.lookahead, fe.scheduler), sizes, nz.shape[2])
-        ideals = [unit_ideal(n.sum(axis=(1, 2), dtype=np.int64), arch.rows, arch.lanes) for n in nz]
-        timing = totals.timing(ideals, nz.shape[1], nz.shape[2], bcast.shape[1])
+        slot_costs = _slot_costs(bcast)
+        work = [_row_work(nz[g], slot_costs[g]) for g in range(nz.shape[0])]
+        timing = totals.timing(work, nz.shape[1], nz.shape[2], bcast.shape[1])
         total = timing if total is None else total + timing
         effectual += effectual_macs(nz.sum(axis=1, dtype=np.int64), _counts(bcast))
     return total, effectual
