@@ -115,7 +115,7 @@ def _coded(config: Config, layers, check: bool):
     arch = config.architecture
     if check or not arch.bit_serial:
         return iter(layers)
-    return (CodedLayer(layer, arch.backend, arch.bits) for layer in layers)
+    return (CodedLayer(layer, arch.backend, arch.bits, arch.trailing_zeros) for layer in layers)
 
 
 def _check_memory(config: Config, specs, batch: int, tensor_bytes: int, what: str,

@@ -115,9 +115,13 @@ BITLEN = _bitlen_table()
 TERMS, PARTIAL_TERMS = _term_tables()
 
 
-def value_costs(q: np.ndarray, backend: str, signed: bool) -> np.ndarray:
+def value_costs(q: np.ndarray, backend: str, signed: bool, trailing: bool = False,
+                bits: int = 16) -> np.ndarray:
     """Cycles each quantised value needs on `backend` (uint8, 0 for a zero; see the module
-    docstring). `signed`: whether the whole tensor has a negative value."""
+    docstring). `signed`: whether the whole tensor has a negative value. `trailing` (TCLp
+    only): also skip trailing zero bits; the code is then uint16, width | (bits - low) << 5
+    with `low` the value's trailing zero bits (`split_codes` undoes it), still 0 exactly
+    for a zero."""
     q = np.asarray(q)
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -128,22 +132,46 @@ def value_costs(q: np.ndarray, backend: str, signed: bool) -> np.ndarray:
     width = BITLEN[x] + np.uint8(signed)
     width = np.maximum(width, 1).astype(np.uint8)
     width[q == 0] = 0
-    return width
+    if not trailing:
+        return width
+    magnitude = np.abs(q)
+    low = BITLEN[magnitude & -magnitude].astype(np.int32) - 1  # the lowest set bit's position
+    return np.where(q == 0, 0, width.astype(np.uint16) | ((bits - low) << 5).astype(np.uint16)).astype(np.uint16)
 
 
-def serial_value(q: np.ndarray, cycles: np.ndarray, backend: str, signed: bool) -> np.ndarray:
+def split_codes(costs: np.ndarray, trailing: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(widths, bits - low) as uint8 from `value_costs` codes; (costs, None) without
+    `trailing`. Both are 0 for a zero, so a zero never raises a group's maximum."""
+    if not trailing:
+        return costs, None
+    return (costs & 31).astype(np.uint8), (costs >> 5).astype(np.uint8)
+
+
+def own_costs(costs: np.ndarray, trailing: bool, bits: int) -> np.ndarray:
+    """Cycles each value would need alone (int64): its cost, or with `trailing` its span
+    from the lowest set bit to the top of its width."""
+    hi, lo = split_codes(costs, trailing)
+    if lo is None:
+        return hi.astype(np.int64)
+    return np.maximum(hi.astype(np.int64) + lo.astype(np.int64) - bits, 0)
+
+
+def serial_value(q: np.ndarray, cycles: np.ndarray, backend: str, signed: bool,
+                 start: np.ndarray | int = 0) -> np.ndarray:
     """What a bit-serial multiplier has accumulated of each value q after `cycles` cycles
-    (int64): TCLp, the low `cycles` bits of q's two's complement (sign-extended in a signed
-    tensor); TCLe, its first `cycles` terms. Equal to q exactly when `cycles` is at least
-    `value_costs(q)`."""
+    (int64): TCLp, the `cycles` bits of q's two's complement from bit `start` up
+    (sign-extended in a signed tensor); TCLe, its first `cycles` terms. Equal to q exactly
+    when `cycles` covers `value_costs(q)` (and, for TCLp, `start` is at most q's lowest set
+    bit)."""
     q = np.asarray(q, dtype=np.int64)
     p = np.asarray(cycles, dtype=np.int64)
     if backend == "tcle":
         return np.sign(q) * PARTIAL_TERMS[np.abs(q), np.minimum(p, 10)].astype(np.int64)
-    low = q & ((np.int64(1) << p) - 1)
+    start = np.asarray(start, dtype=np.int64)
+    low = (q >> start) & ((np.int64(1) << p) - 1)
     if signed:
-        return np.where(low >> np.maximum(p - 1, 0) & 1, low - (np.int64(1) << p), low)
-    return low
+        low = np.where(low >> np.maximum(p - 1, 0) & 1, low - (np.int64(1) << p), low)
+    return low << start
 
 
 def group_max(costs: np.ndarray, columns: int) -> np.ndarray:
@@ -156,13 +184,23 @@ def group_max(costs: np.ndarray, columns: int) -> np.ndarray:
     return padded.reshape(g, groups, columns, s, l).max(axis=2)
 
 
+def frames(costs: np.ndarray, columns: int, trailing: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The window groups' frames of `value_costs` codes [G, W, S, L]: (widths, bits - low),
+    each `group_max`ed; the second is empty ([G, 0, S, L]) without `trailing`."""
+    hi, lo = split_codes(costs, trailing)
+    hi = group_max(hi, columns)
+    return hi, (group_max(lo, columns) if lo is not None else np.zeros((hi.shape[0], 0) + hi.shape[2:],
+                                                                          dtype=np.uint8))
+
+
 @numba.njit(cache=True, nogil=True)
-def _step_costs(source, cycles, frame, shift, lanes, out, lane_out, mark, slot_t, slot_l, stamp):
+def _step_costs(source, cycles, frame, lows, bits, shift, lanes, out, lane_out, mark, slot_t, slot_l, stamp):
     """Add to out[g] the cost of each of the `cycles` recorded cycles of one unit
     (source [R, >= cycles, L] flat slots t * L + l, -1 idle) for every window group g of
     `frame` [WG, T, L] (slot step t is frame step t + shift), and to lane_out[g] that cost
-    times the cycle's busy multipliers. `mark` (one entry per slot) de-duplicates slots by
-    `stamp`; returns the last stamp used."""
+    times the cycle's busy multipliers. With trailing zeros skipped, `lows` [WG, T, L] holds
+    bits - low, and a step costs max(1, max width - min low); otherwise `lows` is empty.
+    `mark` (one entry per slot) de-duplicates slots by `stamp`; returns the last stamp."""
     rows = source.shape[0]
     for c in range(cycles):
         stamp += 1
@@ -178,19 +216,27 @@ def _step_costs(source, cycles, frame, shift, lanes, out, lane_out, mark, slot_t
                         slot_t[n] = s // lanes + shift
                         slot_l[n] = s % lanes
                         n += 1
+        trailing = lows.shape[0] > 0
         for g in range(frame.shape[0]):
             m = 1
+            top = 0
             for i in range(n):
                 v = frame[g, slot_t[i], slot_l[i]]
                 if v > m:
                     m = v
+                if trailing:
+                    w = lows[g, slot_t[i], slot_l[i]]
+                    if w > top:
+                        top = w
+            if trailing:
+                m = max(1, m + top - bits) if n else 1
             out[g] += m
             lane_out[g] += m * live
     return stamp
 
 
 @numba.njit(cache=True, nogil=True)
-def _serial_units(nonzero, frame, offsets, lookahead, rule, out, lane_out):
+def _serial_units(nonzero, frame, lows, bits, offsets, lookahead, rule, out, lane_out):
     units, rows, steps, lanes = nonzero.shape
     src, dst = _lane_tables(offsets, lanes)
     scratch = np.zeros((rows, steps + _pad(offsets, lookahead), lanes), dtype=np.uint8)
@@ -205,27 +251,35 @@ def _serial_units(nonzero, frame, offsets, lookahead, rule, out, lane_out):
         t0 = _leading_skip(scratch, steps, lookahead) if rule == 1 else 0
         cycles = _schedule_span(scratch, steps, t0, True, offsets, src, dst, lookahead, rule, True,
                                 source, base)[0]
-        stamp = _step_costs(source, cycles, frame, 0, lanes, out[u], lane_out[u], mark, slot_t, slot_l,
-                            stamp)
+        stamp = _step_costs(source, cycles, frame, lows, bits, 0, lanes, out[u], lane_out[u], mark, slot_t,
+                            slot_l, stamp)
 
 
 def serial_units(nonzero: np.ndarray, frame: np.ndarray, offsets: np.ndarray, lookahead: int,
-                 scheduler: str) -> tuple[np.ndarray, np.ndarray]:
+                 scheduler: str, lows: np.ndarray | None = None, bits: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Schedule every unit of `nonzero` (uint8 0/1 [U, R, S, L]) and cost its cycles against
-    each window group of `frame` (uint8 [WG, S, L], `group_max` of the broadcast costs).
+    each window group of `frame` (uint8 [WG, S, L], `group_max` of the broadcast costs;
+    with trailing zeros skipped, `lows` the group maxima of bits - low, see `frames`).
     Returns (cycles [U, WG], busy lane-cycles [U, WG]), int64."""
     nonzero = np.ascontiguousarray(nonzero, dtype=np.uint8)
     frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    lows = _lows(lows, frame)
     out = np.zeros((nonzero.shape[0], frame.shape[0]), dtype=np.int64)
     lane_out = np.zeros_like(out)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 2)
-    _serial_units(nonzero, frame, offsets, int(lookahead), _rule(scheduler), out, lane_out)
+    _serial_units(nonzero, frame, lows, int(bits), offsets, int(lookahead), _rule(scheduler), out, lane_out)
     return out, lane_out
 
 
+def _lows(lows: np.ndarray | None, frame: np.ndarray) -> np.ndarray:
+    if lows is None or lows.shape[0] == 0:
+        return np.zeros((0,) + frame.shape[1:], dtype=np.uint8)
+    return np.ascontiguousarray(lows, dtype=np.uint8)
+
+
 @numba.njit(cache=True, nogil=True)
-def _serial_resume(chunk, carry, carry_len, started, frame, tail, offsets, lookahead, rule, final, out,
-                   lane_out):
+def _serial_resume(chunk, carry, carry_len, started, frame, lows, bits, tail, offsets, lookahead, rule, final,
+                   out, lane_out):
     """`scheduler._resume_units` with every cycle costed against `frame` [WG, tail + Sc, L]:
     the stream's previous `tail` steps, then this piece's."""
     units, rows, steps, lanes = chunk.shape
@@ -256,8 +310,8 @@ def _serial_resume(chunk, carry, carry_len, started, frame, tail, offsets, looka
                 t0 = _leading_skip(scratch, total, lookahead)
         cycles, t0 = _schedule_span(scratch, total, t0, final, offsets, src, dst, lookahead, rule, True,
                                     source, base)
-        stamp = _step_costs(source, cycles, frame, tail - c, lanes, out[u], lane_out[u], mark, slot_t,
-                            slot_l, stamp)
+        stamp = _step_costs(source, cycles, frame, lows, bits, tail - c, lanes, out[u], lane_out[u], mark,
+                            slot_t, slot_l, stamp)
         left = total - t0
         carry[u, :, :left] = scratch[:, t0:total]
         carry_len[u] = left
@@ -269,7 +323,7 @@ class SerialStream:
     `cycles` and `lane_cycles` [U, WG] equal to `serial_units` on the whole streams."""
 
     def __init__(self, units: int, rows: int, lanes: int, window_groups: int, offsets: np.ndarray,
-                 lookahead: int, scheduler: str = "in-order"):
+                 lookahead: int, scheduler: str = "in-order", trailing: bool = False, bits: int = 16):
         self.rule = _rule(scheduler)
         self.offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1, 2)
         self.lookahead = int(lookahead)
@@ -278,29 +332,46 @@ class SerialStream:
         self.carry_len = np.zeros(units, dtype=np.int64)
         self.started = np.zeros(units, dtype=np.bool_)
         self.tail = np.zeros((window_groups, 0, lanes), dtype=np.uint8)
+        self.low_tail = np.zeros((window_groups if trailing else 0, 0, lanes), dtype=np.uint8)
+        self.bits = bits
         self.cycles = np.zeros((units, window_groups), dtype=np.int64)
         self.lane_cycles = np.zeros_like(self.cycles)
 
-    def feed(self, piece: np.ndarray, frame: np.ndarray, final: bool = False) -> None:
+    def feed(self, piece: np.ndarray, frame: np.ndarray, final: bool = False,
+             lows: np.ndarray | None = None) -> None:
         """Schedule the next `piece` (uint8 0/1 [U, R, Sc, L]) against its window groups'
-        costs `frame` (uint8 [WG, Sc, L])."""
+        costs `frame` (uint8 [WG, Sc, L]; `lows` with trailing zeros skipped, see `frames`)."""
         piece = np.ascontiguousarray(piece, dtype=np.uint8)
         frame = np.ascontiguousarray(np.concatenate([self.tail, frame.astype(np.uint8)], axis=1))
-        _serial_resume(piece, self.carry, self.carry_len, self.started, frame, self.tail.shape[1],
-                       self.offsets, self.lookahead, self.rule, final, self.cycles, self.lane_cycles)
+        if self.low_tail.shape[0]:
+            lows = np.ascontiguousarray(np.concatenate([self.low_tail, lows.astype(np.uint8)], axis=1))
+        else:
+            lows = np.zeros((0,) + frame.shape[1:], dtype=np.uint8)
+        _serial_resume(piece, self.carry, self.carry_len, self.started, frame, lows, self.bits,
+                       self.tail.shape[1], self.offsets, self.lookahead, self.rule, final, self.cycles,
+                       self.lane_cycles)
         keep = self.carry.shape[2]
         self.tail = frame[:, -keep:].copy() if frame.shape[1] > keep else frame
+        if self.low_tail.shape[0]:
+            self.low_tail = lows[:, -keep:].copy() if lows.shape[1] > keep else lows
 
 
-def unit_costs_reference(sources: np.ndarray, cycles: np.ndarray, frame: np.ndarray) -> np.ndarray:
+def unit_costs_reference(sources: np.ndarray, cycles: np.ndarray, frame: np.ndarray,
+                         lows: np.ndarray | None = None, bits: int = 16) -> np.ndarray:
     """NumPy reference of `serial_units`' cycles from a recorded schedule (`schedule_tiles`
-    with keep_schedule: sources [U, R, S, L], cycles [U]) and `frame` [WG, S, L]."""
-    units, _, _, lanes = sources.shape
+    with keep_schedule: sources [U, R, S, L], cycles [U]), `frame` [WG, S, L] and `lows`."""
+    units = sources.shape[0]
     flat = frame.reshape(frame.shape[0], -1).astype(np.int64)
+    low = None if lows is None else lows.reshape(lows.shape[0], -1).astype(np.int64)
     out = np.zeros((units, frame.shape[0]), dtype=np.int64)
     for u in range(units):
         for c in range(int(cycles[u])):
             slots = np.unique(sources[u, :, c, :][sources[u, :, c, :] >= 0])
-            per_group = flat[:, slots].max(axis=1) if slots.size else np.zeros(frame.shape[0], np.int64)
-            out[u] += np.maximum(per_group, 1)
+            if not slots.size:
+                out[u] += 1
+                continue
+            top = flat[:, slots].max(axis=1)
+            if low is not None:  # bits from the group's lowest set bit to its widest value's top
+                top = top + low[:, slots].max(axis=1) - bits
+            out[u] += np.maximum(top, 1)
     return out

@@ -67,6 +67,7 @@ class Architecture:
     backend: str = "bit-parallel"
     lockstep: bool = True
     bits: int = 16  # the broadcast operand's width on a bit-serial back-end
+    trailing_zeros: bool = False  # TCLp: also skip each group's trailing zero bits
 
     @property
     def bit_serial(self) -> bool:
@@ -274,6 +275,12 @@ def _architecture(source: str, data: Any) -> Architecture:
         bits = sec.int("bits", d.bits, 1)
         if bits not in SERIAL_BITS:
             raise sec.fail("bits", f"one of {', '.join(map(str, SERIAL_BITS))}", bits)
+    trailing = sec.data.get("trailing_zeros", False)
+    if not isinstance(trailing, bool):
+        raise sec.fail("trailing_zeros", "true (TCLp skips trailing zero bits too) or false", trailing)
+    if trailing and backend != "tclp":
+        raise CombinationError(str(sec.fail("trailing_zeros", f"false with backend {backend} (only "
+                                            "TCLp detects precision from bits)", trailing)))
     columns = sec.int("columns", bits if serial else d.columns, 1, MAX_ARRAY_SIDE)
     if serial and columns % bits:
         raise CombinationError(str(sec.fail(
@@ -289,7 +296,7 @@ def _architecture(source: str, data: Any) -> Architecture:
         lanes=sec.int("lanes", d.lanes, 1, MAX_ARRAY_SIDE),
         columns=columns,
         frequency_mhz=sec.positive_number("frequency_mhz", d.frequency_mhz, low=1e-3, high=1e6),
-        frontend=frontend, backend=backend, lockstep=lockstep, bits=bits)
+        frontend=frontend, backend=backend, lockstep=lockstep, bits=bits, trailing_zeros=trailing)
     try:
         connectivity(frontend, arch.lanes)
     except FrontendError as e:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .array import PassTiming, _units, combine_units, effectual_macs, schedule_offsets, unit_ideal
-from .bitserial import SerialStream, group_max, serial_units, value_costs
+from .bitserial import SerialStream, frames, own_costs, serial_units, value_costs
 from .config import Architecture
 from .lowering import LoweredPart
 from .quantize import scale_for, quantize
@@ -48,8 +48,8 @@ class CodedLayer:
 
     coded = True
 
-    def __init__(self, layer: TraceLayer, backend: str, bits: int):
-        self.layer, self.backend, self.bits = layer, backend, bits
+    def __init__(self, layer: TraceLayer, backend: str, bits: int, trailing: bool = False):
+        self.layer, self.backend, self.bits, self.trailing = layer, backend, bits, trailing
         self.spec = layer.spec
         self.scales, self.signed = {}, {}
         for name in TENSORS:
@@ -74,10 +74,10 @@ class CodedLayer:
         if x is None:
             return None
         flat = x.reshape(-1)
-        out = np.empty(flat.size, dtype=np.uint8)
+        out = np.empty(flat.size, dtype=np.uint16 if self.trailing else np.uint8)
         for start in range(0, flat.size, BLOCK):
             q = quantize(flat[start:start + BLOCK], self.bits, self.scales[name]).values
-            out[start:start + BLOCK] = value_costs(q, self.backend, self.signed[name])
+            out[start:start + BLOCK] = value_costs(q, self.backend, self.signed[name], self.trailing, self.bits)
         return out.reshape(x.shape)
 
     def samples(self, start: int, stop: int) -> TraceLayer:
@@ -149,9 +149,13 @@ def _row_work(nonzero: np.ndarray, slot_costs: np.ndarray) -> np.ndarray:
     return np.einsum("fsl,sl->f", nonzero, slot_costs, dtype=np.int64)
 
 
-def _slot_costs(costs: np.ndarray) -> np.ndarray:
-    """[G, W, S, L] costs -> [G, S, L] summed over the windows."""
-    return costs.sum(axis=1, dtype=np.int64)
+def _slot_costs(costs: np.ndarray, arch: Architecture) -> np.ndarray:
+    """[G, W, S, L] costs -> [G, S, L]: each value's own cycles summed over the windows."""
+    return own_costs(costs, arch.trailing_zeros, arch.bits).sum(axis=1)
+
+
+def _frames(costs: np.ndarray, arch: Architecture) -> tuple[np.ndarray, np.ndarray]:
+    return frames(costs, arch.columns, arch.trailing_zeros)
 
 
 class SerialKernelScheduled:
@@ -171,7 +175,7 @@ class SerialKernelScheduled:
             self.filters, self.steps = kernel.shape[1], kernel.shape[2]
             self.slot_costs = np.zeros((kernel.shape[0],) + kernel.shape[2:], dtype=np.int64)
         costs = part.input_op()
-        self.slot_costs += _slot_costs(costs)
+        self.slot_costs += _slot_costs(costs, a)
         self.windows += costs.shape[1]
         counts = _counts(costs)
         self.input_counts = counts if self.input_counts is None else self.input_counts + counts
@@ -180,11 +184,11 @@ class SerialKernelScheduled:
         cut = costs.shape[1] if last else costs.shape[1] - costs.shape[1] % a.columns
         self.pending = costs[:, cut:].copy() if cut < costs.shape[1] else None
         if cut:
-            frames = group_max(costs[:, :cut], a.columns)
+            hi, lo = _frames(costs[:, :cut], a)
             sizes = _group_sizes(cut, a.columns)
             for g, units in enumerate(self.units):
-                self.totals.add(*serial_units(units, frames[g], self.offsets, fe.lookahead, fe.scheduler),
-                                sizes, self.steps)
+                self.totals.add(*serial_units(units, hi[g], self.offsets, fe.lookahead, fe.scheduler,
+                                              lo[g], a.bits), sizes, self.steps)
 
     def finish(self) -> tuple[PassTiming, int]:
         work = [_row_work(u.reshape(-1, *u.shape[2:])[:self.filters], c) for u, c in zip(self.units, self.slot_costs)]
@@ -203,8 +207,9 @@ class SerialInputScheduled:
 
     def _schedule(self, g: int, rows: np.ndarray) -> None:
         fe, r = self.arch.frontend, self.arch.rows
-        self.cycles[g].append(serial_units(_units(rows, r), self.frames[g], self.offsets, fe.lookahead,
-                                           fe.scheduler))
+        hi, lo = self.frames
+        self.cycles[g].append(serial_units(_units(rows, r), hi[g], self.offsets, fe.lookahead, fe.scheduler,
+                                           lo[g], self.arch.bits))
         self.work[g].append(_row_work(rows, self.slot_costs[g]))
 
     def add(self, part: LoweredPart, last: bool) -> None:
@@ -212,8 +217,8 @@ class SerialInputScheduled:
         if self.frames is None:
             kernel = part.kernel_op()
             self.kernel_counts, self.n_windows = _counts(kernel), kernel.shape[1]
-            self.frames = group_max(kernel, self.arch.columns)
-            self.slot_costs = _slot_costs(kernel)
+            self.frames = _frames(kernel, self.arch)
+            self.slot_costs = _slot_costs(kernel, self.arch)
             groups = kernel.shape[0]
             self.cycles, self.work = [[] for _ in range(groups)], [[] for _ in range(groups)]
             self.carry = [None] * groups
@@ -258,12 +263,12 @@ class SerialReductionScheduled:
             units, self.n_windows = -(-filters // a.rows), bcast.shape[1]
             wg = -(-self.n_windows // a.columns)
             self.streams = [SerialStream(units, a.rows, a.lanes, wg, schedule_offsets(a), fe.lookahead,
-                                         fe.scheduler) for _ in range(groups)]
+                                         fe.scheduler, a.trailing_zeros, a.bits) for _ in range(groups)]
             self.row_work = np.zeros((groups, filters), dtype=np.int64)
         self.steps += nz.shape[2]
-        frames, slot_costs = group_max(bcast, a.columns), _slot_costs(bcast)
+        (hi, lo), slot_costs = _frames(bcast, a), _slot_costs(bcast, a)
         for g in range(groups):
-            self.streams[g].feed(_units(nz[g], a.rows), frames[g], final=last)
+            self.streams[g].feed(_units(nz[g], a.rows), hi[g], final=last, lows=lo[g])
             self.row_work[g] += _row_work(nz[g], slot_costs[g])
         self.effectual += effectual_macs(nz.sum(axis=1, dtype=np.int64), _counts(bcast))
 
@@ -285,12 +290,12 @@ def evaluate_serial(lowered, arch: Architecture) -> tuple[PassTiming, int]:
         sched, bcast = lowered.operands(part)
         nz = _nonzero(sched)
         totals = _Totals(arch)
-        frames = group_max(bcast, arch.columns)
+        hi, lo = _frames(bcast, arch)
         sizes = _group_sizes(bcast.shape[1], arch.columns)
         for g in range(nz.shape[0]):
-            totals.add(*serial_units(_units(nz[g], arch.rows), frames[g], schedule_offsets(arch),
-                                     fe.lookahead, fe.scheduler), sizes, nz.shape[2])
-        slot_costs = _slot_costs(bcast)
+            totals.add(*serial_units(_units(nz[g], arch.rows), hi[g], schedule_offsets(arch),
+                                     fe.lookahead, fe.scheduler, lo[g], arch.bits), sizes, nz.shape[2])
+        slot_costs = _slot_costs(bcast, arch)
         work = [_row_work(nz[g], slot_costs[g]) for g in range(nz.shape[0])]
         timing = totals.timing(work, nz.shape[1], nz.shape[2], bcast.shape[1])
         total = timing if total is None else total + timing

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from .array import _units, schedule_offsets, time_streams
-from .bitserial import PARTIAL_TERMS, group_max, serial_units, value_costs
+from .bitserial import PARTIAL_TERMS, frames, serial_units, split_codes, value_costs
 from .config import Architecture
 from .lowering import LoweredPass, reference
 from .quantize import quantize
@@ -33,21 +33,23 @@ from .verify import CheckResult, _replay
 
 
 @numba.njit(cache=True, nogil=True)
-def _serial(q, p, signed, tcle, partial):
+def _serial(q, p, start, signed, tcle, partial):
     if tcle:
         m = abs(q)
         v = np.int64(partial[m, min(p, 10)])
         return -v if q < 0 else v
-    low = q & ((np.int64(1) << p) - 1)
+    low = (q >> start) & ((np.int64(1) << p) - 1)
     if signed and (low >> (p - 1)) & 1:
         low -= np.int64(1) << p
-    return low
+    return low << start
 
 
 @numba.njit(cache=True, nogil=True)
-def _replay_serial(values, bcast, costs, sources, cycles, columns, lanes, signed, tcle, partial, out,
-                   charged):
-    """values [U*R, S*L] scheduled integers; bcast, costs [W, S*L]; sources [U, R, C, L]."""
+def _replay_serial(values, bcast, costs, lows, bits, sources, cycles, columns, lanes, signed, tcle, partial,
+                   out, charged):
+    """values [U*R, S*L] scheduled integers; bcast, costs [W, S*L] (and lows, bits - low,
+    with trailing zeros skipped; else empty); sources [U, R, C, L]."""
+    trailing = lows.shape[0] > 0
     units, rows, _, _ = sources.shape
     windows = bcast.shape[0]
     for u in range(units):
@@ -55,6 +57,7 @@ def _replay_serial(values, bcast, costs, sources, cycles, columns, lanes, signed
             for g in range(charged.shape[1]):
                 first, stop = g * columns, min((g + 1) * columns, windows)
                 p = 1
+                top = 0
                 for r in range(rows):
                     for l in range(lanes):
                         s = sources[u, r, c, l]
@@ -62,6 +65,13 @@ def _replay_serial(values, bcast, costs, sources, cycles, columns, lanes, signed
                             for w in range(first, stop):
                                 if costs[w, s] > p:
                                     p = costs[w, s]
+                                if trailing and lows[w, s] > top:
+                                    top = lows[w, s]
+                start = 0
+                if trailing:  # the bits from the group's lowest set bit to its widest value's top
+                    start = bits - top
+                    p = max(1, p - start)
+                    start = min(start, bits - 1)
                 charged[u, g] += p
                 for r in range(rows):
                     for l in range(lanes):
@@ -69,7 +79,7 @@ def _replay_serial(values, bcast, costs, sources, cycles, columns, lanes, signed
                         if s >= 0:
                             v = values[u * rows + r, s]
                             for w in range(first, stop):
-                                out[u * rows + r, w] += v * _serial(bcast[w, s], p, signed, tcle, partial)
+                                out[u * rows + r, w] += v * _serial(bcast[w, s], p, start, signed, tcle, partial)
 
 
 def quantized_layer(layer: TraceLayer, bits: int) -> tuple[TraceLayer, CodedLayer]:
@@ -101,19 +111,22 @@ def recompute_serial(lowered: LoweredPass, arch: Architecture, reference_out: np
         _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
         got = np.zeros(sched.shape[:2] + (bcast.shape[1],))
         q = bcast.astype(np.int64)
-        costs = value_costs(q, arch.backend, signed)
-        frames = group_max(costs, arch.columns)
+        codes = value_costs(q, arch.backend, signed, arch.trailing_zeros, arch.bits)
+        costs, lows = split_codes(codes, arch.trailing_zeros)
+        hi, lo = frames(codes, arch.columns, arch.trailing_zeros)
+        lows = np.zeros((0, 0), dtype=np.uint8) if lows is None else lows
         for g in range(sched.shape[0]):
             units = record.sources[g].shape[0]
             values = np.zeros((units * arch.rows, sched.shape[2] * sched.shape[3]), dtype=np.int64)
             values[:sched.shape[1]] = sched[g].reshape(sched.shape[1], -1).astype(np.int64)
             acc = np.zeros((units * arch.rows, bcast.shape[1]), dtype=np.int64)
-            charged = np.zeros((units, frames.shape[1]), dtype=np.int64)
+            charged = np.zeros((units, hi.shape[1]), dtype=np.int64)
             _replay_serial(values, q[g].reshape(q.shape[1], -1), costs[g].reshape(q.shape[1], -1),
+                           lows[g].reshape(q.shape[1], -1) if lows.size else lows, arch.bits,
                            record.sources[g], record.cycles[g], arch.columns, arch.lanes, signed,
                            arch.backend == "tcle", PARTIAL_TERMS, acc, charged)
-            timed = serial_units(_units((sched[g] != 0).view(np.uint8), arch.rows), frames[g],
-                                 schedule_offsets(arch), fe.lookahead, fe.scheduler)[0]
+            timed = serial_units(_units((sched[g] != 0).view(np.uint8), arch.rows), hi[g],
+                                 schedule_offsets(arch), fe.lookahead, fe.scheduler, lo[g], arch.bits)[0]
             if not np.array_equal(charged, timed):
                 u, w = np.argwhere(charged != timed)[0]
                 return CheckResult(name, pas, False, np.inf,

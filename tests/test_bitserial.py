@@ -105,12 +105,12 @@ def test_design_note_example_4_4_through_the_schedule():
     assert 7 <= 16 * 2 <= 16 * 3  # the front-end bound and the bit-serial dense bound
 
 
-@pytest.mark.parametrize("backend", ["tclp", "tcle"])
+@pytest.mark.parametrize("backend", ["tclp", "tcle", "tclp-trailing"])
 @pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("operand", ["weights", "activations"])
 def test_functional_check_passes_on_every_pass(backend, bits, operand):
     arch = Architecture(tiles=2, rows=2, lanes=4, columns=bits, frontend=Frontend("T", 2, 1),
-                        backend=backend, bits=bits)
+                        backend=backend[:4], bits=bits, trailing_zeros=backend.endswith("trailing"))
     plan = PassPlan(PASSES, Lowering(scheduled_operand=dict.fromkeys(PASSES, operand)))
     layers = [sparse_layer(spec, batch, seed=i) for i, (spec, batch) in enumerate(LAYERS)]
     results = list(check_layers(layers, arch, plan))
@@ -152,3 +152,49 @@ def test_memory_element_follows_bits_on_a_bit_serial_back_end():
     assert parse_config(base).memory.element == "fp32"
     with pytest.raises(CombinationError, match=r"memory.element: expected int16 with backend tclp"):
         parse_config({**base, "architecture": {"backend": "tclp"}, "memory": {"element": "fp32"}})
+
+
+def test_trailing_zeros_skip_the_low_bits_of_a_group():
+    """Design note 4.1, rule [H] with the minor (trailing) bit: U = {12, 8, 0} unsigned
+    costs 2 (bits 2..3), A = {0, 3, 12, -5} signed costs 5 (bits 0..4)."""
+    u = B.value_costs(np.array([12, 8, 0]), "tclp", False, trailing=True)
+    assert u.dtype == np.uint16 and u[2] == 0
+    assert B.own_costs(u, True, 16).tolist() == [2, 1, 0]
+    for group, signed, expected in (([12, 8, 0], False, 2), ([0, 3, 12, -5], True, 5), ([0, 0], True, 1)):
+        codes = B.value_costs(np.array(group), "tclp", signed, trailing=True).reshape(1, len(group), 1, 1)
+        hi, lo = B.frames(codes.reshape(1, 1, len(group), 1), 1, True)  # one window, slots in a row
+        sources = np.arange(len(group)).reshape(1, 1, 1, len(group))
+        got = B.unit_costs_reference(sources, np.array([1]), hi[0], lo[0], 16)
+        assert got.tolist() == [[expected]], group
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_a_value_is_exact_from_its_lowest_set_bit(signed):
+    q = np.arange(-32767 if signed else 1, 32768)
+    q = q[q != 0]
+    codes = B.value_costs(q, "tclp", signed, trailing=True)
+    width, top = (c.astype(np.int64) for c in B.split_codes(codes, True))
+    low = 16 - top
+    assert np.array_equal(B.serial_value(q, width - low, "tclp", signed, low), q)
+    odd = low == 0
+    assert not (B.serial_value(q[~odd], width[~odd] - low[~odd] - 1, "tclp", signed, low[~odd] + 1)
+                == q[~odd]).any()  # starting one bit too high loses the lowest set bit
+
+
+@pytest.mark.parametrize("scheduler", ["in-order", "matching"])
+def test_kernels_with_trailing_zeros_equal_the_reference(scheduler):
+    rng = np.random.default_rng(3)
+    arch = Architecture(rows=3, lanes=4, frontend=Frontend(lookaside=3, scheduler=scheduler))
+    offsets = schedule_offsets(arch)
+    nz = (rng.random((4, 3, 13, 4)) < 0.4).astype(np.uint8)
+    q = rng.integers(-300, 300, (1, 6, 13, 4)) * (rng.random((1, 6, 13, 4)) < 0.7)
+    hi, lo = B.frames(B.value_costs(q, "tclp", True, trailing=True), 3, True)
+    cycles, _ = B.serial_units(nz, hi[0], offsets, 2, scheduler, lo[0], 16)
+    front, sources, _ = schedule_tiles(nz, offsets, 2, True, scheduler)
+    assert np.array_equal(cycles, B.unit_costs_reference(sources, front, hi[0], lo[0], 16))
+    leading, _ = B.serial_units(nz, hi[0], offsets, 2, scheduler)
+    assert (front[:, None] <= cycles).all() and (cycles <= leading).all()
+    stream = B.SerialStream(4, 3, 4, 2, offsets, 2, scheduler, trailing=True, bits=16)
+    for a, b in ((0, 5), (5, 6), (6, 13)):
+        stream.feed(nz[:, :, a:b], hi[0][:, a:b], final=b == 13, lows=lo[0][:, a:b])
+    assert np.array_equal(stream.cycles, cycles)

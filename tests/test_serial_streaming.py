@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from simulator.bitserial import own_costs
 from simulator.config import Architecture, Lowering
 from simulator.frontend import Frontend
 from simulator.serial_streaming import CodedLayer, evaluate_serial
@@ -22,6 +23,8 @@ ARCHS = [
     Architecture(tiles=2, rows=2, lanes=4, columns=8, frontend=Frontend("T", 2, 1), backend="tclp", bits=8),
     Architecture(tiles=3, rows=3, lanes=4, columns=16, frontend=Frontend("L", 1, 0), lockstep=False,
                  backend="tcle", bits=8),
+    Architecture(tiles=2, rows=3, lanes=4, columns=16, frontend=Frontend("T", 2, 1), backend="tclp", bits=16,
+                 trailing_zeros=True),
 ]
 
 
@@ -32,7 +35,7 @@ def test_streamed_serial_pass_equals_whole_pass(li, ai, operand):
     spec, batch = LAYERS[li]
     arch = ARCHS[ai]
     values = sparse_layer(spec, batch, seed=li * 10 + ai)
-    layer = CodedLayer(values, arch.backend, arch.bits)
+    layer = CodedLayer(values, arch.backend, arch.bits, arch.trailing_zeros)
     side = "kernel" if operand == "weights" else "input"
     for lowering in ("phase", "zero-insert"):
         plan = PassPlan(PASSES, Lowering(scheduled_operand=dict.fromkeys(PASSES, operand),
@@ -49,7 +52,8 @@ def test_streamed_serial_pass_equals_whole_pass(li, ai, operand):
             assert front.cycles <= timing.cycles <= arch.bits * front.cycles
             # the work bound: every bit (term) of every multiplication, on every multiplier
             lowered = plan.lower(layer.samples(0, batch), pas, arch.lanes, 1)
-            work = sum(int(np.einsum("gfsl,gwsl->", (s != 0).astype(np.int64), b.astype(np.int64)))
+            work = sum(int(np.einsum("gfsl,gwsl->", (s != 0).astype(np.int64),
+                                     own_costs(b, arch.trailing_zeros, arch.bits)))
                        for s, b in map(lowered.operands, lowered.parts))
             multipliers = arch.tiles * arch.rows * arch.lanes * arch.columns
             assert -(-work // multipliers) <= timing.ideal_cycles <= timing.cycles
