@@ -1,6 +1,7 @@
 """Where the energy goes: the `energy` plot of `accelsim report` (file `<network>-energy`).
 
-Whole-network energy per pass and sparsity in mJ (10^9 pJ), stacked by event class (MACs,
+Whole-network energy per pass (and the whole iteration, when all three passes ran) and
+sparsity in mJ (10^9 pJ), stacked by event class (MACs,
 on-chip buffers, DRAM; `energy_events.py`), for the simulated array (solid) and the dense
 baseline beside it (hatched: the bit-parallel array of the same peak, dense values, dense
 training's traffic); the efficiency dense / ours is written over each pair. Drawn only
@@ -32,6 +33,11 @@ def energy_split(df: pd.DataFrame, figure, title: str = "") -> Figure:
     sparsities = sorted(df["sparsity"].unique())
     passes = [p for p in PASSES if p in set(df["pass"])]
     sums = df.groupby(["pass", "sparsity"])[COLUMNS].sum() / 1e9
+    if len(passes) == len(PASSES):  # and the whole iteration
+        whole = df.groupby("sparsity")[COLUMNS].sum() / 1e9
+        whole.index = pd.MultiIndex.from_product([["iteration"], whole.index], names=["pass", "sparsity"])
+        sums = pd.concat([sums, whole])
+        passes = passes + ["iteration"]
     fig = figure(max(6.5, 2.2 + 1.1 * len(passes) * len(sparsities)), 4.8)
     ax = fig.subplots()
     gap, width = 0.7, 0.4

@@ -99,3 +99,23 @@ def test_result_checks_accept_an_empty_serial_bound_and_refuse_a_negative_one():
         check_rows(pd.DataFrame({"serial_bound_cycles": [-1.0]}))
     with pytest.raises(ValueError, match="column energy_pj"):
         check_rows(pd.DataFrame({"energy_pj": [np.inf]}))
+
+
+def test_energy_plot_stacks_the_split_per_pass_and_iteration():
+    from simulator import report
+    from simulator.energy_plot import energy_split
+    layers = [sparse_layer(spec, batch, seed=i) for i, (spec, batch) in enumerate(LAYERS[:3])]
+    df = pd.DataFrame(_rows(layers, ARCH))
+    fig = energy_split(df, report._figure)
+    (ax,) = [a for a in fig.axes if a.containers]
+    labels = [c.get_label() for c in ax.containers]
+    assert labels == ["MACs (ours)", "on-chip buffers (ours)", "DRAM (ours)", "MACs (dense)",
+                      "on-chip buffers (dense)", "DRAM (dense)"]
+    bars = ax.containers[2]  # DRAM (ours), the top of our stack: forward, input_grad, weight_grad, iteration
+    assert len(bars) == 4
+    ours = [r.get_y() + r.get_height() for r in bars]
+    totals = df.groupby("pass")["energy_pj"].sum() / 1e9
+    assert ours[:3] == pytest.approx([totals[p] for p in PASSES])
+    assert ours[3] == pytest.approx(df["energy_pj"].sum() / 1e9)
+    written = [t.get_text() for t in ax.texts]
+    assert written[3] == f"{df['dense_energy_pj'].sum() / df['energy_pj'].sum():.2f}x"
