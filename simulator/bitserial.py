@@ -42,7 +42,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .scheduler import _lane_tables, _leading_skip, _pad, _rule, _schedule_span
+from .scheduler import _lane_tables, _leading_skip, _pad, _resume_keep, _resume_start, _rule, _schedule_span
 
 BACKENDS = ("tclp", "tcle")
 MAGNITUDES = 1 << 15  # |q| of a 16-bit symmetric value is at most 2^15 - 1
@@ -295,26 +295,14 @@ def _serial_resume(chunk, carry, carry_len, started, frame, lows, bits, tail, of
     stamp = 0
     for u in range(units):
         c = carry_len[u]
-        total = c + steps
-        scratch[:, :c] = carry[u, :, :c]
-        scratch[:, c:total] = chunk[u]
-        scratch[:, total:total + pad] = 0
-        if not final and total <= lookahead:
-            carry[u, :, :total] = scratch[:, :total]
-            carry_len[u] = total
+        total, t0 = _resume_start(chunk, carry, carry_len, started, u, scratch, pad, final, lookahead, rule)
+        if t0 < 0:
             continue
-        t0 = 0
-        if not started[u]:
-            started[u] = True
-            if rule == 1:
-                t0 = _leading_skip(scratch, total, lookahead)
         cycles, t0 = _schedule_span(scratch, total, t0, final, offsets, src, dst, lookahead, rule, True,
                                     source, base)
         stamp = _step_costs(source, cycles, frame, lows, bits, tail - c, lanes, out[u], lane_out[u], mark,
                             slot_t, slot_l, stamp)
-        left = total - t0
-        carry[u, :, :left] = scratch[:, t0:total]
-        carry_len[u] = left
+        _resume_keep(scratch, carry, carry_len, u, total, t0)
 
 
 class SerialStream:

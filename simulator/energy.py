@@ -172,6 +172,18 @@ class EnergyTable:
         return self.sram_write_factor * self.sram_read(kib)
 
 
+def _buffers(name: str, mapping, unit: str) -> dict:
+    """`mapping` if it maps buffer names (BUFFERS) to numbers, else a one-line ValueError."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"pass_energy: {name}: expected a mapping of buffer name to {unit}, "
+                         f"got {mapping!r}")
+    for buffer in mapping:
+        if buffer not in BUFFERS:
+            raise ValueError(f"pass_energy: {name}: expected buffers among {', '.join(BUFFERS)}, "
+                             f"got {buffer!r}")
+    return mapping
+
+
 def pass_energy(table: EnergyTable, *, mac_count: float, element: str,
                 serial_steps: float = 0.0, bits: int = 16, sram_reads: dict,
                 sram_writes: dict, buffer_kib: dict, dram_bytes: float) -> dict:
@@ -185,26 +197,14 @@ def pass_energy(table: EnergyTable, *, mac_count: float, element: str,
     """
     macs, steps = _count("mac_count", mac_count), _count("serial_steps", serial_steps)
     mac_pj = macs * table.mac(element) + steps * table.serial_step(bits)
-    if not isinstance(buffer_kib, dict):
-        raise ValueError(f"pass_energy: buffer_kib: expected a mapping of buffer name to KiB, "
-                         f"got {buffer_kib!r}")
-    for buffer, kib in buffer_kib.items():
-        if buffer not in BUFFERS:
-            raise ValueError(f"pass_energy: buffer_kib: expected buffers among "
-                             f"{', '.join(BUFFERS)}, got {buffer!r}")
+    for buffer, kib in _buffers("buffer_kib", buffer_kib, "KiB").items():
         if not _positive(kib):
             raise ValueError(f"pass_energy: buffer_kib[{buffer!r}]: expected a positive finite "
                              f"number of KiB, got {kib!r}")
     sram_pj = 0.0
     for name, accesses, cost in (("sram_reads", sram_reads, table.sram_read),
                                  ("sram_writes", sram_writes, table.sram_write)):
-        if not isinstance(accesses, dict):
-            raise ValueError(f"pass_energy: {name}: expected a mapping of buffer name to "
-                             f"bytes, got {accesses!r}")
-        for buffer, nbytes in accesses.items():
-            if buffer not in BUFFERS:
-                raise ValueError(f"pass_energy: {name}: expected buffers among "
-                                 f"{', '.join(BUFFERS)}, got {buffer!r}")
+        for buffer, nbytes in _buffers(name, accesses, "bytes").items():
             if buffer not in buffer_kib:
                 raise ValueError(f"pass_energy: buffer_kib: expected the size of buffer "
                                  f"{buffer!r} (it has {name}), got {buffer_kib!r}")

@@ -20,6 +20,28 @@ SPLIT = (("mac", "MACs", "tab:blue"), ("sram", "on-chip buffers", "tab:orange"),
 COLUMNS = [f"{prefix}energy_{kind}_pj" for prefix in ("", "dense_") for kind, _, _ in SPLIT]
 
 
+def grouped_positions(groups: list, members: list, gap: float) -> tuple[np.ndarray, list, list]:
+    """x positions of bars in `groups` of `members` each, `gap` bar widths apart: (the
+    positions, the (group, member) of each, each group's centre)."""
+    xs, keys, centers = [], [], []
+    for i, g in enumerate(groups):
+        start = i * (len(members) + gap)
+        xs += [start + j for j in range(len(members))]
+        keys += [(g, m) for m in members]
+        centers.append(start + (len(members) - 1) / 2)
+    return np.array(xs, dtype=float), keys, centers
+
+
+def label_groups(ax, xs, ticks: list, centers: list, groups: list, xlabel: str) -> None:
+    """Tick each bar with `ticks`, and name each group on a second axis below."""
+    ax.set_xticks(xs, ticks, fontsize=8)
+    ax.set_xlabel(xlabel)
+    sec = ax.secondary_xaxis(-0.12)
+    sec.set_xticks(centers, groups)
+    sec.tick_params(length=0)
+    sec.spines["bottom"].set_visible(False)
+
+
 def has_energy(df: pd.DataFrame) -> bool:
     """Whether `df` holds the energy columns (and a value in each)."""
     return all(c in df.columns for c in COLUMNS) and bool(df[COLUMNS].notna().all().all())
@@ -40,14 +62,8 @@ def energy_split(df: pd.DataFrame, figure, title: str = "") -> Figure:
         passes = passes + ["iteration"]
     fig = figure(max(6.5, 2.2 + 1.1 * len(passes) * len(sparsities)), 4.8)
     ax = fig.subplots()
-    gap, width = 0.7, 0.4
-    xs, keys, centers = [], [], []
-    for i, p in enumerate(passes):
-        start = i * (len(sparsities) + gap)
-        xs += [start + j for j in range(len(sparsities))]
-        keys += [(p, s) for s in sparsities]
-        centers.append(start + (len(sparsities) - 1) / 2)
-    xs = np.array(xs, dtype=float)
+    width = 0.4
+    xs, keys, centers = grouped_positions(passes, sparsities, 0.7)
     totals = {}
     for prefix, shift, hatch, who in (("", -width / 2, None, "ours"), ("dense_", width / 2, "//", "dense")):
         bottom = np.zeros(len(keys))
@@ -62,12 +78,8 @@ def energy_split(df: pd.DataFrame, figure, title: str = "") -> Figure:
         if ours > 0:
             ax.annotate(f"{dense / ours:.2f}x", (x, max(ours, dense)), textcoords="offset points",
                         xytext=(0, 4), ha="center", fontsize=7)
-    ax.set_xticks(xs, [f"{s:.0%}" for _, s in keys], fontsize=8)
-    ax.set_xlabel("Top-K sparsity, per pass (left bar: simulated array, right: dense baseline)")
-    sec = ax.secondary_xaxis(-0.12)
-    sec.set_xticks(centers, passes)
-    sec.tick_params(length=0)
-    sec.spines["bottom"].set_visible(False)
+    label_groups(ax, xs, [f"{s:.0%}" for _, s in keys], centers, passes,
+                 "Top-K sparsity, per pass (left bar: simulated array, right: dense baseline)")
     ax.set_ylabel("energy (mJ)")
     ax.set_ylim(0, float(max(totals["ours"].max(initial=0), totals["dense"].max(initial=0), 1e-9)) * 1.15)
     ax.grid(axis="y", alpha=0.3)

@@ -54,7 +54,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .config import ConfigError
-from .energy_plot import energy_split, has_energy
+from .energy_plot import energy_split, grouped_positions, has_energy, label_groups
 from .results import COLUMNS, check_digest, check_rows, numbers, summarize
 from .outputs import OutputError, write_atomic
 from .safe_yaml import cut
@@ -446,14 +446,7 @@ def dram_traffic(df: pd.DataFrame, title: str = "") -> Figure:
     sums = df.groupby(["pass", "sparsity"])[[c for c, _ in CLASSES] + ["dense_dram_bytes"]].sum()
     fig = _figure(max(6.5, 1.8 + 0.75 * len(passes) * len(sparsities)), 4.8)
     ax = fig.subplots()
-    gap = 0.6
-    xs, keys, centers = [], [], []
-    for i, p in enumerate(passes):
-        start = i * (len(sparsities) + gap)
-        xs += [start + j for j in range(len(sparsities))]
-        keys += [(p, s) for s in sparsities]
-        centers.append(start + (len(sparsities) - 1) / 2)
-    xs = np.array(xs, dtype=float)
+    xs, keys, centers = grouped_positions(passes, sparsities, 0.6)
     bottom = np.zeros(len(keys))
     for (col, name), color in zip(CLASSES, CLASS_COLORS):
         values = np.array([sums.loc[k, col] if k in sums.index else 0.0 for k in keys]) / 1e6
@@ -466,12 +459,7 @@ def dram_traffic(df: pd.DataFrame, title: str = "") -> Figure:
         if ours > 0 and np.isfinite(d):
             ax.annotate(f"{d / ours:.2f}x", (x, max(ours, d)), textcoords="offset points",
                         xytext=(0, 4), ha="center", fontsize=7)
-    ax.set_xticks(xs, [_pct(s) for _, s in keys], fontsize=8)
-    ax.set_xlabel("Top-K sparsity, per pass")
-    sec = ax.secondary_xaxis(-0.12)
-    sec.set_xticks(centers, passes)
-    sec.tick_params(length=0)
-    sec.spines["bottom"].set_visible(False)
+    label_groups(ax, xs, [_pct(s) for _, s in keys], centers, passes, "Top-K sparsity, per pass")
     ax.set_ylabel("DRAM traffic, reads + writes (MB)")
     ax.set_ylim(0, float(np.nanmax(np.r_[bottom, dense], initial=1e-6)) * 1.15)
     ax.grid(axis="y", alpha=0.3)

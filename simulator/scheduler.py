@@ -318,26 +318,43 @@ def _resume_units(chunk, carry, carry_len, started, offsets, lookahead, rule, fi
     pad = _pad(offsets, lookahead)
     scratch = np.zeros((rows, carry.shape[2] + steps + pad, lanes), dtype=np.uint8)
     for u in range(units):
-        c = carry_len[u]
-        total = c + steps
-        scratch[:, :c] = carry[u, :, :c]
-        scratch[:, c:total] = chunk[u]
-        scratch[:, total:total + pad] = 0
-        if not final and total <= lookahead:  # a cycle needs its window t0..t0+h all there
-            carry[u, :, :total] = scratch[:, :total]
-            carry_len[u] = total
+        total, t0 = _resume_start(chunk, carry, carry_len, started, u, scratch, pad, final, lookahead, rule)
+        if t0 < 0:
             continue
-        t0 = 0
-        if not started[u]:
-            started[u] = True
-            if rule == 1:
-                t0 = _leading_skip(scratch, total, lookahead)
         cycles[u], t0 = _schedule_span(scratch, total, t0, final, offsets, src, dst, lookahead, rule,
                                        False, dummy_s, dummy_b)
-        left = total - t0
-        carry[u, :, :left] = scratch[:, t0:total]
-        carry_len[u] = left
+        _resume_keep(scratch, carry, carry_len, u, total, t0)
     return cycles
+
+
+@numba.njit(cache=True, nogil=True)
+def _resume_start(chunk, carry, carry_len, started, u, scratch, pad, final, lookahead, rule):
+    """Put unit u's carry then its piece of `chunk` in `scratch`; returns (steps there,
+    first window base), the base -1 when the steps are too few to run a cycle yet (they
+    become the carry: a cycle needs its window t0..t0+h all there)."""
+    c = carry_len[u]
+    total = c + chunk.shape[2]
+    scratch[:, :c] = carry[u, :, :c]
+    scratch[:, c:total] = chunk[u]
+    scratch[:, total:total + pad] = 0
+    if not final and total <= lookahead:
+        carry[u, :, :total] = scratch[:, :total]
+        carry_len[u] = total
+        return total, -1
+    t0 = 0
+    if not started[u]:
+        started[u] = True
+        if rule == 1:
+            t0 = _leading_skip(scratch, total, lookahead)
+    return total, t0
+
+
+@numba.njit(cache=True, nogil=True)
+def _resume_keep(scratch, carry, carry_len, u, total, t0):
+    """Keep unit u's unfinished steps t0..total (at most h) as its carry."""
+    left = total - t0
+    carry[u, :, :left] = scratch[:, t0:total]
+    carry_len[u] = left
 
 
 def _rule(scheduler: str) -> int:
