@@ -3,6 +3,7 @@ numba kernels against their NumPy reference, the hand-worked cases of
 docs/design/bit-serial-backends.md (section 4) and the bit-serial functional check."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from simulator.simulate import PassPlan, check_layers
 from simulator.verify_serial import recompute_serial, quantized_layer
 from simulator.lowering import reference
 from tests.test_streaming import LAYERS, PASSES, sparse_layer
+
+REPO = Path(__file__).resolve().parents[1]
 
 SCHEDULERS = ("in-order", "dnnsim", "fewest-candidates", "matching", "nearest-matching")
 
@@ -198,3 +201,25 @@ def test_kernels_with_trailing_zeros_equal_the_reference(scheduler):
     for a, b in ((0, 5), (5, 6), (6, 13)):
         stream.feed(nz[:, :, a:b], hi[0][:, a:b], final=b == 13, lows=lo[0][:, a:b])
     assert np.array_equal(stream.cycles, cycles)
+
+
+@pytest.mark.parametrize("backend", ["tclp", "tcle"])
+def test_a_trace_from_training_runs_and_checks_on_the_bit_serial_back_ends(backend):
+    """The committed SWAT-U trace (real training tensors, signed gradients): every row
+    within the bit-serial bound, with its energy; and the functional check passes."""
+    import simulator
+    from simulator.config import parse_config
+    from simulator.safe_yaml import load
+    data = load(REPO / "configs" / "swat-trace.yaml")
+    data["architecture"].update(backend=backend, columns=16)
+    data["workload"]["trace"] = str(REPO / data["workload"]["trace"])
+    config = parse_config(data, "swat-trace-serial")
+    assert config.memory.element == "int16"
+    rows = simulator.run(config)
+    assert set(rows["pass"]) == {"forward", "input_grad", "weight_grad"}
+    assert (rows["backend"] == f"{backend}-16").all()
+    assert (rows["ideal_cycles"] <= rows["compute_cycles"]).all()
+    assert (rows["compute_cycles"] <= rows["serial_bound_cycles"]).all()
+    assert (rows["energy_pj"] > 0).all() and rows["energy_efficiency"].notna().all()
+    results = list(simulator.check(config))
+    assert results and all(r.ok for _, _, r in results), [r.message for _, _, r in results if not r.ok]
