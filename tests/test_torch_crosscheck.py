@@ -195,3 +195,16 @@ def test_the_example_records_a_trace_that_accelsim_runs(tmp_path, capsys):
     blocker.write_text("mine")
     assert example.main(["--out", str(blocker), "--iterations", "1"]) == 2
     assert blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize("name,size", [("mobilenet-v2", 32), ("densenet121", 32)])
+def test_recorded_geometry_is_the_zoos(name, size):
+    """Depthwise and grouped convolutions, ReLU6, dropout, dense concatenation: the recorder
+    gives every layer the zoo's own `LayerSpec` (names, shapes, groups) in network order."""
+    net = build_network(name, image_size=size, num_classes=10)
+    tm = torch_model(net)
+    tm.train()
+    x, y = torch.randn(2, 3, size, size), torch.tensor([0, 1])
+    layers, _, _ = record_iteration(tm, x, y, torch.nn.functional.cross_entropy)
+    assert [lay.spec for lay in layers] == list(net.layers)
+    assert all(lay.grad_output.shape == lay.spec.output_shape(2) for lay in layers)
