@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
 import torch
 from tqdm.auto import tqdm
 
@@ -30,7 +28,7 @@ from workloads.data import DataError, Loader, load_dataset
 from workloads.networks import build_network
 from workloads.torch_models import torch_model
 from workloads.torch_swat import swat_u
-from workloads.torch_trace import record_iteration, recorded_trace
+from workloads.torch_trace import TorchTraceError, record_iteration, recorded_trace
 
 
 def main(argv=None) -> int:
@@ -50,20 +48,36 @@ def main(argv=None) -> int:
         parser.error("expected 0 <= --sparsity < 1, --iterations >= 1 and 1 <= --trace-batch <= --batch")
     try:
         check_trace_destination(args.out)  # before the work, not after it
-        data = load_dataset("fashion-mnist", "train")
+        loader = Loader(load_dataset("fashion-mnist", "train"), args.batch, 32, 3, train=True, seed=args.seed)
     except (TraceError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        return train_and_record(args, loader)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    except TorchTraceError as e:  # e.g. a diverged iteration
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def batches(loader):
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader
+
+
+def train_and_record(args, loader) -> int:
     torch.manual_seed(args.seed)
-    loader = Loader(data, args.batch, 32, 3, train=True, seed=args.seed)
     model = swat_u(torch_model(build_network("resnet18", image_size=32, num_classes=10)), args.sparsity)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.functional.cross_entropy
-    batches = iter(loader)
+    stream = batches(loader)
     bar = tqdm(range(args.iterations), desc="SWAT-U ResNet-18", unit="it")
     for it in bar:
-        x, y = (torch.from_numpy(a) for a in next(batches))
+        x, y = (torch.from_numpy(a) for a in next(stream))
         opt.zero_grad()
         if it == args.iterations - 1:  # the last iteration, recorded
             layers, loss, _ = record_iteration(model, x, y.long(), loss_fn)

@@ -36,11 +36,13 @@ def _register(root: nn.Module, name: str, module: nn.Module) -> None:
 class GraphModel(nn.Module):
     """`network.graph` as a torch module (see the module docstring)."""
 
-    def __init__(self, network: N.Network):
+    def __init__(self, network: N.Network, dropout: bool = True):
         super().__init__()
         self.graph = network.graph
+        self.dropout = dropout  # False: dropout is the identity (a cross-check's random draws differ)
         self._modules_of: dict[int, nn.Module] = {}
         self.layer_order: list[nn.Module] = []  # conv, fc and BN modules in graph (walk) order
+        self.layer_names: list[str] = []
         for node in N.walk(network.graph):
             if isinstance(node, N.Conv):
                 s = node.spec
@@ -56,12 +58,13 @@ class GraphModel(nn.Module):
             _register(self, name, module)
             self._modules_of[id(node)] = module
             self.layer_order.append(module)
+            self.layer_names.append(name)
 
     def _run(self, node, x: torch.Tensor) -> torch.Tensor:
         if isinstance(node, (N.Conv, N.BatchNorm)):
             return self._modules_of[id(node)](x)
         if isinstance(node, N.ReLU):
-            return F.relu(x) if node.cap is None else torch.clamp(x, 0.0, node.cap)
+            return F.relu(x) if node.cap is None else F.hardtanh(x, 0.0, node.cap)  # nn.ReLU6
         if isinstance(node, N.Pool):
             pool = F.max_pool2d if node.kind == "max" else F.avg_pool2d
             return pool(x, node.kernel, node.stride, node.padding)
@@ -70,7 +73,7 @@ class GraphModel(nn.Module):
         if isinstance(node, N.Flatten):
             return torch.flatten(x, 1)
         if isinstance(node, N.Dropout):
-            return F.dropout(x, node.p, self.training)
+            return F.dropout(x, node.p, self.training and self.dropout)
         if isinstance(node, N.Seq):
             for child in node.nodes:
                 x = self._run(child, x)
@@ -86,9 +89,10 @@ class GraphModel(nn.Module):
         return self._run(self.graph, x)
 
 
-def torch_model(network: N.Network) -> GraphModel:
-    """The torch module of `network` (default torch initialisation; see `copy_parameters`)."""
-    return GraphModel(network)
+def torch_model(network: N.Network, dropout: bool = True) -> GraphModel:
+    """The torch module of `network` (default torch initialisation; see `copy_parameters`);
+    `dropout=False` makes its dropout layers the identity."""
+    return GraphModel(network, dropout)
 
 
 def _numpy_modules(model: L.Module) -> list:
@@ -97,12 +101,16 @@ def _numpy_modules(model: L.Module) -> list:
 
 def copy_parameters(numpy_model: L.Module, torch_model: GraphModel) -> None:
     """Give `torch_model` the parameters and batch-norm statistics of `numpy_model` (both
-    built from the same network graph: their conv, fc and BN modules pair up in order)."""
+    built from the same network graph: their conv, fc and BN modules pair up in graph order,
+    checked by layer name, kind and shape)."""
     ours, theirs = _numpy_modules(numpy_model), torch_model.layer_order
     if len(ours) != len(theirs):
         raise ValueError(f"the models differ: {len(ours)} NumPy and {len(theirs)} torch layers")
     with torch.no_grad():
-        for a, b in zip(ours, theirs):
+        for a, b, name in zip(ours, theirs, torch_model.layer_names):
+            kind = isinstance(a, L._BatchNorm) == isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d))
+            if not kind or (hasattr(a, "spec") and a.spec.name != name):
+                raise ValueError(f"the models differ at {name!r}: {type(a).__name__} against {type(b).__name__}")
             if tuple(a.weight.value.shape) != tuple(b.weight.shape):
                 raise ValueError(f"the models differ: {type(a).__name__} {a.weight.value.shape} against "
                                  f"{type(b).__name__} {tuple(b.weight.shape)}")

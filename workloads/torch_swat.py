@@ -11,9 +11,11 @@ mode, as SWAT-U (Raihan & Aamodt, NeurIPS 2020; `workloads.sparsity`, table row 
 Top-K is the NumPy trainer's exactly: over the whole tensor, the K-th largest magnitude
 (K = `workloads.topk.keep_count`) as a threshold, every element at or above it kept. The
 sparse copies live inside a custom autograd function, which forward and backward hooks
-cannot see, so each forward also sets ``module.accelsim_used = {"weight": Top-K(W),
-"input_saved": Top-K(X)}`` (detached), the hook point `workloads.torch_trace` reads. Do
-the same in your own method's module to record its tensors.
+cannot see, so while `workloads.torch_trace` records (it sets ``module.accelsim_recording``)
+each forward also sets ``module.accelsim_used = {"weight": Top-K(W), "input_saved":
+Top-K(X)}`` (detached), the hook point the recorder reads. Do the same in your own
+method's module to record its tensors. In evaluation mode the layers compute with Top-K(W),
+as the NumPy trainer evaluates.
 """
 
 from __future__ import annotations
@@ -74,23 +76,27 @@ class _SwatLinear(torch.autograd.Function):
 
 
 def _sparse_copies(module, x):
-    """Top-K of the weight and of the input (detached), also exposed as `accelsim_used`."""
+    """Top-K of the weight and of the input (detached); exposed as `accelsim_used` while a
+    recorder asks for them (`accelsim_recording`), so no copy outlives its iteration."""
     w_sparse = topk(module.weight.detach(), module.swat_sparsity)
     x_sparse = topk(x.detach(), module.swat_sparsity)
-    module.accelsim_used = {"weight": w_sparse, "input_saved": x_sparse}
+    if getattr(module, "accelsim_recording", False):
+        module.accelsim_used = {"weight": w_sparse, "input_saved": x_sparse}
     return w_sparse, x_sparse
 
 
 def _conv_forward(self, x):
-    if not self.training:
-        return nn.Conv2d.forward(self, x)
     conv = {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
+    if not self.training:  # evaluation with the sparse forward weights, as the NumPy trainer's
+        return F.conv2d(x, topk(self.weight, self.swat_sparsity), self.bias, **conv)
     return _SwatConv.apply(x, self.weight, self.bias, *_sparse_copies(self, x), conv)
 
 
 def _linear_forward(self, x):
+    if x.dim() != 2:
+        raise ValueError(f"SWAT-U Linear: expected a [N, C] input, got shape {tuple(x.shape)}")
     if not self.training:
-        return nn.Linear.forward(self, x)
+        return F.linear(x, topk(self.weight, self.swat_sparsity), self.bias)
     return _SwatLinear.apply(x, self.weight, self.bias, *_sparse_copies(self, x))
 
 

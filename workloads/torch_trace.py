@@ -21,10 +21,16 @@ strides, paddings or dilations, string or non-zero padding modes, a ``Linear`` a
 more than [N, C], and a layer called more than once in one forward pass.
 
 **Sparsified copies.** A method like SWAT keeps sparse copies of W and X inside a custom
-autograd function, which hooks cannot see. Such a module exposes them by setting
-``module.accelsim_used = {"weight": w_used, "input_saved": x_saved}`` in its forward pass
-(both optional; detached tensors); the recorder takes them instead of ``module.weight``
-and the input. `workloads.torch_swat` does this for SWAT-U.
+autograd function, which hooks cannot see. While the recorder runs, every layer has
+``module.accelsim_recording = True``; such a module then sets ``module.accelsim_used =
+{"weight": w_used, "input_saved": x_saved}`` in its forward pass (both optional; detached
+tensors), and the recorder takes them instead of ``module.weight`` and the input. It
+clears the attribute before each forward pass and removes both afterwards, so nothing
+stale is read or kept. `workloads.torch_swat` does this for SWAT-U.
+
+Not handled: under autocast the recorder sees ``module.weight`` (float32), not the
+lower-precision copy the kernel used; a model wrapped in DataParallel or torch.compile
+records with its wrapper's prefix in the names (``module.``, ``_orig_mod.``).
 """
 
 from __future__ import annotations
@@ -80,21 +86,37 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return (t if t.dtype == torch.float64 else t.to(torch.float32)).cpu().numpy().copy()
 
 
+MAX_MAGNITUDE = 1e15  # what simulator.trace.read_trace accepts
+
+
 class _Recorder:
     def __init__(self, model: nn.Module, skip_unsupported: bool):
         self.records: dict[str, dict] = {}
         self.order: list[str] = []
         self.skipped: list[str] = []
         self.handles = []
+        self.layers = []
         for name, module in model.named_modules():
+            name = name or type(module).__name__.lower()  # the model is itself one layer
             if isinstance(module, UNSUPPORTED):
                 what = f"layer {name!r} ({type(module).__name__}): accelsim cannot map it"
                 if not skip_unsupported:
                     raise TorchTraceError(f"{what}; pass skip_unsupported=True to record the other layers")
                 self.skipped.append(what)
             elif isinstance(module, (nn.Conv2d, nn.Linear)):
-                self.handles.append(module.register_forward_hook(self._forward(name)))
-                self.handles.append(module.register_full_backward_hook(self._backward(name)))
+                self.layers.append((name, module))
+
+    def attach(self) -> None:
+        """Hook every layer (`remove` undoes it all, also after a partial attach)."""
+        for name, module in self.layers:
+            module.accelsim_recording = True
+            self.handles.append(module.register_forward_pre_hook(self._clear))
+            self.handles.append(module.register_forward_hook(self._forward(name)))
+            self.handles.append(module.register_full_backward_hook(self._backward(name)))
+
+    @staticmethod
+    def _clear(module, args):
+        module.__dict__.pop("accelsim_used", None)  # nothing from an earlier forward pass
 
     def _forward(self, name: str):
         def hook(module, args, output):
@@ -102,6 +124,9 @@ class _Recorder:
                 raise TorchTraceError(f"layer {name!r} is called twice in one forward pass: accelsim "
                                       "needs one call per layer")
             (x,) = args[:1]
+            if isinstance(module, nn.Conv2d) and x.dim() != 4:
+                raise TorchTraceError(f"layer {name!r} (Conv2d): input of shape {tuple(x.shape)}: "
+                                      "accelsim needs batched [N, C, H, W] inputs")
             used = getattr(module, "accelsim_used", None) or {}
             spec = layer_spec(name, module, tuple(x.shape))
             self.records[name] = {"spec": spec, "weight": _numpy(used.get("weight", module.weight)),
@@ -118,6 +143,15 @@ class _Recorder:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        for _, module in self.layers:
+            module.__dict__.pop("accelsim_recording", None)
+            module.__dict__.pop("accelsim_used", None)
+
+
+def _check_finite(name: str, tensor: str, values: np.ndarray) -> None:
+    if values.size and not (np.isfinite(values).all() and np.abs(values).max() <= MAX_MAGNITUDE):
+        raise TorchTraceError(f"layer {name!r}: {tensor} is not finite or exceeds {MAX_MAGNITUDE:g} "
+                              "(a diverged iteration?): nothing recorded")
 
 
 def record_iteration(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn,
@@ -125,9 +159,14 @@ def record_iteration(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
     """One training iteration of `model` (forward, `loss_fn(outputs, targets)`, backward;
     no optimizer step) with every Conv2d and Linear recorded. Returns (the `TraceLayer`s in
     call order, the loss, the unsupported layers skipped). Gradients are left in the
-    parameters' `.grad`, as after any backward pass."""
+    parameters' `.grad`, as after any backward pass. The model must be in training mode;
+    a non-finite tensor is refused (`TorchTraceError`), and no hook outlives the call."""
+    if not model.training:
+        raise TorchTraceError("the model is in evaluation mode: call model.train() to record a "
+                              "training iteration")
     recorder = _Recorder(model, skip_unsupported)
     try:
+        recorder.attach()
         with warnings.catch_warnings():  # the first layer's input (the image) needs no gradient
             warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed "
                                     "with respect to module outputs")
@@ -140,9 +179,11 @@ def record_iteration(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
         r = recorder.records[name]
         if "grad_output" not in r:
             raise TorchTraceError(f"layer {name!r} got no gradient (is it part of the loss?)")
-        saved = r["input_saved"]
-        layers.append(TraceLayer(r["spec"], r["weight"], r["input"], r["input"] if saved is None else saved,
-                                 r["grad_output"]))
+        saved = r["input"] if r["input_saved"] is None else r["input_saved"]
+        for tensor, values in (("weight", r["weight"]), ("input", r["input"]), ("input_saved", saved),
+                               ("grad_output", r["grad_output"])):
+            _check_finite(name, tensor, values)
+        layers.append(TraceLayer(r["spec"], r["weight"], r["input"], saved, r["grad_output"]))
     if not layers:
         raise TorchTraceError("the model called no Conv2d or Linear layer: nothing to record")
     return layers, loss.detach(), recorder.skipped
