@@ -9,6 +9,7 @@ import pytest
 from simulator.trace import LayerSpec
 from workloads import kernels as K
 from workloads import layers as L
+from workloads import weight_layers
 
 F64 = np.float64
 
@@ -150,7 +151,7 @@ def test_conv_batch_chunks_with_remainder(monkeypatch, pointwise):
     dw1 = conv.weight.grad.copy()
     y_ref = naive_conv(x, conv.weight.value, None, 1, p, 1, 2)
     for nb in (1, 3):
-        monkeypatch.setattr(L, "_chunk_size", lambda batch, rows, positions, nb=nb: nb)
+        monkeypatch.setattr(weight_layers, "_chunk_size", lambda batch, rows, positions, nb=nb: nb)
         conv.zero_grad()
         y = conv.forward(x)
         dx = conv.backward(dy)
