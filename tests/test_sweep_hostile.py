@@ -21,6 +21,7 @@ import yaml
 
 from simulator import executors
 from simulator import sweep as sweep_mod
+from simulator import sweep_load
 from simulator.cli import main
 from simulator.sweep import FINISHED, expand, load_sweep, parse_sweep_mapping, read_point_file
 from simulator.sweep_store import UNFINISHED, point_file_bytes
@@ -75,7 +76,7 @@ def test_too_many_points_are_refused_before_any_is_built(tmp_path, monkeypatch, 
     keys = [LOOKAHEAD, "architecture.frontend.lookaside", "architecture.tiles", "architecture.rows",
             "workload.batch", "workload.seed", "workload.sparsity", "memory.dram.latency_ns"]
     path = write_sweep(tmp_path / "huge.yaml", {k: list(range(1, 11)) for k in keys})
-    monkeypatch.setattr(sweep_mod, "parse_config", None)  # building any point would crash
+    monkeypatch.setattr(sweep_load, "parse_config", None)  # building any point would crash
     start = time.perf_counter()
     rc, out, err = run_main(["sweep", path, "--out", tmp_path / "out"])
     assert rc == 2 and out == ""
@@ -111,8 +112,8 @@ def test_points_are_computed_not_stored():
 def test_validation_builds_each_workload_once(tmp_path, monkeypatch):
     """Seed, batch and sparsity do not change what the workload check builds."""
     calls = []
-    real = sweep_mod._check_workload
-    monkeypatch.setattr(sweep_mod, "_check_workload", lambda c: calls.append(c) or real(c))
+    real = sweep_load._check_workload
+    monkeypatch.setattr(sweep_load, "_check_workload", lambda c: calls.append(c) or real(c))
     path = write_sweep(tmp_path / "s.yaml", {"workload.seed": list(range(10)),
                                              "workload.batch": list(range(1, 11)),
                                              "workload.sparsity": [0.5, 0.8]})
