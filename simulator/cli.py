@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -76,7 +77,8 @@ def _config_of(args):
     """The config of `run`/`check`: CONFIG as written, or with `--trace DIR` CONFIG's (or
     tactical.yaml's) architecture, lowering and memory with the trace as the workload,
     named <config>-<trace> (or <trace>) so its output goes to reports/<that name>/."""
-    from .config import parse_config, read_yaml
+    from .config import parse_config, read_yaml, refuse_sweep_file
+    from .safe_yaml import cut
 
     if args.trace is None:
         if args.config is None:
@@ -94,6 +96,7 @@ def _config_of(args):
         data, source, name = dict(TRACE_DEFAULTS), f"--trace {trace}", label or "trace"
     else:
         data = read_yaml(args.config)
+        refuse_sweep_file(data, cut(args.config, 200))
         data = {} if data is None else data
         if not isinstance(data, dict):
             return load_config(args.config)  # its own one-line error
@@ -152,13 +155,31 @@ def _cmd_check(args) -> int:
     return EXIT_INPUT if failures else EXIT_OK
 
 
+def _refuse_run_config(path: str) -> None:
+    """A ConfigError pointing at `accelsim run` if `path` is a run config (no base: or sweep:,
+    but a run config's sections)."""
+    from .config import read_yaml
+    from .safe_yaml import cut
+
+    data = read_yaml(path)
+    if (isinstance(data, dict) and "sweep" not in data and "base" not in data
+            and {"architecture", "workload", "passes"} & set(data)):
+        raise ConfigError(f"{cut(path, 200)}: expected a sweep file (top-level base: and sweep:), "
+                          f"got a run config; simulate it with `accelsim run {cut(path, 200)}`, or "
+                          "sweep it from a file whose base: names it (as configs/sweep.yaml does)")
+
+
 def _cmd_sweep(args) -> int:
     from .executors import DaskExecutor, ProcessExecutor, SerialExecutor
     from .sweep import (finished, format_sweep_summary, load_sweep, pending, run_sweep,
                         scan_points)
 
     # every point validated before anything runs (at most --max-points of them)
-    sweep = load_sweep(args.config, max_points=args.max_points, progress=not args.quiet)
+    try:
+        sweep = load_sweep(args.config, max_points=args.max_points, progress=not args.quiet)
+    except ConfigError:
+        _refuse_run_config(args.config)
+        raise
     out = Path(args.out) if args.out else sweep.default_output_dir()
     _ensure_writable_dir(out, "--out" if args.out else f"{sweep.source}: output.dir")
     stored = scan_points(sweep, out, progress=not args.quiet)  # finished points; bad entries fail
@@ -292,8 +313,9 @@ def _cmd_trace_from_training(args) -> int:
         trainer = Trainer(settings, option_names=options)
     except SettingsError as e:
         raise ConfigError(f"{_train_option(e.field)}: {e.detail}") from None
-    except DataError as e:
-        raise ConfigError(f"--dataset {args.dataset}: {e}") from None
+    except DataError as e:  # its messages may start with the data set's name: say it once
+        message = str(e).removeprefix(f"{args.dataset}: ")
+        raise ConfigError(f"--dataset {args.dataset}: {message}") from None
     except (ConfigError, TrainingError, TraceError, OutputError, MemoryLimitError) as e:
         raise ConfigError(str(e)) from None
     except ValueError as e:
@@ -346,16 +368,51 @@ def _path(text: str) -> str:
     return text
 
 
+def _rephrase(message: str) -> str:
+    """argparse's error `message` as `<what>: expected <...>, got <...>`, like the other
+    input errors (argparse 3.8-3.13 wording; anything else is kept as it is)."""
+    m = re.fullmatch(r"argument (\S+): (.*)", message, re.S)
+    what, rest = (m.group(1).split("/")[-1], m.group(2)) if m else ("", message)
+    rules = (
+        (r"invalid choice: (.*) \(choose from (.*)\)",
+         lambda g: f"expected one of {g[2].replace(chr(39), '')}, got {g[1]}"),
+        (r"invalid (\S+) value: (.*)", lambda g: f"expected {'an' if g[1][0] in 'aeiou' else 'a'} "
+         f"{g[1]}, got {g[2]}"),
+        (r"expected (one|at least one) argument", lambda g: "expected a value, got none"),
+        (r"ignored explicit argument (.*)", lambda g: f"expected no value (a flag), got {g[1]}"),
+        (r"not allowed with argument (\S+)",
+         lambda g: f"expected at most one of {g[1].split('/')[-1]} and {what}, got both"),
+        (r"the following arguments are required: (.*)",
+         lambda g: f"{g[1]}: expected {'a value' if ',' not in g[1] else 'values'}, got none"),
+        (r"one of the arguments (.*) is required",
+         lambda g: f"{' or '.join(g[1].split())}: expected one of them, got none"),
+        (r"unrecognized arguments: (.*)",
+         lambda g: f"{g[1]}: expected " + ("the command's options, got " if g[1].startswith("-")
+                                           else "no more arguments, got ")
+         + ("an " if " " not in g[1] else "") + ("unknown option" if g[1].startswith("-")
+                                                 else "extra argument") + ("s" if " " in g[1] else "")),
+        (r"ambiguous option: (\S+) could match (.*)",
+         lambda g: f"{g[1]}: expected one option, got an abbreviation of {g[2]}"),
+    )
+    for pattern, say in rules:
+        m = re.fullmatch(pattern, rest, re.S)
+        if m:
+            rest = say(m)
+            break
+    return f"{what}: {rest}" if what else rest
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line, `accelsim: error: <command>: <problem>`, and
-    exit code 2, like every other input error (the usage is what `--help` shows)."""
+    """argparse whose errors are one line, `accelsim: error: <command>: <what>: expected
+    <...>, got <...>`, and exit code 2, like every other input error (the usage is what
+    `--help` shows)."""
 
     def error(self, message: str):
         from .safe_yaml import cut
 
         command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
         where = f"{command}: " if command else ""
-        self.exit(EXIT_INPUT, f"accelsim: error: {where}{cut(message, 300)} "
+        self.exit(EXIT_INPUT, f"accelsim: error: {where}{cut(_rephrase(message), 300)} "
                               f"(accelsim {command + ' ' if command else ''}--help lists the options)\n")
 
 
@@ -365,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training accelerator.")
     parser.add_argument("--version", action="version", version=f"accelsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("config", nargs="?", type=_path, help="YAML config file, e.g. configs/tactical.yaml "
@@ -376,8 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "estimated peak memory exceeds GIB (default: the memory available now, "
                         "or $ACCELSIM_MAX_MEMORY)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    common.add_argument("-v", "--verbose", action="store_true",
-                        help="more detail (run: a line per layer and pass; check: a line per layer)")
 
     p = sub.add_parser("run", parents=[common], help="simulate a config and write results.csv",
                        description="Simulate every workload point and pass of CONFIG, print a "
@@ -389,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive(int), metavar="N", help="threads simulating layers "
                    f"at once (default: the cores this process may use, here {available_cores()}); "
                    "results do not depend on it")
+    p.add_argument("-v", "--verbose", action="store_true", help="also a line per layer and pass "
+                   "(cycles, stalls, speedup, DRAM traffic) before the summary")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="plot a results directory (PNG and SVG)",
@@ -408,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Recompute every simulated layer's output from the "
                        "scheduled buffers and compare it with a NumPy reference. Exits 2 and "
                        "names the layer and pass on any mismatch.")
+    p.add_argument("-v", "--verbose", action="store_true", help="also a line per matching layer "
+                   "and pass with its max abs error (mismatches are always printed, on stderr)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("sweep", help="run every point of a design-space sweep (resumable)",
@@ -429,12 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--max-points", type=_positive(int), metavar="N", default=MAX_POINTS,
                    help="refuse a sweep of more than N points (the product of its value lists' "
-                   f"lengths) before building any (default {MAX_POINTS:,})")
+                   "lengths) before building any (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="a line per finished point, every "
                    "skipped combination and unfinished point file")
     p.set_defaults(func=_cmd_sweep)
 
+    from workloads.data import DATASETS, FASHION_MNIST_DIR
     from workloads.networks import NETWORKS
     from workloads.sparsity import METHODS
 
@@ -445,10 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "that would not fit in memory, unusable output paths and unusable "
                        "checkpoints are refused with one line before training.")
     p.add_argument("network", choices=NETWORKS, metavar="NETWORK", help=f"one of {', '.join(NETWORKS)}")
-    p.add_argument("--method", default="swat-u", choices=METHODS, help="sparsity method (default swat-u)")
-    p.add_argument("--sparsity", default="0.8", metavar="S", help="target sparsity in [0, 1) (default 0.8)")
+    p.add_argument("--method", default="swat-u", choices=METHODS, help="sparsity method (default %(default)s)")
+    p.add_argument("--sparsity", default="0.8", metavar="S", help="target sparsity in [0, 1) (default %(default)s)")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--iterations", metavar="N", help="SGD steps, 1 to 2**31-1")
+    steps.add_argument("--iterations", metavar="N", help="SGD steps, 1 to 2**31-1 (default: "
+                       "one epoch, see --epochs)")
     steps.add_argument("--epochs", metavar="E", help="passes over the training split, a number "
                        "> 0 (default 1)")
     p.add_argument("--batch", metavar="B", help="training batch (default: the network's "
@@ -458,16 +520,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-image-size", metavar="N", help="resolution of "
                    "the recorded iteration (default: the network's native size, 224 for the "
                    "ImageNet-shaped networks, when its weights do not depend on the size)")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or synthetic")
-    p.add_argument("--data-dir", type=_path, help="where the dataset's files are")
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS, metavar="NAME",
+                   help=f"{', '.join(DATASETS)} (default %(default)s)")
+    p.add_argument("--data-dir", metavar="DIR", type=_path, help="where the dataset's files are "
+                   f"(default {FASHION_MNIST_DIR} for fashion-mnist; required for cifar10: "
+                   "cifar-10-batches-py or its parent)")
     p.add_argument("--trace-batch", metavar="B", help="samples in the recorded iteration "
                    "(default: the recipe's, 1 for the ImageNet-shaped networks)")
     p.add_argument("--trace-at", metavar="I,...", help="iterations to export (default: the last)")
     p.add_argument("--out", metavar="DIR", type=_path, help="trace directory (default traces/<network>-<method>-<sparsity>)")
     p.add_argument("--run-dir", metavar="DIR", type=_path, help="log and checkpoint directory (default runs/<trace name>)")
     p.add_argument("--seed", default="0", metavar="N", help="seed of initialisation, shuffling and "
-                   "augmentation, 0 to 2**63-1 (default 0)")
-    p.add_argument("--threads", type=_positive(int), help="BLAS and numba threads (default: all; 1 under CI)")
+                   "augmentation, 0 to 2**63-1 (default %(default)s)")
+    p.add_argument("--threads", type=_positive(int), metavar="N", help="BLAS and numba threads (default: all; 1 under CI)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's "
                    "checkpoint (refused unless it and log.csv are this run's, complete and intact)")
     p.add_argument("--max-memory", metavar="GIB", help="refuse a run whose estimated peak memory "
@@ -476,26 +541,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", metavar="LR", help="learning rate at batch 256, scaled "
                    "linearly to --batch (default: the recipe's, 0.1 for the ResNets)")
     p.add_argument("--no-lr-scaling", action="store_true", help="use --lr as given, whatever the batch")
-    p.add_argument("--momentum", default="0.9", metavar="M", help="SGD momentum in [0, 1) (default 0.9)")
-    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument("--momentum", default="0.9", metavar="M", help="SGD momentum in [0, 1) (default %(default)s)")
+    p.add_argument("--nesterov", action="store_true", help="use Nesterov momentum (default: plain momentum)")
     p.add_argument("--weight-decay", default="5e-4", metavar="WD", help="L2 weight decay >= 0, not on "
-                   "batch-norm parameters (default 5e-4)")
+                   "batch-norm parameters (default %(default)s)")
     p.add_argument("--label-smoothing", default="0", metavar="EPS", help="label smoothing in [0, 1) "
-                   "(default 0)")
+                   "(default %(default)s)")
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
-                   help="learning-rate schedule after warm-up (default cosine)")
+                   help="learning-rate schedule after warm-up: %(choices)s (default %(default)s)")
     p.add_argument("--warmup", metavar="N", help="iterations of linear warm-up, at most the run's "
                    "(default: 5%% of the run)")
     p.add_argument("--no-zero-init-residual", action="store_true", help="start residual "
                    "branches' last batch-norm scale at 1 instead of 0")
     p.add_argument("--topk-scope", choices=("NCHW", "CHW", "HW"), default="NCHW",
-                   help="what one Top-K selection covers (default NCHW: the whole tensor)")
+                   help="what one Top-K selection covers: NCHW the whole tensor, CHW each slice "
+                   "of its first axis (a sample, or a weight's output filter), HW each channel of "
+                   "those (default %(default)s)")
     p.add_argument("--topk-period", default="1", metavar="N", help="iterations between Top-K "
-                   "thresholds (default 1)")
+                   "thresholds (default %(default)s)")
     p.add_argument("--checkpoint-every", default="100", metavar="N",
-                   help="checkpoint and log every N iterations (default 100)")
+                   help="checkpoint and log every N iterations (default %(default)s)")
     p.add_argument("--checkpoint-minutes", default="4", metavar="MIN",
-                   help="and whenever this many minutes have passed since the last (default 4)")
+                   help="and whenever this many minutes have passed since the last (default %(default)s)")
     p.add_argument("--eval-limit", metavar="N", help="test samples to evaluate (default all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -519,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation-sparsity", metavar="A", help="sparsity of the activations the "
                    "weight gradient reads (default: S for swat-u and saw, 0.5 for sparse-learning)")
     p.add_argument("--image-size", metavar="N", help="input size in pixels (default: the network's)")
-    p.add_argument("--batch", default="1", metavar="B", help="samples per iteration (default 1)")
+    p.add_argument("--batch", default="1", metavar="B", help="samples per iteration (default %(default)s)")
     p.add_argument("--counting", default="a3", metavar="C", help="a3 (default: input gradient "
                    "counted as A.3 eq. 5, as SWAT Table 3) or true (every pass = forward MACs)")
     p.add_argument("--dense-layers", metavar="NAMES", help="comma-separated layers kept dense "
@@ -543,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", metavar="S[,S...]", help="with --measure: Top-K sparsities "
                    "(default 0.8,0.9); otherwise labels for --reduction")
     p.add_argument("--measure", metavar="NETWORK", help="time our Top-K over NETWORK's weights and "
-                   "saved activations")
+                   "saved activations (default: no timing, the paper's inputs)")
     p.add_argument("--batch", metavar="B", help="with --measure: batch of the activations (default 32)")
     p.add_argument("--image-size", metavar="N", help="with --measure: input size (default: the network's)")
     p.add_argument("--repeat", metavar="N", help="with --measure: best of N timings, at most 100 "
@@ -557,7 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's parser, which says which command's --help to read
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         print("accelsim: error: expected a command: run, report, check, sweep, "
               "trace-from-training, flops or topk-overhead (accelsim --help describes them)",

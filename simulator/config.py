@@ -513,12 +513,22 @@ def read_yaml(path: str | os.PathLike, missing: str | None = None) -> Any:
         raise ConfigError(f"{source}: cannot read ({safe_yaml.cut(e)})") from None
 
 
+def refuse_sweep_file(data: Any, source: str) -> None:
+    """A one-line ConfigError pointing at `accelsim sweep` if the YAML `data` of the file
+    `source` is a sweep file (top-level base: and sweep:) rather than a run config."""
+    if isinstance(data, dict) and "sweep" in data and "base" in data:
+        raise ConfigError(f"{source}: expected a run config (architecture, workload, ...), got a "
+                          f"sweep file (top-level base: and sweep:); run it with "
+                          f"`accelsim sweep {source}`")
+
+
 def load_config(path: str | os.PathLike) -> Config:
     """Read and validate a YAML config. Relative `workload.trace` paths are taken from the
     current directory if they exist there, else from the config file's directory."""
     path = Path(path)
     source = safe_yaml.cut(path, 200)
     data = read_yaml(path)
+    refuse_sweep_file(data, source)
     cfg = parse_config(data, source)
     trace = cfg.workload.trace
     if trace and not Path(trace).is_absolute() and not Path(trace).exists():

@@ -251,7 +251,7 @@ def test_cli_errors_are_one_line(tmp_path):
                 "-q", cwd=tmp_path)
     assert p.returncode == 2 and "trace_at" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("nonet", cwd=tmp_path)
-    assert p.returncode == 2 and "invalid choice" in p.stderr
+    assert p.returncode == 2 and "NETWORK: expected one of" in p.stderr and "'nonet'" in p.stderr
 
 
 def test_cli_trains_and_writes_trace_log_and_checkpoint(tmp_path):
