@@ -10,6 +10,8 @@ from results that carry energy columns (accelsim 0.x runs since issue 15).
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -33,13 +35,14 @@ def grouped_positions(groups: list, members: list, gap: float) -> tuple[np.ndarr
 
 
 def label_groups(ax, xs, ticks: list, centers: list, groups: list, xlabel: str) -> None:
-    """Tick each bar with `ticks`, and name each group on a second axis below."""
+    """Tick each bar with `ticks`, name each group on a second axis below them, and put
+    `xlabel` under the group names (the axis label reads last, under everything it names)."""
     ax.set_xticks(xs, ticks, fontsize=8)
-    ax.set_xlabel(xlabel)
-    sec = ax.secondary_xaxis(-0.12)
+    sec = ax.secondary_xaxis("bottom")
     sec.set_xticks(centers, groups)
-    sec.tick_params(length=0)
+    sec.tick_params(length=0, pad=16)
     sec.spines["bottom"].set_visible(False)
+    sec.set_xlabel(xlabel)
 
 
 def has_energy(df: pd.DataFrame) -> bool:
@@ -47,10 +50,11 @@ def has_energy(df: pd.DataFrame) -> bool:
     return all(c in df.columns for c in COLUMNS) and bool(df[COLUMNS].notna().all().all())
 
 
-def energy_split(df: pd.DataFrame, figure, title: str = "") -> Figure:
+def energy_split(df: pd.DataFrame, figure, title: str = "", config: str = "") -> Figure:
     """Stacked energy per (pass, sparsity), ours and the dense baseline's; `figure(w, h)`
     makes the (constrained-layout) figure. Each (event class, array) forms one labelled
-    `BarContainer`, bars ordered pass-major then by sparsity."""
+    `BarContainer`, bars ordered pass-major then by sparsity. `config` names the
+    configuration in the title (a merged sweep's label, or the front-end)."""
     network = str(df["network"].iloc[0])
     sparsities = sorted(df["sparsity"].unique())
     passes = [p for p in PASSES if p in set(df["pass"])]
@@ -84,6 +88,8 @@ def energy_split(df: pd.DataFrame, figure, title: str = "") -> Figure:
     ax.set_ylim(0, float(max(totals["ours"].max(initial=0), totals["dense"].max(initial=0), 1e-9)) * 1.15)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title or f"{network}: where the energy goes (dense baseline / ours above each pair)",
-                 fontsize=11)
+    title = title or (f"{network}{', ' + config if config else ''}: where the energy goes "
+                      "(dense baseline / ours above each pair)")
+    chars = max(20, int((fig.get_figwidth() - 0.3) * 72 / (0.62 * 11)))  # DejaVu Sans: <= 0.62 em
+    fig.suptitle(textwrap.fill(title, chars, break_long_words=True), fontsize=11)
     return fig
