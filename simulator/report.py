@@ -9,26 +9,50 @@ first appear in the CSV. Whole-network figures are ratios of summed cycles or by
 - `layer_speedup` (file `<network>-layer-speedup`): per-layer speedup over the dense
   array, memory included (`speedup` = dense_cycles / cycles, unit x), grouped bars, one
   bar per training pass, one panel per sparsity. A black tick on each bar is the array's
-  compute-only speedup (`compute_speedup`). A dashed line marks the front-end's cap h+1
-  (what skipping alone can reach on any layer; the memory-included speedup can pass it
-  when dense training's traffic stalls the dense array), a grey line 1x. A layer
-  without a pass (the first conv's input gradient) has no bar.
+  compute-only speedup (`compute_speedup`). A dashed red line, drawn over the bars, marks
+  the front-end's cap h+1: it bounds the compute-only ticks of a bit-parallel array (what
+  value skipping alone can reach on any layer), not the bars (the memory-included speedup
+  passes it when dense training's traffic stalls the dense array), and on a bit-serial
+  array (TCLp/TCLe) only the value skipping, since the array also skips bits; its legend
+  entry says which. A grey line marks 1x. A layer without a pass (the first conv's input
+  gradient) has no bar. An outlier (a value more than 3x the 95th percentile and the cap,
+  e.g. one fc speedup of 91x) does not stretch the axis: it is cut 12% above the largest
+  other value, each cut bar has its value written at the top, and the panel's title says
+  so (`axis_top`).
 - `speedup_vs_sparsity` (`<network>-speedup-vs-sparsity`): network speedup against
   Top-K sparsity for forward, backward (input + weight gradient) and the whole
   iteration: `speedup` (memory included) and `compute_speedup` (the array alone), both
-  ratios of summed cycles, with the ideal 1/(1-s) (work scales with density) and the
-  front-end cap h+1. Unit x; sparsity in percent.
+  ratios of summed cycles, with the work bound 1/(1-s) (work scales with density; the
+  word "ideal" is kept for the tables' `ideal_speedup`, the array's bound) and the
+  front-end cap h+1. Unit x; sparsity in percent. A run at one sparsity has no curve:
+  it gets bars per phase, memory included beside array only, each value written
+  (`speedup_bars`).
 - `dram_traffic` (`<network>-dram-traffic`): DRAM traffic of the whole network per pass
   and sparsity in MB (10^6 bytes), stacked by tensor class (weights, activations, saved
   activations, gradients; reads plus writes, metadata included), with dense training's
   traffic (`dense_dram_bytes`) as a black marker and its ratio to ours over each bar.
 - `utilization_map` (`<network>-utilization`): heat map of the array's utilization,
   effectual MACs / (cycles x peak MACs per cycle) in percent, per layer (columns) and
-  (sparsity, pass) (rows), each cell labelled; the colour scale runs from 0 to the
-  largest value rounded up to 10%; grey where a layer has no such pass.
+  (sparsity, pass) (rows), each cell (0.42 x 0.34 in) labelled in 7.5-pt type; the
+  colour scale runs from 0 to the largest value rounded up to 10%; grey where a layer
+  has no such pass.
 - `energy_split` (`<network>-energy`, energy_plot.py; results with energy columns only):
   energy per pass and sparsity stacked by MACs, on-chip buffers and DRAM, ours beside the
   dense baseline's, with the efficiency over each pair.
+- `sweep_map` (`sweep-<x>-<y>-<value>`, written by `accelsim sweep` and by `accelsim
+  report` on a sweep of more than MAX_CONFIGURATIONS configurations): heat maps of the
+  compute-only speedup and the speedup with memory over two swept keys, a panel per
+  phase and (network, sparsity, other swept value), 8-pt cell labels, the colour bar
+  under the panels.
+
+Every title names the configuration once (the front-end, or a merged sweep's label);
+titles and colour-bar labels are wrapped to the figure; legends sit outside the axes
+(under the panels, or to the right), covering no data. `tests/test_report_layout.py`
+checks that no text leaves the figure at any size these plots are drawn.
+
+Modules: `report_data.py` reads and checks the CSV and splits it into configurations;
+`report_plots.py` draws the figures; this module names the files and writes them. Every
+public name (and those the tests use) stays importable from `simulator.report`.
 
 The plotting functions are pure: they take a DataFrame of one network's rows and return
 a `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global state).
@@ -59,8 +83,9 @@ from .report_data import (  # noqa: F401  (public names of simulator.report)
     PHASES, REQUIRED, _check_configurations, _config_keys, _count, _label, _q, _slug, _split,
     configurations, frontend_cap, load_results)
 from .report_plots import (  # noqa: F401
-    CLASS_COLORS, CLASSES, PASS_COLORS, SWEEP_VALUES, _figure, _frontends, _pct, dram_traffic,
-    layer_order, layer_speedup, speedup_vs_sparsity, sweep_axes, sweep_map, utilization_map)
+    CLASS_COLORS, CLASSES, PASS_COLORS, SWEEP_VALUES, WORK_BOUND, _figure, _frontends, _pct, axis_top,
+    cap_label, dram_traffic, layer_order, layer_speedup, speedup_bars, speedup_vs_sparsity, sweep_axes,
+    sweep_map, utilization_map)
 from .results import COLUMNS, summarize
 from .safe_yaml import cut
 

@@ -288,11 +288,17 @@ def dram_traffic(df: pd.DataFrame, title: str = "", config: str = "") -> Figure:
     return fig
 
 
+MAP_LAYERS = 24  # layers per heat-map panel: a panel stays ~13 in wide, readable inline in a notebook
+MAX_LABELLED_CELLS = 1500  # beyond this, cells are not labelled and the map is one panel
+
+
 def utilization_map(df: pd.DataFrame, title: str = "", config: str = "") -> Figure:
     """Heat map of utilization (percent of peak MACs doing effectual work) per layer
-    (columns, network order) and (sparsity, pass) (rows); the image's data is
-    utilization x 100, NaN (grey) where a layer has no such pass. Cells are 0.42 x 0.34
-    inches, so that their 7.5-pt labels stay readable at any layer count."""
+    (columns, network order) and (sparsity, pass) (rows); each image's data is
+    utilization x 100, NaN (grey) where a layer has no such pass. Cells are 0.45 x 0.34
+    inches with 8-pt labels; the layers are wrapped into panels of at most MAP_LAYERS,
+    one under the other, so that the figure is never wider than ~13 in and its labels
+    stay readable when a notebook scales it to its width."""
     _one_network(df)
     layers = layer_order(df)
     sparsities = sorted(df["sparsity"].unique())
@@ -302,25 +308,34 @@ def utilization_map(df: pd.DataFrame, title: str = "", config: str = "") -> Figu
     data = np.array([[util.get((s, p, layer), np.nan) for layer in layers] for s, p in rows],
                     dtype=float) * 100
     n = len(layers)
-    fig = _figure(max(7.0, 2.6 + 0.42 * n), 1.5 + 0.34 * len(rows) + _label_height(layers))
-    ax = fig.subplots()
+    labelled = data.size <= MAX_LABELLED_CELLS
+    panels = -(-n // MAP_LAYERS) if labelled else 1
+    per = -(-n // panels)  # balanced: 70 layers -> 24, 24, 22
+    chunks = [np.arange(n)[k:k + per] for k in range(0, n, per)]
+    height = 0.55 + 0.34 * len(rows) + _label_height([layers[i] for i in chunks[0]])
+    fig = _figure(max(7.0, 2.8 + 0.45 * per), 1.0 + height * len(chunks))
+    axes = fig.subplots(len(chunks), 1, squeeze=False)[:, 0]
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
     vmax = float(min(100.0, max(10.0, np.ceil(np.nanmax(data, initial=0.0) / 10) * 10)))
-    im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, vmin=0, vmax=vmax,
-                   interpolation="nearest")
-    if data.size <= 1500:
-        for (r, c), v in np.ndenumerate(data):
-            if np.isfinite(v):
-                ax.text(c, r, f"{v:.1f}" if v < 9.95 else f"{v:.0f}", ha="center", va="center",
-                        fontsize=7.5, color="black" if v > 0.6 * vmax else "white")
-    for k in range(1, len(sparsities)):
-        ax.axhline(k * len(passes) - 0.5, color="white", linewidth=2)
-    ax.set_xticks(np.arange(n), layers, rotation=90, fontsize=8)
-    ax.set_yticks(np.arange(len(rows)), [f"{_pct(s)} {p}" for s, p in rows], fontsize=8)
-    ax.set_xlabel("layer (network order)")
-    ax.set_ylabel("sparsity, pass")
+    for ax, cols in zip(axes, chunks):
+        part = data[:, cols]
+        im = ax.imshow(np.ma.masked_invalid(part), aspect="auto", cmap=cmap, vmin=0, vmax=vmax,
+                       interpolation="nearest")
+        if labelled:
+            for (r, c), v in np.ndenumerate(part):
+                if np.isfinite(v):
+                    ax.text(c, r, f"{v:.1f}" if v < 9.95 else f"{v:.0f}", ha="center", va="center",
+                            fontsize=8, color="black" if v > 0.6 * vmax else "white")
+        for k in range(1, len(sparsities)):
+            ax.axhline(k * len(passes) - 0.5, color="white", linewidth=2)
+        ax.set_xlim(-0.5, per - 0.5)  # every panel's cells the same width
+        ax.set_xticks(np.arange(len(cols)), [layers[i] for i in cols], rotation=90,
+                      fontsize=8 if labelled else 7)
+        ax.set_yticks(np.arange(len(rows)), [f"{_pct(s)} {p}" for s, p in rows], fontsize=8)
+        ax.set_ylabel("sparsity, pass")
+    axes[-1].set_xlabel("layer (network order" + (", continued panel by panel)" if len(chunks) > 1 else ")"))
     label = _wrap(f"utilization (%, scale 0-{vmax:.0f})", fig.get_figheight() - 0.6, 10)
-    fig.colorbar(im, ax=ax, label=label, fraction=0.04, pad=0.01)
+    fig.colorbar(im, ax=axes, label=label, fraction=0.04 / len(chunks) ** 0.5, pad=0.01)
     _title(fig, df, "utilization = effectual MACs / (cycles x peak MACs per cycle), %", title, config)
     return fig
 

@@ -114,10 +114,30 @@ def test_sweep_maps_keep_their_text_inside(df, xs, ys, sparsities, value):
     assert cells and min(t.get_fontsize() for t in cells) >= 8  # readable cell labels
 
 
+def test_the_notebooks_figures_keep_their_text_inside(df):
+    """reports/speedup.ipynb draws the same plots, and adds SWAT's stars to the speedup
+    against sparsity, with the figure's legend redrawn under the panels (cell 9)."""
+    for plot in (report.layer_speedup, report.dram_traffic, report.utilization_map):
+        assert outside(plot(df)) == []
+    fig = report.speedup_vs_sparsity(df)
+    for ax in fig.axes:
+        ax.plot([80, 90], [3.3, 5.6], linestyle="none", marker="*", label="SWAT Table 11 (ResNet-50)")
+    for legend in fig.legends:
+        legend.remove()
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3,
+               fontsize=8, frameon=False)
+    assert outside(fig) == []
+
+
 def test_the_check_catches_clipped_text(df):
     fig = report.dram_traffic(df)
     fig.suptitle("x" * 400)
     assert outside(fig)
+    fig = report.layer_speedup(df)  # a legend wider than the figure: clipped on both sides
+    fig.legends[0].remove()
+    lines = [fig.axes[0].plot([], [], label=f"a long legend entry number {k}")[0] for k in range(12)]
+    fig.legend(handles=lines, loc="outside lower center", ncols=12)
+    assert any(problem.startswith("'legend'") for problem in outside(fig))
 
 
 # ---------------------------------------------------------------------------- defects
