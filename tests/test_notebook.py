@@ -96,3 +96,20 @@ def test_first_cell_says_to_run_the_tactical_config(tmp_path, monkeypatch):
     assert error.evalue.startswith(
         f"{missing} does not exist: run `accelsim run configs/tactical.yaml` first")
     assert "accelsim run configs/tactical.yaml" in str(e.value)
+
+
+def test_notebook_extra_installs_what_jupyter_execute_needs():
+    """`pip install -e '.[notebook]'` then `jupyter execute reports/speedup.ipynb`: the extra
+    names nbclient (the `jupyter-execute` command), jupyter_core (the `jupyter` front
+    command), jupyter_client and ipykernel (the python3 kernel) and nbformat."""
+    import re
+    import tomllib
+    from importlib.metadata import entry_points
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["notebook"]
+    names = {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0].lower().replace("-", "_") for r in extra}
+    assert names >= {"nbclient", "nbformat", "jupyter_client", "jupyter_core", "ipykernel"}
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    if "jupyter-execute" not in scripts:
+        pytest.skip("the notebook extra is not installed")
+    assert scripts["jupyter-execute"].startswith("nbclient")
