@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workloads import data
+from workloads import data, datasets
 from workloads.data import (DATASETS, NORMALIZATION, DataError, Dataset, Loader, load_cifar_batch,
                             load_dataset, read_idx, resize_bilinear, write_idx)
 
@@ -91,7 +91,7 @@ def test_fashion_mnist_from_a_directory(tmp_path, gz):
 
 
 def test_fashion_mnist_missing_and_inconsistent(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError) as err:
         load_dataset("fashion-mnist", "train")
     msg = str(err.value)

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WIRING = {"api.py", "cli.py", "analytic_commands.py"}  # only these may wire workloads into the simulator
+WIRING = {"api.py", "cli.py", "cli_parser.py", "analytic_commands.py"}  # only these may wire workloads into the simulator
 
 
 def imports(path):
