@@ -89,6 +89,31 @@ def _per_tile(per_unit: np.ndarray, tiles: int, filter_groups: int, idle: int) -
     return padded.reshape(filter_groups, tiles)
 
 
+def whole_units(carry: np.ndarray | None, rows: np.ndarray, r: int, last: bool):
+    """Rows arriving chunk by chunk, in order, cut into whole units of `r`: ([pieces of
+    whole units to schedule now], the rows left for the next chunk or None). The last
+    chunk's unfinished unit completes the carry first; on the `last` chunk the remainder
+    is a unit of its own (padded with empty filters by whoever schedules it). The chunk's
+    rows are not copied, only the carry."""
+    ready = []
+    if carry is not None:  # complete the last chunk's unfinished unit first
+        take = r - len(carry)
+        carry = np.concatenate([carry, rows[:take]])
+        rows = rows[take:]
+        if len(carry) == r:
+            ready.append(carry)
+            carry = None
+    whole = len(rows) - len(rows) % r
+    if whole:
+        ready.append(rows[:whole])
+    if whole < len(rows):
+        carry = rows[whole:].copy() if carry is None else np.concatenate([carry, rows[whole:]])
+    if last and carry is not None:
+        ready.append(carry)
+        carry = None
+    return ready, carry
+
+
 def unit_ideal(row_nonzeros: np.ndarray, rows: int, lanes: int) -> np.ndarray:
     """Per unit (`rows` consecutive filters), the ideal cycles: the max over its filter
     lanes of ceil(non-zeros / lanes); `row_nonzeros` [F]."""

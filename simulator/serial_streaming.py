@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .array import PassTiming, _units, combine_units, effectual_macs, schedule_offsets, unit_ideal
+from .array import PassTiming, _units, combine_units, effectual_macs, schedule_offsets, unit_ideal, whole_units
 from .bitserial import SerialStream, frames, own_costs, serial_units, value_costs
 from .config import Architecture
 from .lowering import LoweredPart
@@ -228,11 +228,9 @@ class SerialInputScheduled:
         counts = _counts(costs)
         self.input_counts = counts if self.input_counts is None else self.input_counts + counts
         for g in range(nz.shape[0]):
-            rows = nz[g] if self.carry[g] is None else np.concatenate([self.carry[g], nz[g]])
-            whole = len(rows) if last else len(rows) - len(rows) % r
-            if whole:
-                self._schedule(g, rows[:whole])
-            self.carry[g] = rows[whole:].copy() if whole < len(rows) else None
+            ready, self.carry[g] = whole_units(self.carry[g], nz[g], r, last)
+            for rows in ready:
+                self._schedule(g, rows)
 
     def finish(self) -> tuple[PassTiming, int]:
         totals = _Totals(self.arch)

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .array import PassTiming, _units, combine_units, effectual_macs, schedule_offsets, time_streams, unit_ideal
+from .array import (PassTiming, _units, combine_units, effectual_macs, schedule_offsets, time_streams, unit_ideal,
+                    whole_units)
 from .config import Architecture
 from .footprint import pass_operand_elements
 from .formats import Footprint, count_runs_from, coordinate_view, footprint
@@ -186,23 +187,9 @@ class _InputScheduled:
         counts = _counts(nz)
         self.input_counts = counts if self.input_counts is None else self.input_counts + counts
         for g in range(nz.shape[0]):
-            rows = nz[g]
-            if self.carry[g] is not None:  # complete the last chunk's unfinished unit first
-                take = r - len(self.carry[g])
-                self.carry[g] = np.concatenate([self.carry[g], rows[:take]])
-                rows = rows[take:]
-                if len(self.carry[g]) == r:
-                    self._units(g, self.carry[g])
-                    self.carry[g] = None
-            whole = len(rows) - len(rows) % r
-            if whole:
-                self._units(g, rows[:whole])
-            if whole < len(rows):
-                self.carry[g] = rows[whole:].copy() if self.carry[g] is None else \
-                    np.concatenate([self.carry[g], rows[whole:]])
-            if last and self.carry[g] is not None:
-                self._units(g, self.carry[g])  # the pass's last unit, padded with empty filters
-                self.carry[g] = None
+            ready, self.carry[g] = whole_units(self.carry[g], nz[g], r, last)
+            for rows in ready:
+                self._units(g, rows)
 
     def finish(self) -> tuple[PassTiming, int]:
         cycles = [np.concatenate(c) for c in self.cycles] if self.schedule else None

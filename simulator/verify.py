@@ -60,14 +60,17 @@ def _first_illegal(dt: np.ndarray, dl: np.ndarray, table: np.ndarray) -> tuple[i
     return int(pairs[0, 0]), int(pairs[0, 1])
 
 
-def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[np.ndarray, str]:
+def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture, record=None,
+            outputs: bool = True) -> tuple[np.ndarray, str]:
     """Output [G, F, W] (float64) of one part computed from its recorded schedule, or an
-    error message."""
+    error message. `record`: the part's `TileSchedule` if already made; `outputs=False`
+    checks legality and conservation only (the output stays zero)."""
     lanes, rows, h = arch.lanes, arch.rows, arch.frontend.lookahead
     table = _legal_table(arch)
     first_base = h if arch.frontend.scheduler == "dnnsim" else 0  # see scheduler.py
     groups, filters, steps, _ = sched.shape
-    _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
+    if record is None:
+        _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
     out = np.zeros((groups, filters, bcast.shape[1]))
     for g in range(groups):
         sources, bases, cycles = record.sources[g], record.bases[g], record.cycles[g]
@@ -98,6 +101,8 @@ def _replay(sched: np.ndarray, bcast: np.ndarray, arch: Architecture) -> tuple[n
             f, slot = np.argwhere(used != expected)[0]
             return out, (f"group {g} filter {f} slot {slot} multiplied {int(used[f, slot])} times, "
                          f"expected {int(expected[f, slot])}")
+        if not outputs:
+            continue
         # value x broadcast of its original slot, accumulated per original slot first
         out[g] = (values * used)[:filters] @ bcast[g].reshape(bcast.shape[1], -1).astype(np.float64).T
     return out, ""

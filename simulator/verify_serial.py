@@ -105,10 +105,10 @@ def recompute_serial(lowered: LoweredPass, arch: Architecture, reference_out: np
     out = np.zeros(lowered.out_shape)
     for part in lowered.parts:
         sched, bcast = lowered.operands(part)
-        _, problem = _replay(sched, bcast, arch)  # legality and each non-zero once
+        _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
+        _, problem = _replay(sched, bcast, arch, record, outputs=False)  # legality, each non-zero once
         if problem:
             return CheckResult(name, pas, False, np.inf, problem)
-        _, record = time_streams(sched != 0, bcast.shape[1], arch, keep_schedule=True)
         got = np.zeros(sched.shape[:2] + (bcast.shape[1],))
         q = bcast.astype(np.int64)
         codes = value_costs(q, arch.backend, signed, arch.trailing_zeros, arch.bits)
